@@ -1,0 +1,6 @@
+"""Allow ``python -m musicrnn``."""
+
+from musicrnn.cli import main
+
+if __name__ == "__main__":
+    main()

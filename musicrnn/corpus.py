@@ -1,0 +1,363 @@
+"""Turning corpora into training data, and reading it back.
+
+Holds:
+- :func:`prepare`: sources -> a data folder with, per split, a flat uint16 token file
+  (memory-mappable), an offsets file, a piece index, plus ``manifest.json`` (codec config,
+  sources, counts, rejected files, checksums) and ``rejected.tsv``. Files are parsed in parallel
+  and streamed to disk in a fixed order, so memory stays flat and the output is identical on
+  every run. The folder appears complete or not at all.
+- :class:`TokenData`: one split of a data folder, memory-mapped; ``piece(i)`` gives its tokens.
+- :func:`data_stats`: the numbers ``musicrnn data stats`` prints.
+
+Augmentation (transposition, time stretch) is applied when training reads the data
+(see :mod:`musicrnn.codec` ``transpose``/``stretch``), never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from musicrnn import __version__
+from musicrnn.codec import BOS, Codec, GridCodec, codec_from_dict, frame_count
+from musicrnn.errors import DataError, MusicRNNError
+from musicrnn.midi import Piece
+from musicrnn.sources import (
+    MAT_LOWEST_PITCH,
+    Item,
+    choose_split,
+    find_items,
+    load_item,
+    mat_frame_beats,
+    mat_rolls,
+    roll_to_notes,
+)
+
+MANIFEST_FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class SplitWriter:
+    """Appends pieces of one split to ``<split>.tokens`` and remembers offsets and counts."""
+
+    folder: Path
+    split: str
+    offsets: list[int] = field(default_factory=lambda: [0])
+    index: list[tuple[str, int, int, int]] = field(default_factory=list)
+    notes: int = 0
+    frames: int = 0
+
+    def __post_init__(self) -> None:
+        self.fh = open(self.folder / f"{self.split}.tokens", "wb")
+
+    def add(self, name: str, tokens: np.ndarray, notes: int, frames: int) -> None:
+        self.fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
+        self.offsets.append(self.offsets[-1] + len(tokens))
+        self.index.append((name, len(tokens), notes, frames))
+        self.notes += notes
+        self.frames += frames
+
+    def close(self) -> dict:
+        self.fh.close()
+        np.save(self.folder / f"{self.split}.offsets.npy", np.asarray(self.offsets, np.int64))
+        with open(self.folder / f"{self.split}.index.tsv", "w", encoding="utf-8") as fh:
+            fh.write("name\ttokens\tnotes\tframes\n")
+            for row in self.index:
+                fh.write("\t".join(str(x) for x in row) + "\n")
+        return {
+            "pieces": len(self.index),
+            "tokens": self.offsets[-1],
+            "notes": self.notes,
+            "frames": self.frames,
+            "sha256": {
+                f"{self.split}.tokens": _sha256(self.folder / f"{self.split}.tokens"),
+                f"{self.split}.offsets.npy": _sha256(self.folder / f"{self.split}.offsets.npy"),
+            },
+        }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def trim_leading_silence(piece: Piece) -> Piece:
+    """Move the piece earlier by whole bars so it starts in its first bar (keeps the metre)."""
+    if len(piece.notes) == 0:
+        return piece
+    _, num, den = piece.time_signatures[0]
+    bar = num * 4.0 / den
+    shift = math.floor(float(piece.notes["start"].min()) / bar) * bar
+    if shift <= 0:
+        return piece
+    notes = piece.notes.copy()
+    notes["start"] -= shift
+    notes["end"] -= shift
+    in_force = [t for t in piece.tempos if t[0] <= shift][-1][1]
+    tempos = [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in piece.tempos if b > shift]
+    sigs = [(max(0.0, b - shift), n, d) for b, n, d in piece.time_signatures if b >= shift] or [(0.0, num, den)]
+    if sigs[0][0] > 0:
+        sigs.insert(0, (0.0, num, den))
+    return Piece(notes, tempos, sigs, piece.source)
+
+
+_WORKER_CODEC: tuple[str, Codec] | None = None
+
+
+def _worker_codec(codec_json: str) -> Codec:
+    global _WORKER_CODEC
+    if _WORKER_CODEC is None or _WORKER_CODEC[0] != codec_json:
+        _WORKER_CODEC = (codec_json, codec_from_dict(json.loads(codec_json)))
+    return _WORKER_CODEC[1]
+
+
+def encode_item(job: tuple[Item, str]) -> tuple[Item, np.ndarray | None, int, str | None]:
+    """Worker: one item -> (item, tokens or None, notes kept, rejection reason or None)."""
+    item, codec_json = job
+    codec = _worker_codec(codec_json)
+    try:
+        piece = trim_leading_silence(load_item(item))
+        tokens = codec.encode_piece(piece)
+        pitched = piece.pitched()["pitch"]
+        kept = int(np.count_nonzero((pitched >= codec.min_pitch) & (pitched <= codec.max_pitch)))
+        if len(tokens) == 0 or kept == 0:
+            return item, None, 0, f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
+        return item, tokens, kept, None
+    except MusicRNNError as exc:
+        reason = str(exc)
+        prefix = f"{item.path}: "
+        return item, None, 0, reason[len(prefix) :] if reason.startswith(prefix) else reason
+    except Exception as exc:  # a parser bug must not stop a 100k-file run
+        return item, None, 0, f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _mat_results(items: list[Item], codec: Codec) -> Iterator[tuple[Item, np.ndarray | None, int, str | None]]:
+    """Encode .mat pieces in this process (each file is read once)."""
+    cache: dict[tuple[str, str], list[np.ndarray]] = {}
+    for item in items:
+        key = (item.path, item.split or "train")
+        if key not in cache:
+            cache[key] = mat_rolls(item.path, key[1])
+        roll = cache[key][item.index]
+        frame_beats = mat_frame_beats(item.path)
+        exact = (
+            isinstance(codec, GridCodec)
+            and codec.min_pitch == MAT_LOWEST_PITCH
+            and codec.num_pitches == roll.shape[1]
+            and codec.steps_per_beat * frame_beats == 1.0
+        )
+        notes = roll_to_notes(roll, frame_beats)
+        # frame for frame when the codec's grid is the roll's grid, so NLL per frame matches
+        # the published protocol (empty frames included)
+        tokens = codec.encode_roll(roll) if exact else codec.encode(notes)
+        if len(tokens) == 0:
+            yield item, None, 0, "empty piano roll"
+        else:
+            yield item, tokens, len(notes), None
+
+
+def _open_output(out: Path) -> Path:
+    if out.exists():
+        if out.is_file():
+            raise DataError(f"{out}: is a file; choose a folder for -o")
+        if any(out.iterdir()) and not (out / "manifest.json").exists():
+            raise DataError(f"{out}: folder exists and is not a musicrnn data folder; choose another -o")
+    tmp = out.with_name(f".{out.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by an interrupted run
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def prepare(
+    sources: list[str],
+    out: str | os.PathLike,
+    codec: Codec,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Prepare a data folder from ``sources`` and return its manifest.
+
+    Rejected pieces are listed (with reasons) in the manifest and ``rejected.tsv``; the call
+    fails with :class:`DataError` only if no piece at all was usable.
+    """
+    if len(split) != 3 or any(x < 0 for x in split) or abs(sum(split) - 1.0) > 1e-6:
+        raise DataError(f"--split {','.join(map(str, split))}: give three fractions that sum to 1, e.g. 0.8,0.1,0.1")
+    out = Path(out)
+    items: list[Item] = []
+    for src in sources:
+        found = find_items(src)
+        if not found:
+            raise DataError(f"{src}: no MIDI files found (looked for .mid .midi .kar .smf)")
+        items += found
+    tmp = _open_output(out)
+    writers = {s: SplitWriter(tmp, s) for s in SPLITS}
+    rejected: list[tuple[str, str]] = []
+    codec_json = json.dumps(codec.to_dict(), sort_keys=True)
+    workers = max(1, workers or os.cpu_count() or 1)
+    file_items = [it for it in items if it.kind != "mat"]
+    mat_items = [it for it in items if it.kind == "mat"]
+    done = 0
+    try:
+        results: Iterable = _mat_results(mat_items, codec)
+        pool = None
+        if file_items:
+            jobs = [(it, codec_json) for it in file_items]
+            if workers > 1 and len(file_items) > 1:
+                pool = ProcessPoolExecutor(workers)
+                chunk = max(1, min(64, len(jobs) // (workers * 8)))
+                file_results = pool.map(encode_item, jobs, chunksize=chunk)
+            else:
+                file_results = map(encode_item, jobs)
+            results = _chain(results, file_results)
+        try:
+            for item, tokens, notes, reason in results:
+                done += 1
+                if progress:
+                    progress(done, len(items))
+                if tokens is None:
+                    rejected.append((item.name, reason or "unknown"))
+                    continue
+                s = item.split or choose_split(item.name, split)
+                writers[s].add(item.name, tokens, notes, frame_count(codec, tokens))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        counts = {s: w.close() for s, w in writers.items()}
+        if sum(c["pieces"] for c in counts.values()) == 0:
+            raise DataError(
+                f"no usable pieces in {', '.join(sources)} ({len(rejected)} rejected; see the reasons above)"
+            )
+        with open(tmp / "rejected.tsv", "w", encoding="utf-8") as fh:
+            fh.write("file\treason\n")
+            for name, reason in rejected:
+                fh.write(f"{name}\t{reason}\n")
+        manifest = {
+            "format": "musicrnn-data",
+            "format_version": MANIFEST_FORMAT_VERSION,
+            "musicrnn_version": __version__,
+            "codec": codec.to_dict(),
+            "sources": list(sources),
+            "split_fractions": list(split),
+            "splits": counts,
+            "files_seen": len(items),
+            "rejected": [{"file": n, "reason": r} for n, r in rejected],
+        }
+        with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return manifest
+    except BaseException:
+        for w in writers.values():
+            w.fh.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _chain(*iterables):
+    for it in iterables:
+        yield from it
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The manifest of a prepared data folder, checked for format and version."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.exists():
+        raise DataError(f"{folder}: not a prepared data folder (no manifest.json); run: musicrnn data prepare SRC -o {folder}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: corrupt manifest ({exc}); prepare the data again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "musicrnn-data":
+        raise DataError(f"{path}: not a musicrnn data manifest; prepare the data again")
+    version = manifest.get("format_version")
+    if version != MANIFEST_FORMAT_VERSION:
+        raise DataError(
+            f"{path}: data format version {version} (musicrnn {manifest.get('musicrnn_version')}) is not "
+            f"supported by musicrnn {__version__} (data format version {MANIFEST_FORMAT_VERSION}); prepare the data again"
+        )
+    return manifest
+
+
+class TokenData:
+    """One split of a prepared data folder, memory-mapped (nothing is read until used)."""
+
+    def __init__(self, folder: str | os.PathLike, split: str = "train") -> None:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        self.folder = Path(folder)
+        self.split = split
+        self.manifest = read_manifest(self.folder)
+        try:
+            self.codec = codec_from_dict(self.manifest["codec"])
+        except MusicRNNError as exc:
+            raise DataError(f"{self.folder}: {exc}") from None
+        tok_path = self.folder / f"{split}.tokens"
+        off_path = self.folder / f"{split}.offsets.npy"
+        if not tok_path.exists() or not off_path.exists():
+            raise DataError(f"{self.folder}: split {split!r} files are missing; prepare the data again")
+        size = tok_path.stat().st_size
+        self.tokens = np.memmap(tok_path, dtype="<u2", mode="r") if size else np.zeros(0, np.uint16)
+        self.offsets = np.load(off_path)
+        if self.offsets[-1] != len(self.tokens):
+            raise DataError(f"{self.folder}: {split} offsets do not match its tokens; prepare the data again")
+        if len(self.tokens) and int(self.tokens.max(initial=0)) >= self.codec.vocab_size:
+            raise DataError(f"{self.folder}: {split} has tokens outside the codec's vocabulary; prepare the data again")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def piece(self, i: int, with_bos: bool = False) -> np.ndarray:
+        """Tokens of piece ``i`` (optionally preceded by BOS), as int64."""
+        toks = np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]], dtype=np.int64)
+        return np.concatenate([[BOS], toks]) if with_bos else toks
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def data_stats(folder: str | os.PathLike, top: int = 10) -> dict:
+    """Counts per split and the most common tokens, for ``musicrnn data stats``."""
+    manifest = read_manifest(folder)
+    stats: dict = {"folder": str(folder), "codec": manifest["codec"], "splits": {}, "rejected": len(manifest["rejected"])}
+    hist: Counter = Counter()
+    codec = None
+    for s in SPLITS:
+        data = TokenData(folder, s)
+        codec = data.codec
+        c = manifest["splits"][s]
+        stats["splits"][s] = {k: c[k] for k in ("pieces", "tokens", "frames", "notes")}
+        if data.num_tokens:
+            counts = np.bincount(np.asarray(data.tokens), minlength=data.codec.vocab_size)
+            hist.update({i: int(n) for i, n in enumerate(counts) if n})
+    total = sum(hist.values()) or 1
+    assert codec is not None
+    stats["top_tokens"] = [(codec.token_name(t), n, n / total) for t, n in hist.most_common(top)]
+    pitches = [int(codec.token_pitch[t]) for t in hist if codec.token_pitch[t] >= 0]
+    stats["pitch_range"] = (min(pitches), max(pitches)) if pitches else None
+    stats["vocab_used"] = len(hist)
+    stats["vocab_size"] = codec.vocab_size
+    return stats

@@ -1,0 +1,177 @@
+"""Corpus sources: where training pieces come from.
+
+Holds :func:`find_items`, which turns each ``SRC`` given to ``musicrnn data prepare`` into a
+list of :class:`Item` (one piece each, with its split when the source defines one), and
+:func:`load_item`, which reads one item into notes. Three kinds of source:
+
+- a folder of MIDI files (recursive; ``.mid .midi .kar .smf``) or a single MIDI file;
+- a Boulanger-Lewandowski piano-roll ``.mat`` file (keeps its own train/valid/test split);
+- ``music21:NAME`` (e.g. ``music21:bach``), a corpus shipped with music21 (``corpora`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from musicrnn.errors import DataError, MidiError
+from musicrnn.midi import NOTE_DTYPE, Piece, load_midi
+
+MIDI_SUFFIXES = {".mid", ".midi", ".kar", ".smf"}
+MAT_SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
+# beats per frame of the known piano-roll benchmarks: JSB is sampled in quarter notes, the
+# others in eighth notes (Boulanger-Lewandowski et al. 2012)
+MAT_FRAME_BEATS = {"jsb": 1.0, "nottingham": 0.5, "musedata": 0.5, "piano": 0.5}
+MAT_LOWEST_PITCH = 21  # column 0 of the 88-key rolls is A0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One piece to prepare: ``name`` is stable (used for hashing splits and reporting)."""
+
+    kind: str  # "midi" | "mat" | "music21"
+    name: str
+    path: str
+    split: str | None = None  # fixed by the source (.mat), else chosen by hash
+    index: int = 0  # piece index inside a .mat split
+
+
+def hash_fraction(name: str) -> float:
+    """A stable number in [0, 1) from a piece's name: adding files never moves other files."""
+    return int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def choose_split(name: str, fractions: tuple[float, float, float]) -> str:
+    x = hash_fraction(name)
+    train, valid, _ = fractions
+    if x < train:
+        return "train"
+    if x < train + valid:
+        return "valid"
+    return "test"
+
+
+def mat_frame_beats(path: str | Path) -> float:
+    """Beats per frame for a known piano-roll file (by name); 0.5 (eighth notes) otherwise."""
+    stem = Path(path).stem.lower()
+    for key, beats in MAT_FRAME_BEATS.items():
+        if key in stem:
+            return beats
+    return 0.5
+
+
+def find_items(src: str) -> list[Item]:
+    """All pieces in one source, sorted by name so runs are reproducible."""
+    if src.startswith("music21:"):
+        return _music21_items(src.split(":", 1)[1])
+    p = Path(src)
+    if not p.exists():
+        raise DataError(f"{src}: no such file or folder; give a MIDI folder, a .mat file or music21:NAME")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in MIDI_SUFFIXES and f.is_file())
+        return [Item("midi", f"{p.name}/{f.relative_to(p).as_posix()}", str(f)) for f in files]
+    if p.suffix.lower() == ".mat":
+        return _mat_items(p)
+    return [Item("midi", p.name, str(p))]
+
+
+def _load_mat(path: Path) -> dict:
+    import scipy.io
+
+    try:
+        data = scipy.io.loadmat(str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable MATLAB piano-roll file ({' '.join(str(exc).split())})") from None
+    missing = [k for k in MAT_SPLITS.values() if k not in data]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; expected a Boulanger-Lewandowski piano-roll .mat")
+    return data
+
+
+def _mat_items(path: Path) -> list[Item]:
+    data = _load_mat(path)
+    items = []
+    for split, key in MAT_SPLITS.items():
+        cells = np.asarray(data[key]).ravel()
+        items += [Item("mat", f"{path.name}/{split}/{i:04d}", str(path), split, i) for i in range(len(cells))]
+    return items
+
+
+def mat_rolls(path: str | Path, split: str) -> list[np.ndarray]:
+    """The boolean [frames, 88] rolls of one split of a piano-roll .mat file."""
+    data = _load_mat(Path(path))
+    rolls = []
+    for i, cell in enumerate(np.asarray(data[MAT_SPLITS[split]]).ravel()):
+        roll = np.asarray(cell)
+        if roll.ndim != 2 or roll.shape[1] != 88:
+            raise DataError(f"{path}: {split} piece {i} has shape {list(roll.shape)}, expected [frames, 88]")
+        rolls.append(roll > 0)
+    return rolls
+
+
+def roll_to_notes(roll: np.ndarray, frame_beats: float, lowest_pitch: int = MAT_LOWEST_PITCH) -> np.ndarray:
+    """A boolean piano roll -> notes; consecutive active frames of a pitch make one note."""
+    padded = np.zeros((roll.shape[0] + 2, roll.shape[1]), np.int8)
+    padded[1:-1] = roll
+    d = np.diff(padded, axis=0)
+    on_f, on_p = np.nonzero(d == 1)
+    off_f, off_p = np.nonzero(d == -1)
+    on_order = np.lexsort((on_f, on_p))
+    off_order = np.lexsort((off_f, off_p))
+    notes = np.zeros(len(on_f), NOTE_DTYPE)
+    notes["pitch"] = on_p[on_order] + lowest_pitch
+    notes["velocity"] = 80
+    notes["start"] = on_f[on_order] * frame_beats
+    notes["end"] = off_f[off_order] * frame_beats
+    return notes[np.lexsort((notes["pitch"], notes["start"]))]
+
+
+def _music21_items(name: str) -> list[Item]:
+    try:
+        from music21 import corpus
+    except ImportError:
+        raise DataError("music21 corpora need the optional extra: pip install 'musicrnn[corpora]'") from None
+    paths = corpus.getComposer(name) or [r.sourcePath for r in corpus.search(name)]
+    if not paths:
+        raise DataError(f"music21:{name}: no such corpus in music21; try music21:bach or music21:essenFolksong")
+    root = Path(corpus.getCorePaths()[0]).parent if corpus.getCorePaths() else None
+    items = []
+    for p in sorted({str(p) for p in paths}):
+        rel = Path(p).relative_to(root).as_posix() if root and p.startswith(str(root)) else Path(p).name
+        items.append(Item("music21", f"music21:{name}/{rel}", p))
+    return items
+
+
+def load_music21(path: str) -> Piece:
+    """A music21 corpus file -> Piece (times in quarter notes, all parts merged)."""
+    from music21 import converter, tempo
+
+    try:
+        score = converter.parse(path)
+    except Exception as exc:
+        raise MidiError(f"{path}: music21 could not parse it ({' '.join(str(exc).split())[:120]})") from None
+    rows = []
+    for n in score.flatten().notes:
+        for p in getattr(n, "pitches", []):
+            start = float(n.offset)
+            rows.append((int(p.midi), 80, start, start + float(n.quarterLength)))
+    notes = np.zeros(len(rows), NOTE_DTYPE)
+    if rows:
+        arr = np.array(rows, np.float64)
+        notes["pitch"], notes["velocity"], notes["start"], notes["end"] = arr.T
+    marks = list(score.flatten().getElementsByClass(tempo.MetronomeMark))
+    bpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else 120.0
+    return Piece(notes[notes["end"] > notes["start"]], tempos=[(0.0, bpm)], source=path)
+
+
+def load_item(item: Item) -> Piece:
+    """Read one non-.mat item (MIDI file or music21 file) into a Piece."""
+    if item.kind == "music21":
+        piece = load_music21(item.path)
+        if len(piece.notes) == 0:
+            raise MidiError(f"{item.path}: no notes")
+        return piece
+    return load_midi(item.path)
