@@ -7,6 +7,7 @@ line as ``error: ...`` and exits with status 1 (no traceback).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -170,6 +171,175 @@ def data_stats_cmd(folder) -> None:
     console.print(top)
     if st["pitch_range"]:
         console.print(f"pitch range used: {st['pitch_range'][0]}-{st['pitch_range'][1]}; rejected files: {st['rejected']}")
+
+
+
+@cli.command("train")
+@click.argument("data_folder", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: best.pt, last.pt and metrics.jsonl go here.")
+@click.option("--arch", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", show_default=True,
+              help="Recurrent cell; rnn is the plain tanh RNN baseline.")
+@click.option("--layers", type=int, default=2, show_default=True, help="Stacked recurrent layers.")
+@click.option("--hidden", type=int, default=512, show_default=True, help="Units per layer (the main size knob).")
+@click.option("--embedding", type=int, default=256, show_default=True, help="Token embedding width.")
+@click.option("--dropout", type=float, default=0.2, show_default=True, help="Dropout; raise to fight overfitting on small corpora.")
+@click.option("--tie-weights/--no-tie-weights", default=False, show_default=True, help="Share input embedding and output layer.")
+@click.option("--attention", type=int, default=0, show_default=True, help="Attend over the last K outputs (0 = off).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Pieces played in parallel per step.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Tokens per row per step (truncated BPTT).")
+@click.option("--epochs", type=float, default=None, help="Passes over the training pieces.")
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps (stops at whichever of --epochs/--max-steps comes first).")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
+@click.option("--optimizer", type=click.Choice(["adamw", "rmsprop"]), default="adamw", show_default=True)
+@click.option("--clip", type=float, default=1.0, show_default=True, help="Gradient-norm clip (0 = off).")
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "constant", "plateau"]), default="cosine", show_default=True,
+              help="cosine: warm up then decay to 5%; plateau: halve on each evaluation without improvement.")
+@click.option("--warmup-steps", type=int, default=100, show_default=True)
+@click.option("--patience", type=int, default=0, show_default=True, help="Stop after N evaluations without valid improvement (0 = off).")
+@click.option("--eval-every", type=int, default=0, show_default=True, help="Steps between valid evaluations (0 = once per epoch).")
+@click.option("--augment-transpose", type=int, default=0, show_default=True, help="Randomly transpose each piece within +-N semitones.")
+@click.option("--augment-stretch", type=float, default=0.0, show_default=True, help="performance codec: random time stretch within +-F.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision (bf16 recommended on recent GPUs).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice).")
+@click.option("--resume", is_flag=True, help="Continue exactly where RUN/last.pt stopped.")
+@user_errors
+def train_cmd(data_folder, run_dir, resume, **options) -> None:
+    """Train a model on DATA_FOLDER (made by `musicrnn data prepare`).
+
+    \b
+    Ctrl-C saves RUN/last.pt and exits; `--resume` continues from it exactly.
+    Several GPUs or nodes: run the same command under torchrun, e.g.
+      torchrun --nproc-per-node 4 -m musicrnn train data/jsb -o runs/jsb --epochs 100
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from musicrnn.train import TrainConfig, train
+
+    cfg = TrainConfig(**options)
+    console = Console(stderr=True)
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console, disable=not rank0) as bar:
+        task = bar.add_task("train", total=None, info="")
+        last: dict = {}
+
+        def on_progress(row: dict) -> None:
+            last.update(row)
+            info = f"loss {last.get('train_loss', float('nan')):.3f} valid {last.get('best_valid_nll', float('nan')):.4f} " \
+                   f"{last.get('tokens_per_s', 0):,.0f} tok/s"
+            bar.update(task, completed=row["step"], info=info)
+
+        result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress)
+    if rank0:
+        click.echo(f"{result.stopped} after {result.steps} steps; best valid NLL/token {result.best_valid_nll:.4f}; "
+                   f"saved {run_dir / 'best.pt'} and {run_dir / 'last.pt'}")
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("data_folder", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@user_errors
+def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json) -> None:
+    """Score CHECKPOINT on a split of DATA_FOLDER: NLL per token, bits per token, perplexity,
+    and for grid-codec data NLL per frame (nats) as in the published piano-roll tables.
+
+    CHECKPOINT may also be `ngram:ORDER` to score a Kneser-Ney n-gram baseline fitted on the
+    train split of DATA_FOLDER.
+    """
+    import json as jsonlib
+
+    from musicrnn.train import pick_device
+
+    dev = pick_device(device)
+    if str(checkpoint).startswith("ngram:"):
+        from musicrnn.ngram import evaluate_ngram
+
+        result = evaluate_ngram(data_folder, int(str(checkpoint).split(":", 1)[1]), split)
+    else:
+        from musicrnn.evaluate import evaluate_checkpoint
+        from musicrnn.model import load_checkpoint
+
+        result = evaluate_checkpoint(load_checkpoint(checkpoint, dev), data_folder, split, str(dev), batch_size)
+    if as_json:
+        click.echo(jsonlib.dumps(result))
+        return
+    lines = [f"{checkpoint} on {data_folder} [{split}]: {result['pieces']} pieces, {result['tokens']:,} tokens",
+             f"  NLL/token {result['nll_per_token']:.4f} nats  ({result['bits_per_token']:.4f} bits, perplexity {result['perplexity']:.3f})"]
+    if "nll_per_frame" in result:
+        lines.append(f"  NLL/frame {result['nll_per_frame']:.4f} nats over {result['frames']:,} frames")
+    click.echo("\n".join(lines))
+
+
+
+@cli.command("compose")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint (.pt or run folder); default: the model bundled with musicrnn.")
+@click.option("-n", "count", type=int, default=4, show_default=True, help="How many pieces to write.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out"), show_default=True,
+              help="Output folder.")
+@click.option("--name", default=None, help="File name stem (default: the primer's name or 'musicrnn').")
+@click.option("--primer", type=click.Path(path_type=Path), default=None,
+              help="MIDI file to continue: each output starts with it, then the model's continuation.")
+@click.option("--bars", type=float, default=None, help="Length of the new music in bars (default 8).")
+@click.option("--seconds", type=float, default=None, help="Length of the new music in seconds (instead of --bars).")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="1.0 = as trained; lower = safer and more repetitive; higher = wilder; 0 = always the likeliest.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample only among the K likeliest tokens (0 = off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling: keep tokens up to probability P (1 = off).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files (byte for byte).")
+@click.option("--key", default=None, help="Keep new notes in a key, e.g. C:major, A:minor, D:dorian, E:pentatonic.")
+@click.option("--pitch-range", default=None, help="Keep new notes within LO-HI (MIDI numbers), e.g. 48-84.")
+@click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most notes at once (0 = no limit).")
+@click.option("--tempo", type=float, default=None, help="Tempo in BPM (default: the primer's, else 120).")
+@click.option("--program", type=click.IntRange(0, 127), default=0, show_default=True, help="General MIDI program for new notes.")
+@click.option("--png", is_flag=True, help="Also draw a piano-roll PNG per piece.")
+@click.option("--wav", is_flag=True, help="Also render a WAV per piece (needs FluidSynth and a GM SoundFont).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@user_errors
+def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature, top_k, top_p, seed, key, pitch_range,
+                max_polyphony, tempo, program, png, wav, device) -> None:
+    """Write new MIDI files with the model: all pieces are generated together as one batch.
+
+    \b
+    Examples:
+      musicrnn compose -n 8 -o out --seed 1 --png
+      musicrnn compose --primer riff.mid --bars 16 --key A:minor --temperature 0.9 -o out
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.model import default_model_path, load_checkpoint
+    from musicrnn.sample import SamplingConfig, parse_key
+    from musicrnn.train import pick_device
+
+    dev = pick_device(device)
+    ckpt = load_checkpoint(model_path or default_model_path(), dev)
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
+                              key=parse_key(key) if key else None,
+                              pitch_range=_pitch_range(pitch_range) if pitch_range else None,
+                              max_polyphony=max_polyphony)
+    opts = ComposeOptions(n=count, out=out, name=name or (primer.stem if primer else "musicrnn"), primer=primer,
+                          bars=bars, seconds=seconds, tempo=tempo, program=program, seed=seed, png=png, wav=wav,
+                          device=str(dev), sampling=sampling)
+    pieces = compose(ckpt.model, ckpt.codec, opts)
+    table = Table(title=f"{len(pieces)} pieces in {out}")
+    for col in ("file", "seconds", "bars", "notes", "pitch range"):
+        table.add_column(col, justify="right" if col != "file" else "left")
+    for p in pieces:
+        rng = f"{p.pitch_range[0]}-{p.pitch_range[1]}" if p.pitch_range else "-"
+        table.add_row(p.path.name, f"{p.seconds:.1f}", f"{p.bars:.1f}", str(p.notes), rng)
+    Console().print(table)
 
 
 def main() -> None:

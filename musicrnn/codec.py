@@ -18,7 +18,6 @@ Token 0 is BOS (start of piece) in every codec. Notes given to ``encode`` and re
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Any, NamedTuple
 
@@ -148,7 +147,7 @@ class Codec(ABC):
         if moved.size and (moved.min() < 0 or moved.max() >= self.num_pitches):
             return None
         out = tokens.copy()
-        out[has] = tokens[has] + semitones
+        out[has] = tokens[has].astype(np.int64) + semitones  # uint16 tokens cannot take a negative int
         return out
 
     def transpose_range(self, tokens: np.ndarray) -> tuple[int, int]:
@@ -357,7 +356,8 @@ class PerformanceCodec(Codec):
 
     def bin_velocity(self, b: int) -> int:
         """The velocity a bin decodes to (its centre)."""
-        return int(min(127, max(1, (b + 0.5) * 128 / self.velocity_bins)))
+        # rounded, not truncated: with more than 64 bins a truncated centre can fall in the bin below
+        return int(min(127, max(1, round((b + 0.5) * 128 / self.velocity_bins))))
 
     def encode(self, notes: np.ndarray) -> np.ndarray:
         pitch, on, off, vel = self._normalise(notes)
@@ -449,7 +449,7 @@ class PerformanceStreamEncoder(StreamEncoder):
         if pitch in self.on_step:  # re-strike: close the sounding note first (at least 1 step)
             out += self.note_off(time, pitch)
         if c.velocity_bins:
-            b = int(c.velocity_bin(velocity))
+            b = int(c.velocity_bin(min(velocity, 127)))  # as batch encode clips; keeps the token in range
             if b != self.vbin:
                 out.append(c.vel0 + b)
                 self.vbin = b
@@ -632,8 +632,9 @@ class GridCodec(Codec):
 
 
 class GridStreamEncoder(StreamEncoder):
-    """Frame k closes (its tokens are emitted) once time reaches step k + 0.5, the same
-    rounding the batch encoder uses; notes struck and released inside a step still sound in it."""
+    """Frame k closes (its tokens are emitted) once time rounds to step k + 1 (round half to
+    even, the rounding the batch encoder uses); notes struck and released inside a step still
+    sound in it."""
 
     def __init__(self, codec: GridCodec) -> None:
         self.c = codec
@@ -643,7 +644,7 @@ class GridStreamEncoder(StreamEncoder):
         self._struck: set[int] = set()
 
     def _frame_of(self, time: float) -> int:
-        return max(self.frame, int(math.floor(time * self.c.steps_per_beat + 0.5)))
+        return max(self.frame, int(round(time * self.c.steps_per_beat)))
 
     def advance(self, time: float) -> list[int]:
         target = self._frame_of(time)

@@ -189,7 +189,8 @@ def _from_mido(path: Path) -> Piece:
 
 
 def _clean_maps(tempos, sigs):
-    tempos = sorted((max(0.0, b), float(bpm)) for b, bpm in tempos if bpm > 0 and np.isfinite(bpm))
+    # stable sort on time only: events at the same time keep their file order (the last wins below)
+    tempos = sorted(((max(0.0, b), float(bpm)) for b, bpm in tempos if bpm > 0 and np.isfinite(bpm)), key=lambda t: t[0])
     if not tempos or tempos[0][0] > 0:
         tempos.insert(0, (0.0, tempos[0][1] if tempos else DEFAULT_BPM))
     dedup: dict[float, float] = {}

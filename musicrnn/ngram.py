@@ -1,0 +1,97 @@
+"""An n-gram baseline with interpolated Kneser-Ney smoothing (Chen & Goodman 1999).
+
+Fitted on the train split's tokens and scored by the same code as the RNN
+(:func:`musicrnn.evaluate.evaluate_pieces`), so every table has a side-by-side baseline.
+Each piece's context starts as BOS repeated, exactly as the RNN starts from BOS.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from musicrnn.codec import BOS
+from musicrnn.corpus import TokenData
+
+
+class KneserNey:
+    """Interpolated Kneser-Ney over token ids; discount per order from counts-of-counts."""
+
+    def __init__(self, order: int, vocab_size: int) -> None:
+        if order < 1:
+            raise ValueError("n-gram order must be >= 1")
+        self.n, self.vocab = order, vocab_size
+        # counts[k][context][token]: raw counts at the top order, continuation counts below
+        self.counts: list[dict[tuple, dict[int, int]]] = [defaultdict(lambda: defaultdict(int)) for _ in range(order)]
+        self.discount = [0.75] * order
+        self._ctx_total: list[dict[tuple, int]] = []
+        self._ctx_types: list[dict[tuple, int]] = []
+
+    def fit(self, pieces: list[np.ndarray]) -> "KneserNey":
+        n = self.n
+        top = self.counts[n - 1]
+        for p in pieces:
+            seq = [BOS] * (n - 1) + [int(t) for t in p]
+            for i in range(n - 1, len(seq)):
+                top[tuple(seq[i - n + 1 : i])][seq[i]] += 1
+        # lower orders: how many distinct tokens precede each (context, token) -> continuation counts
+        for k in range(n - 1, 0, -1):
+            higher, lower = self.counts[k], self.counts[k - 1]
+            for ctx, nexts in higher.items():
+                short = ctx[1:]
+                for tok in nexts:
+                    lower[short][tok] += 1
+        for k in range(n):
+            cc = np.bincount([c for nexts in self.counts[k].values() for c in nexts.values()], minlength=3)
+            n1, n2 = cc[1], cc[2]
+            self.discount[k] = float(n1 / (n1 + 2 * n2)) if n1 + 2 * n2 > 0 else 0.75
+        self._ctx_total = [{c: sum(v.values()) for c, v in self.counts[k].items()} for k in range(n)]
+        self._ctx_types = [{c: len(v) for c, v in self.counts[k].items()} for k in range(n)]
+        return self
+
+    def prob(self, context: tuple, token: int) -> float:
+        p = 1.0 / self.vocab
+        for k in range(self.n):  # from unigram (k=0) up to the full order
+            ctx = context[len(context) - k :] if k else ()
+            total = self._ctx_total[k].get(ctx, 0)
+            if total == 0:
+                continue
+            d = self.discount[k]
+            c = self.counts[k][ctx].get(token, 0)
+            p = max(c - d, 0.0) / total + d * self._ctx_types[k][ctx] / total * p
+        return p
+
+    def score(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for piece in pieces:
+            seq = [BOS] * (self.n - 1) + [int(t) for t in piece]
+            nll = np.empty(len(piece))
+            for i in range(self.n - 1, len(seq)):
+                nll[i - self.n + 1] = -math.log(self.prob(tuple(seq[i - self.n + 1 : i]), seq[i]))
+            out.append(nll)
+        return out
+
+    def next_distribution(self, context: list[int]) -> np.ndarray:
+        """P(next token | context) over the vocabulary (for sampling from the baseline)."""
+        ctx = tuple(([BOS] * (self.n - 1) + list(context))[-(self.n - 1) :]) if self.n > 1 else ()
+        probs = np.array([self.prob(ctx, t) for t in range(self.vocab)])
+        return probs / probs.sum()
+
+
+def fit_ngram(data_folder, order: int) -> KneserNey:
+    train = TokenData(data_folder, "train")
+    return KneserNey(order, train.codec.vocab_size).fit([train.piece(i) for i in range(len(train))])
+
+
+def evaluate_ngram(data_folder, order: int, split: str = "test") -> dict:
+    """Fit on train, score ``split`` with the shared evaluation code."""
+    from musicrnn.evaluate import evaluate_pieces
+
+    model = fit_ngram(data_folder, order)
+    data = TokenData(data_folder, split)
+    result = evaluate_pieces(model, [data.piece(i) for i in range(len(data))], data.codec)
+    result["split"] = split
+    result["model"] = f"{order}-gram interpolated Kneser-Ney"
+    return result

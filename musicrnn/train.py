@@ -1,0 +1,480 @@
+"""Training: one loop for one CPU, one GPU, or many GPUs/nodes under torchrun (DDP).
+
+Data are read as *piece streams*: each of the ``batch_size`` rows plays whole pieces one after
+another, ``seq_len`` tokens per step (truncated backprop through time). The RNN state is carried
+from one step to the next within a piece and reset to zero where a new piece starts, so training
+sees exactly what evaluation and generation see: a piece that starts from BOS and a fresh state.
+Augmentation (random transposition, time stretch for the performance codec) is drawn per piece.
+
+``RUN/last.pt`` holds everything needed to continue exactly (model, optimizer, scheduler, step,
+RNG streams, data position, carried RNN state); ``RUN/best.pt`` the best model on valid NLL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from musicrnn.codec import BOS, PerformanceCodec
+from musicrnn.corpus import TokenData
+from musicrnn.errors import CheckpointError, MusicRNNError
+from musicrnn.evaluate import RNNScorer, evaluate_pieces
+from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint, token_nll
+
+
+@dataclass
+class TrainConfig:
+    # model
+    arch: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    embedding: int = 256
+    dropout: float = 0.2
+    tie_weights: bool = False
+    attention: int = 0
+    # optimisation
+    batch_size: int = 32  # rows (pieces played in parallel)
+    seq_len: int = 128  # tokens per row per step (truncated BPTT length)
+    epochs: float | None = None  # stop after this many passes over the training pieces
+    max_steps: int | None = None  # or after this many steps (whichever comes first)
+    lr: float = 2e-3
+    optimizer: str = "adamw"  # adamw | rmsprop
+    weight_decay: float = 0.01
+    clip: float = 1.0  # gradient norm clip (0 = off)
+    schedule: str = "cosine"  # cosine | constant | plateau
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine ends at lr * this
+    patience: int = 0  # stop after this many evaluations without valid improvement (0 = never)
+    eval_every: int = 0  # steps between valid evaluations (0 = once per epoch)
+    eval_max_pieces: int | None = None
+    log_every: int = 20
+    # augmentation
+    augment_transpose: int = 0  # random transposition of each piece within +-N semitones
+    augment_stretch: float = 0.0  # performance codec: random time stretch within +-this fraction
+    # machinery
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; bf16/fp16 mainly for GPUs)
+    seed: int = 0
+    threads: int = 0  # CPU threads for torch (0 = torch's default)
+
+
+class PieceStreams:
+    """Rows of whole pieces, cut into ``seq_len`` chunks; resumable (see :meth:`state_dict`)."""
+
+    def __init__(self, data: TokenData, cfg: TrainConfig, rank: int = 0, world: int = 1) -> None:
+        self.data, self.cfg, self.rank, self.world = data, cfg, rank, world
+        self.codec = data.codec
+        self.lengths = data.lengths()
+        self.rng = np.random.default_rng([cfg.seed, 1, rank])
+        self.order_rng = np.random.default_rng([cfg.seed, 2])  # same on every rank: one permutation
+        self.epoch = 0
+        self.perm = self._permutation()
+        self.cursor = 0
+        b = cfg.batch_size
+        self.row_piece = [-1] * b
+        self.row_pos = [0] * b
+        self.row_shift = [0] * b
+        self.row_stretch = [1.0] * b
+        self._tokens: list[np.ndarray | None] = [None] * b
+        self.pieces_started = 0
+
+    def _permutation(self) -> list[int]:
+        perm = self.order_rng.permutation(len(self.lengths))
+        return [int(i) for i in perm[self.rank :: self.world]]
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.cursor / max(1, len(self.perm))
+
+    def _next_piece(self) -> int:
+        if self.cursor >= len(self.perm):
+            self.epoch += 1
+            self.perm = self._permutation()
+            self.cursor = 0
+        i = self.perm[self.cursor]
+        self.cursor += 1
+        return i
+
+    def _load(self, row: int) -> np.ndarray:
+        toks = self.data.piece(self.row_piece[row], with_bos=True)
+        if self.row_shift[row]:
+            moved = self.codec.transpose(toks, self.row_shift[row])
+            toks = moved if moved is not None else toks
+        if self.row_stretch[row] != 1.0 and isinstance(self.codec, PerformanceCodec):
+            toks = self.codec.stretch(toks, self.row_stretch[row])
+        return toks
+
+    def _start_row(self, row: int) -> None:
+        self.row_piece[row] = self._next_piece()
+        self.row_pos[row] = 0
+        self.pieces_started += 1
+        cfg = self.cfg
+        shift, stretch = 0, 1.0
+        if cfg.augment_transpose:
+            toks = self.data.piece(self.row_piece[row], with_bos=True)
+            down, up = self.codec.transpose_range(toks)
+            lo, hi = max(-cfg.augment_transpose, down), min(cfg.augment_transpose, up)
+            shift = int(self.rng.integers(lo, hi + 1)) if hi >= lo else 0
+        if cfg.augment_stretch and isinstance(self.codec, PerformanceCodec):
+            stretch = float(self.rng.uniform(1 - cfg.augment_stretch, 1 + cfg.augment_stretch))
+        self.row_shift[row], self.row_stretch[row] = shift, stretch
+        self._tokens[row] = self._load(row)
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs [B, L], targets [B, L] with -1 padding, fresh [B] = row starts a new piece)."""
+        b, L = self.cfg.batch_size, self.cfg.seq_len
+        inputs = np.zeros((b, L), np.int64)
+        targets = np.full((b, L), -1, np.int64)
+        fresh = np.zeros(b, bool)
+        for r in range(b):
+            toks = self._tokens[r]
+            if toks is None or self.row_pos[r] + 1 >= len(toks):
+                self._start_row(r)
+                toks = self._tokens[r]
+                fresh[r] = True
+            assert toks is not None
+            pos = self.row_pos[r]
+            chunk = toks[pos : pos + L + 1]
+            n = len(chunk) - 1
+            inputs[r, :n] = chunk[:-1]
+            targets[r, :n] = chunk[1:]
+            self.row_pos[r] = pos + n
+        return inputs, targets, fresh
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "cursor": self.cursor,
+            "perm": list(self.perm),
+            "row_piece": list(self.row_piece),
+            "row_pos": list(self.row_pos),
+            "row_shift": list(self.row_shift),
+            "row_stretch": list(self.row_stretch),
+            "rng": _jsonable_rng(self.rng),
+            "order_rng": _jsonable_rng(self.order_rng),
+            "pieces_started": self.pieces_started,
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.epoch, self.cursor, self.perm = int(s["epoch"]), int(s["cursor"]), [int(x) for x in s["perm"]]
+        self.row_piece = [int(x) for x in s["row_piece"]]
+        self.row_pos = [int(x) for x in s["row_pos"]]
+        self.row_shift = [int(x) for x in s["row_shift"]]
+        self.row_stretch = [float(x) for x in s["row_stretch"]]
+        self.rng.bit_generator.state = json.loads(s["rng"])
+        self.order_rng.bit_generator.state = json.loads(s["order_rng"])
+        self.pieces_started = int(s["pieces_started"])
+        self._tokens = [self._load(r) if self.row_piece[r] >= 0 else None for r in range(len(self.row_piece))]
+
+
+def _jsonable_rng(rng: np.random.Generator) -> str:
+    # JSON text: big ints survive, and torch's weights_only loader accepts plain strings
+    return json.dumps(rng.bit_generator.state)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MusicRNNError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or install a CUDA build of torch")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MusicRNNError("--device mps: Apple Metal is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        if cfg.schedule != "cosine" or total_steps <= 0:
+            return warm
+        progress = min(1.0, step / max(1, total_steps))
+        return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    return f
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_valid_nll: float
+    stopped: str  # "done" | "early-stopped" | "interrupted"
+    model: Any = None  # the trained model as it is at the end (not necessarily the best)
+
+
+class _Interrupt:
+    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can save and exit cleanly."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        if self.hit:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(
+    data_folder: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_progress: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) a model on a prepared data folder; writes RUN/{last,best}.pt and metrics.jsonl."""
+    run_dir = Path(run_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(cfg.device)
+    distributed = world > 1
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    train_data = TokenData(data_folder, "train")
+    valid_data = TokenData(data_folder, "valid")
+    if len(train_data) == 0:
+        raise MusicRNNError(f"{data_folder}: the train split is empty; prepare more data or change --split")
+    codec = train_data.codec
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    saved: dict[str, Any] | None = None
+    if resume:
+        if not last_path.exists():
+            raise CheckpointError(f"{last_path}: nothing to resume; run without --resume to start training")
+        ck = load_checkpoint(last_path)
+        saved = ck.raw
+        if ck.codec != codec:
+            raise CheckpointError(f"{last_path}: trained on a different codec than {data_folder}; resume with the same data")
+        cfg = TrainConfig(**{**asdict(cfg), **saved["train_config"], "device": cfg.device})
+    torch.manual_seed(cfg.seed)
+    model_cfg = ModelConfig(codec.vocab_size, cfg.arch, cfg.layers, cfg.hidden, cfg.embedding, cfg.dropout,
+                            cfg.tie_weights, cfg.attention)
+    model = MusicRNN(model_cfg).to(device)
+    streams = PieceStreams(train_data, cfg, rank, world)
+    steps_per_epoch = max(1, int(math.ceil(train_data.num_tokens / world / (cfg.batch_size * cfg.seq_len))))
+    total_steps = cfg.max_steps or 0
+    if cfg.epochs:
+        by_epochs = int(math.ceil(cfg.epochs * steps_per_epoch))
+        total_steps = min(total_steps, by_epochs) if total_steps else by_epochs
+    if not total_steps:
+        raise MusicRNNError("give --epochs or --max-steps so training knows when to stop")
+    eval_every = cfg.eval_every or steps_per_epoch
+
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise MusicRNNError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or rmsprop")
+    lr_scale = [1.0]  # halved on plateaus (schedule "plateau"); saved for resume
+    base_lambda = _lr_lambda(cfg, total_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: base_lambda(s) * lr_scale[0])
+
+    step, best, bad_evals = 0, float("inf"), 0
+    carried = None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        t = saved["trainer"]
+        step, best, bad_evals, lr_scale[0] = int(t["step"]), float(t["best"]), int(t["bad_evals"]), float(t["plateau_scale"])
+        saved_streams = t["streams"] if isinstance(t["streams"], list) else [t["streams"]]
+        if len(saved_streams) != world:
+            raise CheckpointError(f"{last_path}: saved with {len(saved_streams)} processes, resumed with {world}; resume with the same number")
+        streams.load_state_dict(saved_streams[rank])
+        torch.set_rng_state(saved["rng_torch"])
+        carried = _state_from_saved(saved.get("carried"), device)
+
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise MusicRNNError(f"unknown precision {cfg.precision!r}; choose fp32, bf16 or fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+    net: nn.Module = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    if rank == 0 and not resume and metrics_path.exists():
+        metrics_path.unlink()
+    meta_base = {"data": str(data_folder), "train_config": asdict(cfg), "world_size": world, "device": str(device),
+                 "parameters": model.num_parameters}
+
+    def log(row: dict) -> None:
+        if rank == 0:
+            with open(metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        if on_progress:
+            on_progress(row)
+
+    def validate() -> float:
+        n = len(valid_data) if cfg.eval_max_pieces is None else min(cfg.eval_max_pieces, len(valid_data))
+        mine = list(range(rank, n, world))
+        scorer = RNNScorer(model, device, batch_size=max(8, cfg.batch_size), autocast_dtype=amp_dtype if device.type == "cuda" else None)
+        r = evaluate_pieces(scorer, [valid_data.piece(i) for i in mine], codec)
+        sums = torch.tensor([r["nll_per_token"] * r["tokens"], r["tokens"]], dtype=torch.float64)
+        if distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)
+        model.train()
+        return float(sums[0] / max(sums[1], 1))
+
+    def save(path: Path, kind: str, extra_meta: dict | None = None) -> None:
+        """Collective under DDP (every rank's data position is stored); rank 0 writes."""
+        streams_state: Any = streams.state_dict()
+        if distributed:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, streams_state)
+            streams_state = gathered
+        if rank != 0:
+            return
+        save_checkpoint(
+            path, model, codec,
+            meta={**meta_base, "step": step, "epochs": streams.epochs_done, "best_valid_nll": best, "kind": kind,
+                  **(extra_meta or {})},
+            train_config=asdict(cfg),
+            optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(),
+            trainer={"step": step, "best": best, "bad_evals": bad_evals, "plateau_scale": lr_scale[0],
+                     "streams": streams_state},
+            rng_torch=torch.get_rng_state(),
+            carried=_state_to_saved(carried),
+        )
+
+    model.train()
+    stopped = "done"
+    window_tokens, window_loss, window_n = 0, 0.0, 0
+    compute_time, window_start = 0.0, time.perf_counter()
+    start_time = time.perf_counter()
+    with _Interrupt() as interrupt:
+        while step < total_steps:
+            if interrupt.hit:
+                stopped = "interrupted"
+                break
+            inputs, targets, fresh = streams.next_batch()
+            t0 = time.perf_counter()
+            inp = torch.from_numpy(inputs).to(device, non_blocking=True)
+            tgt = torch.from_numpy(targets).to(device, non_blocking=True)
+            keep = torch.from_numpy(~fresh).to(device)
+            carried = model.reset_state_rows(carried, keep)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                nll, carried = token_nll(net, inp, tgt, carried)  # type: ignore[arg-type]
+                n_tok = (tgt >= 0).sum()
+                loss = nll.sum() / n_tok.clamp(min=1)
+            carried = MusicRNN.detach_state(carried)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            compute_time += time.perf_counter() - t0
+            window_tokens += int(n_tok) * world
+            window_loss += float(loss.detach())
+            window_n += 1
+
+            if step % cfg.log_every == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                row = {"step": step, "epoch": round(streams.epochs_done, 4), "train_loss": window_loss / window_n,
+                       "lr": opt.param_groups[0]["lr"], "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                       "compute_share": compute_time / max(elapsed, 1e-9), "time": time.perf_counter() - start_time}
+                log(row)
+                window_tokens, window_loss, window_n, compute_time = 0, 0.0, 0, 0.0
+                window_start = time.perf_counter()
+
+            if step % eval_every == 0 or step == total_steps:
+                v = validate()
+                improved = v < best - 1e-6
+                if improved:
+                    best, bad_evals = v, 0
+                    save(best_path, "best", {"valid_nll": v})
+                else:
+                    bad_evals += 1
+                    if cfg.schedule == "plateau":
+                        lr_scale[0] *= 0.5
+                        for g in opt.param_groups:  # apply the new scale now, not at the next step
+                            g["lr"] = g["initial_lr"] * base_lambda(sched.last_epoch) * lr_scale[0]
+                log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": v, "best_valid_nll": best,
+                     "time": time.perf_counter() - start_time})
+                save(last_path, "last")
+                if cfg.patience and bad_evals >= cfg.patience:
+                    stopped = "early-stopped"
+                    break
+                window_start = time.perf_counter()
+                compute_time = 0.0
+                window_tokens, window_loss, window_n = 0, 0.0, 0
+    if stopped == "interrupted":
+        save(last_path, "last")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return TrainResult(run_dir, step, best, stopped, model)
+
+
+def _state_to_saved(state):
+    if state is None:
+        return None
+    rnn_state, history = state
+    if isinstance(rnn_state, tuple):
+        rnn = {"h": rnn_state[0].detach().cpu(), "c": rnn_state[1].detach().cpu()}
+    else:
+        rnn = {"h": rnn_state.detach().cpu()}
+    if history is not None:
+        rnn["history"] = history.detach().cpu()
+    return rnn
+
+
+def _state_from_saved(saved, device):
+    if not saved:
+        return None
+    rnn = (saved["h"].to(device), saved["c"].to(device)) if "c" in saved else saved["h"].to(device)
+    history = saved["history"].to(device) if "history" in saved else None
+    return rnn, history
