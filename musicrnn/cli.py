@@ -248,8 +248,12 @@ def train_cmd(data_folder, run_dir, resume, **options) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--music-stats", is_flag=True,
+              help="Also compare MusPy music statistics of real excerpts, our samples and n-gram samples.")
+@click.option("--samples", type=int, default=64, show_default=True, help="--music-stats: pieces to generate.")
+@click.option("--bars", type=float, default=8, show_default=True, help="--music-stats: bars per generated piece.")
 @user_errors
-def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json) -> None:
+def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_stats, samples, bars) -> None:
     """Score CHECKPOINT on a split of DATA_FOLDER: NLL per token, bits per token, perplexity,
     and for grid-codec data NLL per frame (nats) as in the published piano-roll tables.
 
@@ -269,7 +273,12 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json) -> Non
         from musicrnn.evaluate import evaluate_checkpoint
         from musicrnn.model import load_checkpoint
 
-        result = evaluate_checkpoint(load_checkpoint(checkpoint, dev), data_folder, split, str(dev), batch_size)
+        ckpt = load_checkpoint(checkpoint, dev)
+        result = evaluate_checkpoint(ckpt, data_folder, split, str(dev), batch_size)
+        if music_stats:
+            from musicrnn.evaluate import music_stats_comparison
+
+            result["music_stats"] = music_stats_comparison(ckpt, data_folder, split, samples, bars)
     if as_json:
         click.echo(jsonlib.dumps(result))
         return
@@ -278,6 +287,14 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json) -> Non
     if "nll_per_frame" in result:
         lines.append(f"  NLL/frame {result['nll_per_frame']:.4f} nats over {result['frames']:,} frames")
     click.echo("\n".join(lines))
+    if "music_stats" in result:
+        ms = result["music_stats"]
+        names = list(ms["stats"])
+        click.echo(f"\nmusic statistics ({ms['samples']} samples of {ms['bars']:g} bars; {ms['real_excerpts']} real excerpts)")
+        click.echo(f"  {'statistic':<22}" + "".join(f"{n:>12}" for n in names))
+        for stat in next(iter(ms["stats"].values())):
+            click.echo(f"  {stat:<22}" + "".join(f"{ms['stats'][n][stat]:>12.3f}" for n in names))
+        click.echo(f"  ours closer to real than the n-gram on {ms['ours_closer']} of {ms['compared']} statistics")
 
 
 

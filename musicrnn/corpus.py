@@ -109,9 +109,8 @@ def trim_leading_silence(piece: Piece) -> Piece:
     notes["end"] -= shift
     in_force = [t for t in piece.tempos if t[0] <= shift][-1][1]
     tempos = [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in piece.tempos if b > shift]
-    sigs = [(max(0.0, b - shift), n, d) for b, n, d in piece.time_signatures if b >= shift] or [(0.0, num, den)]
-    if sigs[0][0] > 0:
-        sigs.insert(0, (0.0, num, den))
+    in_force_sig = [s for s in piece.time_signatures if s[0] <= shift][-1]
+    sigs = [(0.0, in_force_sig[1], in_force_sig[2])] + [(b - shift, n, d) for b, n, d in piece.time_signatures if b > shift]
     return Piece(notes, tempos, sigs, piece.source)
 
 

@@ -108,3 +108,54 @@ def evaluate_checkpoint(ckpt, data_folder, split: str = "test", device: str = "c
     result = evaluate_pieces(RNNScorer(model, device, batch_size), pieces, data.codec, progress)
     result["split"] = split
     return result
+
+
+def real_excerpts(data_folder, split: str, bars: float, beats_per_bar: float = 4.0, limit: int | None = None) -> list[np.ndarray]:
+    """Held-out pieces cut into excerpts of ``bars`` bars (notes in beats), to compare with
+    generated pieces of the same length."""
+    from musicrnn.corpus import TokenData
+
+    data = TokenData(data_folder, split)
+    span = bars * beats_per_bar
+    out = []
+    for i in range(len(data)):
+        piece = data.codec.decode_piece(data.piece(i))
+        notes = piece.notes
+        end = piece.duration_beats
+        for s in np.arange(0.0, end - span + 1e-9, span):
+            sel = notes[(notes["start"] >= s) & (notes["start"] < s + span)].copy()
+            sel["start"] -= s
+            sel["end"] = np.minimum(sel["end"] - s, span)
+            if len(sel):
+                out.append(sel)
+        if limit and len(out) >= limit:
+            break
+    return out[:limit] if limit else out
+
+
+def music_stats_comparison(ckpt, data_folder, split: str = "test", samples: int = 64, bars: float = 8.0,
+                           seed: int = 0, ngram_order: int = 5, temperature: float = 1.0) -> dict:
+    """MusPy statistics of real held-out excerpts, of our samples and of n-gram samples."""
+    from musicrnn.compose import generate
+    from musicrnn.music_stats import closer_count, mean_stats
+    from musicrnn.ngram import NGramStepper, fit_ngram
+    from musicrnn.sample import SamplingConfig
+
+    codec = ckpt.codec
+    steps = int(round(bars * 4.0 * codec.steps_per_unit)) if codec.time_unit == "beats" else int(round(bars * 2.0 * codec.steps_per_unit))
+    cfg = SamplingConfig(temperature=temperature)
+
+    def notes_of(gen) -> list[np.ndarray]:
+        out = []
+        for toks in gen.tokens:
+            out.append(codec.decode_piece(toks).notes)
+        return out
+
+    ours = notes_of(generate(ckpt.model, codec, samples, steps, cfg, seed))
+    lm = fit_ngram(data_folder, ngram_order)
+    base = notes_of(generate(NGramStepper(lm), codec, samples, steps, cfg, seed))  # type: ignore[arg-type]
+    real = real_excerpts(data_folder, split, bars, limit=max(samples, 256))
+    table = {"real": mean_stats(real), "ours": mean_stats(ours), f"{ngram_order}-gram": mean_stats(base)}
+    wins, total = closer_count(table["real"], table["ours"], table[f"{ngram_order}-gram"])
+    return {"stats": table, "ours_closer": wins, "compared": total, "samples": samples, "bars": bars,
+            "real_excerpts": len(real)}

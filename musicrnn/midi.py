@@ -192,7 +192,7 @@ def _clean_maps(tempos, sigs):
     # stable sort on time only: events at the same time keep their file order (the last wins below)
     tempos = sorted(((max(0.0, b), float(bpm)) for b, bpm in tempos if bpm > 0 and np.isfinite(bpm)), key=lambda t: t[0])
     if not tempos or tempos[0][0] > 0:
-        tempos.insert(0, (0.0, tempos[0][1] if tempos else DEFAULT_BPM))
+        tempos.insert(0, (0.0, DEFAULT_BPM))  # MIDI's default before the first tempo event
     dedup: dict[float, float] = {}
     for b, bpm in tempos:
         dedup[b] = bpm  # the last tempo event at a time wins, as a sequencer would play it

@@ -95,3 +95,31 @@ def evaluate_ngram(data_folder, order: int, split: str = "test") -> dict:
     result["split"] = split
     result["model"] = f"{order}-gram interpolated Kneser-Ney"
     return result
+
+
+class NGramStepper:
+    """Makes a fitted n-gram look like :class:`~musicrnn.model.MusicRNN` to
+    :func:`musicrnn.compose.generate`, so the baseline is sampled with the same masks and the
+    same sampler as the RNN. The "state" is each row's recent context."""
+
+    def __init__(self, lm: KneserNey) -> None:
+        self.lm = lm
+
+    def eval(self) -> "NGramStepper":
+        return self
+
+    def _logits(self, contexts: list[list[int]]):
+        import torch
+
+        probs = np.stack([self.lm.next_distribution(c) for c in contexts])
+        return torch.from_numpy(np.log(np.maximum(probs, 1e-30))).float()
+
+    def __call__(self, tokens, state=None):
+        contexts = [list(map(int, row)) for row in tokens.tolist()]
+        return None, [c[-(self.lm.n - 1) :] if self.lm.n > 1 else [] for c in contexts]
+
+    def step(self, token, state=None):
+        rows = token.tolist()
+        contexts = state or [[] for _ in rows]
+        contexts = [(c + [int(t)])[-(self.lm.n - 1) :] if self.lm.n > 1 else [] for c, t in zip(contexts, rows)]
+        return self._logits(contexts), contexts

@@ -1,0 +1,85 @@
+"""Composition speed and music statistics (issue: `musicrnn compose`).
+
+Measures, for one model on this machine's CPU (or --device):
+- events/s (tokens generated per second of compute) at batch 1 and batch 64, and the ratio;
+- seconds of music generated per second of compute at batch 64;
+- MusPy statistics of real held-out excerpts, of our samples, and of n-gram samples
+  (``--data`` = a prepared data folder in the model's codec; skipped without it).
+
+Run: python benchmarks/compose.py [--model CKPT] [--data FOLDER] [--bars 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from musicrnn.compose import generate
+from musicrnn.model import default_model_path, load_checkpoint
+from musicrnn.sample import SamplingConfig
+
+
+def seconds_of_music(codec, steps: int, bpm: float = 120.0) -> float:
+    units = steps / codec.steps_per_unit
+    return units if codec.time_unit == "seconds" else units * 60.0 / bpm
+
+
+def speed(ckpt, batch: int, bars: float, repeats: int, seed: int = 0) -> dict:
+    codec = ckpt.codec
+    steps = int(round(bars * 4 * codec.steps_per_unit)) if codec.time_unit == "beats" else int(round(bars * 2 * codec.steps_per_unit))
+    best = None
+    for r in range(repeats):
+        g = generate(ckpt.model, codec, batch, steps, SamplingConfig(), seed + 1000 * r)
+        rate = g.events / g.seconds_compute
+        if best is None or rate > best["events_per_s"]:
+            music = sum(seconds_of_music(codec, s) for s in g.steps)
+            best = {"batch": batch, "events": g.events, "seconds": g.seconds_compute, "events_per_s": rate,
+                    "music_seconds_per_s": music / g.seconds_compute}
+    return best  # type: ignore[return-value]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(default_model_path()))
+    ap.add_argument("--data", default=None, help="prepared data folder for the music statistics")
+    ap.add_argument("--bars", type=float, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    ckpt = load_checkpoint(args.model)
+    b1 = speed(ckpt, 1, args.bars, args.repeats)
+    b64 = speed(ckpt, 64, args.bars, args.repeats)
+    result = {"model": args.model, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+              "batch1": b1, "batch64": b64, "ratio": b64["events_per_s"] / b1["events_per_s"]}
+    if args.data:
+        from musicrnn.evaluate import music_stats_comparison
+
+        result["music_stats"] = music_stats_comparison(ckpt, args.data, "test", args.samples, args.bars)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"model {args.model}, torch threads {result['threads']}, {time.strftime('%Y-%m-%d')}")
+    print("| batch | events/s | seconds of music per second |")
+    print("|---|---|---|")
+    for b in (b1, b64):
+        print(f"| {b['batch']} | {b['events_per_s']:,.0f} | {b['music_seconds_per_s']:,.1f} |")
+    print(f"\nbatch 64 / batch 1 events/s: {result['ratio']:.1f}x")
+    if "music_stats" in result:
+        ms = result["music_stats"]
+        names = list(ms["stats"])
+        print(f"\n| statistic | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for stat in ms["stats"]["real"]:
+            print(f"| {stat} | " + " | ".join(f"{ms['stats'][n][stat]:.3f}" for n in names) + " |")
+        print(f"\nours closer to real than the n-gram on {ms['ours_closer']} of {ms['compared']} statistics "
+              f"({ms['samples']} samples x {ms['bars']:g} bars; {ms['real_excerpts']} real excerpts)")
+
+
+if __name__ == "__main__":
+    main()
