@@ -233,7 +233,7 @@ def train_cmd(data_folder, run_dir, resume, **options) -> None:
             last.update(row)
             info = f"loss {last.get('train_loss', float('nan')):.3f} valid {last.get('best_valid_nll', float('nan')):.4f} " \
                    f"{last.get('tokens_per_s', 0):,.0f} tok/s"
-            bar.update(task, completed=row["step"], info=info)
+            bar.update(task, completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
 
         result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress)
     if rank0:

@@ -141,7 +141,7 @@ def sample_next(logits: torch.Tensor, cfg: SamplingConfig, uniform: torch.Tensor
     cdf = torch.cumsum(probs.double(), dim=-1)
     total = cdf[:, -1:]
     target = uniform.to(cdf.device).double()[:, None] * total
-    idx = torch.searchsorted(cdf, target).squeeze(-1)
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # never lands on a zero-probability token
     return idx.clamp(max=logits.shape[-1] - 1)
 
 

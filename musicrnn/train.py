@@ -422,7 +422,8 @@ def train(
 
             if step % cfg.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
-                row = {"step": step, "epoch": round(streams.epochs_done, 4), "train_loss": window_loss / window_n,
+                row = {"step": step, "total_steps": total_steps, "epoch": round(streams.epochs_done, 4),
+                       "train_loss": window_loss / window_n,
                        "lr": opt.param_groups[0]["lr"], "tokens_per_s": window_tokens / max(elapsed, 1e-9),
                        "compute_share": compute_time / max(elapsed, 1e-9), "time": time.perf_counter() - start_time}
                 log(row)
