@@ -14,13 +14,13 @@ Holds:
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from musicrnn.errors import MidiError
+from musicrnn.fileio import atomic_write
 
 NOTE_DTYPE = np.dtype(
     [
@@ -292,16 +292,8 @@ def write_midi(piece: Piece, path: str | os.PathLike, ticks_per_beat: int = WRIT
         _append_sorted(track, evs)
         mid.tracks.append(track)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            mid.save(file=fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as fh:
+        mid.save(file=fh)
     return path
 
 

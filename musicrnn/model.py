@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.nn import functional as F
 from musicrnn import __version__
 from musicrnn.codec import Codec, codec_from_dict
 from musicrnn.errors import CheckpointError, MusicRNNError
+from musicrnn.fileio import atomic_write
 
 CHECKPOINT_FORMAT_VERSION = 1
 ARCHS = ("lstm", "gru", "rnn")
@@ -174,20 +174,9 @@ class Checkpoint:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Write with torch.save to a temp file, fsync, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save that never leaves a half-written file (see :func:`musicrnn.fileio.atomic_write`)."""
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
 
 
 def save_checkpoint(path, model: MusicRNN, codec: Codec, meta: dict[str, Any] | None = None, **extra: Any) -> None:
@@ -262,3 +251,22 @@ DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "default.pt"
 def default_model_path() -> Path:
     """The model bundled with the package, used when no --model is given."""
     return DEFAULT_MODEL_PATH
+
+
+def export_checkpoint(src, dst, half: bool = True, meta: dict[str, Any] | None = None) -> Path:
+    """A slim copy of a checkpoint for sharing: model + codec + metadata, no optimizer or
+    training state, weights stored in float16 when ``half`` (loaded back as float32)."""
+    ck = load_checkpoint(src)
+    model = ck.model
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    obj = {
+        "format": "musicrnn-checkpoint",
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "musicrnn_version": __version__,
+        "model_config": model.config.to_dict(),
+        "codec": ck.codec.to_dict(),
+        "model": state,
+        "meta": {**ck.meta, **(meta or {}), "exported_from": str(src), "weights_dtype": "float16" if half else "float32"},
+    }
+    atomic_torch_save(obj, dst)
+    return Path(dst)
