@@ -298,6 +298,19 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
 
 
 
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--fp16/--fp32", default=True, show_default=True, help="Store weights in float16 (half the size).")
+@user_errors
+def export_cmd(checkpoint, out, fp16) -> None:
+    """Write a slim, shareable copy of CHECKPOINT (no optimizer/training state) to OUT."""
+    from musicrnn.model import export_checkpoint
+
+    path = export_checkpoint(checkpoint, out, half=fp16)
+    click.echo(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+
+
 @cli.command("compose")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (.pt or run folder); default: the model bundled with musicrnn.")
