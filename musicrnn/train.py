@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -337,7 +339,9 @@ def train(
     if rank == 0 and not resume and metrics_path.exists():
         metrics_path.unlink()
     meta_base = {"data": str(data_folder), "train_config": asdict(cfg), "world_size": world, "device": str(device),
-                 "parameters": model.num_parameters}
+                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+                 "parameters": model.num_parameters, "command": " ".join(["musicrnn", *sys.argv[1:]]) if sys.argv else "",
+                 "torch": torch.__version__}
 
     def log(row: dict) -> None:
         if rank == 0:
@@ -395,8 +399,10 @@ def train(
                 break
             inputs, targets, fresh = streams.next_batch()
             t0 = time.perf_counter()
-            inp = torch.from_numpy(inputs).to(device, non_blocking=True)
-            tgt = torch.from_numpy(targets).to(device, non_blocking=True)
+            inp, tgt = torch.from_numpy(inputs), torch.from_numpy(targets)
+            if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
+                inp, tgt = inp.pin_memory(), tgt.pin_memory()
+            inp, tgt = inp.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
             keep = torch.from_numpy(~fresh).to(device)
             carried = model.reset_state_rows(carried, keep)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
