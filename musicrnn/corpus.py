@@ -124,27 +124,34 @@ def _worker_codec(codec_json: str) -> Codec:
     return _WORKER_CODEC[1]
 
 
-def encode_item(job: tuple[Item, str]) -> tuple[Item, np.ndarray | None, int, str | None]:
-    """Worker: one item -> (item, tokens or None, notes kept, rejection reason or None)."""
+Result = tuple[str, "np.ndarray | None", int, "str | None"]  # (piece name, tokens, notes kept, rejection reason)
+
+
+def encode_piece_tokens(codec: Codec, piece: Piece) -> tuple[np.ndarray | None, int, str | None]:
+    piece = trim_leading_silence(piece)
+    tokens = codec.encode_piece(piece)
+    pitched = piece.pitched()["pitch"]
+    kept = int(np.count_nonzero((pitched >= codec.min_pitch) & (pitched <= codec.max_pitch)))
+    if len(tokens) == 0 or kept == 0:
+        return None, 0, f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
+    return tokens, kept, None
+
+
+def encode_item(job: tuple[Item, str]) -> list[Result]:
+    """Worker: one item -> its pieces' results (a rejected item gives one result with a reason)."""
     item, codec_json = job
     codec = _worker_codec(codec_json)
     try:
-        piece = trim_leading_silence(load_item(item))
-        tokens = codec.encode_piece(piece)
-        pitched = piece.pitched()["pitch"]
-        kept = int(np.count_nonzero((pitched >= codec.min_pitch) & (pitched <= codec.max_pitch)))
-        if len(tokens) == 0 or kept == 0:
-            return item, None, 0, f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
-        return item, tokens, kept, None
+        return [(name, *encode_piece_tokens(codec, piece)) for name, piece in load_item(item)]
     except MusicRNNError as exc:
         reason = str(exc)
         prefix = f"{item.path}: "
-        return item, None, 0, reason[len(prefix) :] if reason.startswith(prefix) else reason
+        return [(item.name, None, 0, reason[len(prefix) :] if reason.startswith(prefix) else reason)]
     except Exception as exc:  # a parser bug must not stop a 100k-file run
-        return item, None, 0, f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return [(item.name, None, 0, f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")]
 
 
-def _mat_results(items: list[Item], codec: Codec) -> Iterator[tuple[Item, np.ndarray | None, int, str | None]]:
+def _mat_results(items: list[Item], codec: Codec) -> Iterator[list[Result]]:
     """Encode .mat pieces in this process (each file is read once)."""
     cache: dict[tuple[str, str], list[np.ndarray]] = {}
     for item in items:
@@ -164,9 +171,9 @@ def _mat_results(items: list[Item], codec: Codec) -> Iterator[tuple[Item, np.nda
         # the published protocol (empty frames included)
         tokens = codec.encode_roll(roll) if exact else codec.encode(notes)
         if len(tokens) == 0:
-            yield item, None, 0, "empty piano roll"
+            yield [(item.name, None, 0, "empty piano roll")]
         else:
-            yield item, tokens, len(notes), None
+            yield [(item.name, tokens, len(notes), None)]
 
 
 def _open_output(out: Path) -> Path:
@@ -213,7 +220,7 @@ def prepare(
     mat_items = [it for it in items if it.kind == "mat"]
     done = 0
     try:
-        results: Iterable = _mat_results(mat_items, codec)
+        results: Iterable[list[Result]] = _mat_results(mat_items, codec)
         pool = None
         if file_items:
             jobs = [(it, codec_json) for it in file_items]
@@ -225,15 +232,17 @@ def prepare(
                 file_results = map(encode_item, jobs)
             results = _chain(results, file_results)
         try:
-            for item, tokens, notes, reason in results:
+            all_items = mat_items + file_items  # the order results arrive in
+            for item, pieces in zip(all_items, results):
                 done += 1
                 if progress:
                     progress(done, len(items))
-                if tokens is None:
-                    rejected.append((item.name, reason or "unknown"))
-                    continue
-                s = item.split or choose_split(item.name, split)
-                writers[s].add(item.name, tokens, notes, frame_count(codec, tokens))
+                for name, tokens, notes, reason in pieces:
+                    if tokens is None:
+                        rejected.append((name, reason or "unknown"))
+                        continue
+                    s = item.split or choose_split(name, split)
+                    writers[s].add(name, tokens, notes, frame_count(codec, tokens))
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

@@ -139,20 +139,18 @@ def _music21_items(name: str) -> list[Item]:
         raise DataError(f"music21:{name}: no such corpus in music21; try music21:bach or music21:essenFolksong")
     root = Path(corpus.getCorePaths()[0]).parent if corpus.getCorePaths() else None
     items = []
-    for p in sorted({str(p) for p in paths}):
+    for p in sorted({str(p) for p in paths if Path(p).suffix.lower() in MUSIC21_SUFFIXES}):
         rel = Path(p).relative_to(root).as_posix() if root and p.startswith(str(root)) else Path(p).name
         items.append(Item("music21", f"music21:{name}/{rel}", p))
     return items
 
 
-def load_music21(path: str) -> Piece:
-    """A music21 corpus file -> Piece (times in quarter notes, all parts merged)."""
-    from music21 import converter, tempo
+MUSIC21_SUFFIXES = {".mxl", ".xml", ".musicxml", ".krn", ".abc", ".mid", ".midi"}
 
-    try:
-        score = converter.parse(path)
-    except Exception as exc:
-        raise MidiError(f"{path}: music21 could not parse it ({' '.join(str(exc).split())[:120]})") from None
+
+def _score_to_piece(score, source: str) -> Piece:
+    from music21 import tempo
+
     rows = []
     for n in score.flatten().notes:
         for p in getattr(n, "pitches", []):
@@ -164,14 +162,26 @@ def load_music21(path: str) -> Piece:
         notes["pitch"], notes["velocity"], notes["start"], notes["end"] = arr.T
     marks = list(score.flatten().getElementsByClass(tempo.MetronomeMark))
     bpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else 120.0
-    return Piece(notes[notes["end"] > notes["start"]], tempos=[(0.0, bpm)], source=path)
+    return Piece(notes[notes["end"] > notes["start"]], tempos=[(0.0, bpm)], source=source)
 
 
-def load_item(item: Item) -> Piece:
-    """Read one non-.mat item (MIDI file or music21 file) into a Piece."""
+def load_music21(path: str) -> list[tuple[str, Piece]]:
+    """A music21 corpus file -> its pieces (times in quarter notes, all parts merged). A song
+    book (an Opus, as in the Essen and O'Neill's collections) gives one piece per tune."""
+    from music21 import converter, stream
+
+    try:
+        parsed = converter.parse(path)
+    except Exception as exc:
+        raise MidiError(f"{path}: music21 could not parse it ({' '.join(str(exc).split())[:120]})") from None
+    if isinstance(parsed, stream.Opus):
+        return [(f"#{i + 1}", _score_to_piece(s, path)) for i, s in enumerate(parsed.scores)]
+    return [("", _score_to_piece(parsed, path))]
+
+
+def load_item(item: Item) -> list[tuple[str, Piece]]:
+    """Read one non-.mat item into its pieces: ``(name, piece)``; one for a MIDI file, one per
+    tune for a music21 song book."""
     if item.kind == "music21":
-        piece = load_music21(item.path)
-        if len(piece.notes) == 0:
-            raise MidiError(f"{item.path}: no notes")
-        return piece
-    return load_midi(item.path)
+        return [(item.name + suffix, piece) for suffix, piece in load_music21(item.path)]
+    return [(item.name, load_midi(item.path))]

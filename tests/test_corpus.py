@@ -274,3 +274,18 @@ def test_truncated_tokens_are_detected(jsb_data: Path, tmp_path: Path) -> None:
     (data / "valid.tokens").write_bytes(tokens[:-2])
     with pytest.raises(DataError, match="offsets do not match"):
         TokenData(data, "valid")
+
+
+def test_music21_song_book_gives_one_piece_per_tune():
+    pytest.importorskip("music21", reason="music21 corpora need the optional 'corpora' extra")
+    from music21 import corpus
+
+    from musicrnn.sources import find_items, load_item
+
+    items = find_items("music21:oneills1850")
+    assert items and all(i.kind == "music21" for i in items)
+    tunes = load_item(items[0])
+    assert len(tunes) > 10 and len({name for name, _ in tunes}) == len(tunes)
+    assert all(len(p.notes) > 0 for _, p in tunes)
+    assert not [i for i in find_items("music21:bach") if i.path.endswith(".rntxt")]
+    assert corpus.getComposer("bach")
