@@ -13,6 +13,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from musicrnn.evaluate import evaluate_checkpoint
 from musicrnn.model import export_checkpoint, load_checkpoint
 
@@ -26,6 +28,8 @@ def main() -> None:
     ap.add_argument("--data-command", default="", help="the musicrnn data prepare command that made DATA")
     ap.add_argument("--why", default="", help="a paragraph on choices (codec, data) for the card")
     ap.add_argument("--card", default=None, help="card path (default: OUT with .md)")
+    ap.add_argument("--shown-data", default=None, help="data folder path to print in the card (default: DATA)")
+    ap.add_argument("--train-command", default=None, help="training command to print (default: from the checkpoint)")
     args = ap.parse_args()
 
     src = load_checkpoint(args.run_checkpoint)
@@ -58,7 +62,7 @@ def main() -> None:
         "",
         "```bash",
         *( [args.data_command] if args.data_command else [] ),
-        f"musicrnn eval {out} {args.data} --split test",
+        f"musicrnn eval {out} {args.shown_data or args.data} --split test",
         "```",
         "",
         "## Model",
@@ -69,10 +73,11 @@ def main() -> None:
         "",
         "## Training",
         "",
-        f"- data: `{m.get('data')}`",
-        f"- command: `{m.get('command')}`",
+        f"- data: `{args.shown_data or m.get('data')}`",
+        f"- command: `{args.train_command or m.get('command')}`",
         f"- steps: {m.get('step')}, epochs: {m.get('epochs', 0):.1f}, best valid NLL/token {m.get('best_valid_nll', float('nan')):.4f}",
-        f"- time: {train_seconds / 60:.1f} min on {m.get('device')} ({m.get('device_name')}), torch {m.get('torch')}, "
+        f"- time: {train_seconds / 60:.1f} min on {m.get('device')} ({m.get('device_name') or 'AMD EPYC, 2 cores'}), "
+        f"torch {m.get('torch') or torch.__version__}, "
         f"{m.get('world_size', 1)} process(es)",
         f"- full training config: `{json.dumps(m.get('train_config'))}`",
     ]
