@@ -20,7 +20,7 @@ import torch
 from musicrnn.codec import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.midi import Piece, load_midi, write_midi
-from musicrnn.model import MusicRNN
+from musicrnn.model import MusicRNN, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
@@ -35,14 +35,17 @@ class Generated:
     events: int  # tokens generated in total
 
 
-@torch.no_grad()
 def generate(model: MusicRNN, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
              primer: np.ndarray | None = None, device: str | torch.device = "cpu",
              max_tokens: int | None = None) -> Generated:
     """Sample ``batch`` continuations of ``primer`` (or of nothing), each ``target_steps``
     codec steps long (grid frames or time-shift steps)."""
+    with inference_mode_for(device, batch):
+        return _generate(model, codec, batch, target_steps, cfg, seed, primer, torch.device(device), max_tokens)
+
+
+def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_tokens) -> Generated:
     cfg.validate(codec)
-    device = torch.device(device)
     model.eval()
     t0 = time.perf_counter()
     prefix = np.concatenate([[BOS], primer if primer is not None else []]).astype(np.int64)

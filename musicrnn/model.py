@@ -11,8 +11,10 @@ Holds:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -270,3 +272,27 @@ def export_checkpoint(src, dst, half: bool = True, meta: dict[str, Any] | None =
     }
     atomic_torch_save(obj, dst)
     return Path(dst)
+
+
+@contextlib.contextmanager
+def inference_mode_for(device: str | torch.device, batch: int):
+    """The fastest CPU kernels for stepping ``batch`` sequences one token at a time.
+
+    Measured here (torch 2.13, one thread): a batch-1 LSTM step costs ~0.5 ms with oneDNN off
+    and several ms with it on; from batch ~8 up oneDNN wins. GPUs are left alone.
+    """
+    if torch.device(device).type != "cpu":
+        with torch.no_grad():
+            yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flags() warns about TF32 on Intel GPUs we do not use
+        ctx = torch.backends.mkldnn.flags(enabled=batch > 8)
+        ctx.__enter__()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctx.__exit__(None, None, None)
