@@ -372,6 +372,104 @@ def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature
     Console().print(table)
 
 
+MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
+
+
+@cli.command("serve")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint (.pt or run folder); default: the model bundled with musicrnn.")
+@click.option("--midi-in", default="virtual", show_default=True,
+              help="Where the player's notes come from: a port name (or a unique part of it), 'virtual' "
+                   "(a new port named '<port-name> in' that your DAW or keyboard sends to), or 'none'.")
+@click.option("--midi-out", default="virtual", show_default=True,
+              help="Where the model plays: a port name, 'virtual' ('<port-name> out'), or 'none'.")
+@click.option("--midi-api", type=click.Choice(MIDI_APIS), default="auto", show_default=True,
+              help="MIDI system: auto picks CoreMIDI on macOS, ALSA then JACK on Linux, Windows MIDI on Windows.")
+@click.option("--port-name", default="musicrnn", show_default=True, help="Name of the virtual ports.")
+@click.option("--mode", type=click.Choice(["call-response", "duet", "autoplay"]), default="call-response",
+              show_default=True, help="call-response: answer after you stop; duet: play along; autoplay: play alone.")
+@click.option("--tempo", type=float, default=120.0, show_default=True,
+              help="BPM of the internal clock (with --clock midi: the guess until clock arrives).")
+@click.option("--clock", "clock_source", type=click.Choice(["internal", "midi"]), default="internal", show_default=True,
+              help="internal: --tempo; midi: follow MIDI clock (24 ppqn, start/stop/continue/song position) on the input.")
+@click.option("--channel", type=click.IntRange(1, 16), default=1, show_default=True, help="MIDI channel of the model's notes.")
+@click.option("--silence-beats", type=float, default=2.0, show_default=True,
+              help="call-response: answer after this many beats with no key held.")
+@click.option("--answer-bars", type=float, default=2.0, show_default=True, help="call-response: answer length in bars.")
+@click.option("--beats-per-bar", type=float, default=4.0, show_default=True)
+@click.option("--answer-start", type=click.Choice(["next-beat", "now"]), default="next-beat", show_default=True,
+              help="call-response: start answering on the next beat, or at once.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="1.0 = as trained; lower = safer; higher = wilder (live: CC 20).")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample only among the K likeliest tokens (0 = off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling (1 = off).")
+@click.option("--key", default=None, help="Keep the model's notes in a key, e.g. C:major, A:minor.")
+@click.option("--pitch-range", default=None, help="Keep the model's notes within LO-HI, e.g. 48-84.")
+@click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most model notes at once (0 = no limit; live: CC 22).")
+@click.option("--max-note-beats", type=float, default=8.0, show_default=True, help="No model note lasts longer than this.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cc", "cc_bindings", multiple=True, metavar="CONTROL=CC",
+              help="Move a control to another CC number, e.g. --cc temperature=74 (repeatable).")
+@click.option("--learn", type=click.Choice(["temperature", "answer_bars", "density", "mode", "end_call", "panic", "reset"]),
+              default=None, help="MIDI learn: the first CC that arrives drives this control.")
+@click.option("--seconds", type=float, default=None, help="Stop after this long (default: until Ctrl-C).")
+@click.option("--osc-port", type=int, default=None, help="OSC control port (arrives with the OSC issue).")
+@user_errors
+def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, clock_source, channel, silence_beats,
+              answer_bars, beats_per_bar, answer_start, temperature, top_k, top_p, key, pitch_range, max_polyphony,
+              max_note_beats, seed, cc_bindings, learn, seconds, osc_port) -> None:
+    """Jam live: the model listens on a MIDI input and answers on a MIDI output, in time.
+
+    \b
+    Default CC map (channel: any; change with --cc, or --learn):
+      20 temperature   21 answer length   22 density (most notes at once)
+      23 mode (low: call-response, mid: duet, high: autoplay)
+      24 end of call (answer now)   25 panic   26 reset
+    Every note the model starts is ended: on Ctrl-C, SIGTERM, panic, mode switch and errors.
+
+    \b
+    Examples:
+      musicrnn serve                                   # virtual ports 'musicrnn in' / 'musicrnn out'
+      musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet
+      musicrnn serve --clock midi --midi-api jack --answer-bars 4
+    """
+    from musicrnn.live.controls import parse_bindings
+    from musicrnn.live.server import ServeOptions, serve
+    from musicrnn.model import default_model_path, load_checkpoint
+    from musicrnn.sample import SamplingConfig, parse_key
+
+    if osc_port is not None:
+        raise MusicRNNError("OSC control (--osc-port) arrives with the OSC issue; this version of musicrnn serve speaks MIDI only")
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, key=parse_key(key) if key else None,
+                              pitch_range=_pitch_range(pitch_range) if pitch_range else None, max_polyphony=max_polyphony)
+    options = ServeOptions(midi_in=midi_in, midi_out=midi_out, midi_api=midi_api, port_name=port_name, mode=mode,
+                           tempo=tempo, clock=clock_source, channel=channel, silence_beats=silence_beats,
+                           answer_bars=answer_bars, beats_per_bar=beats_per_bar, answer_start=answer_start,
+                           max_note_beats=max_note_beats, seed=seed, sampling=sampling, cc=parse_bindings(cc_bindings),
+                           learn=learn)
+    options.validate()
+    ckpt = load_checkpoint(model_path or default_model_path())
+    serve(ckpt, options, seconds=seconds, echo=click.echo)
+
+
+@cli.command("ports")
+@click.option("--midi-api", type=click.Choice(MIDI_APIS), default="auto", show_default=True,
+              help="Which MIDI system to list (auto: every one worth trying here).")
+@user_errors
+def ports_cmd(midi_api) -> None:
+    """List the MIDI input and output ports, per MIDI system."""
+    from musicrnn.live.midi_ports import API_LABELS, list_ports
+
+    for entry in list_ports(midi_api):
+        label = API_LABELS[entry.api]
+        if entry.problem:
+            click.echo(f"{label} ({entry.api}): not usable: {entry.problem}")
+            continue
+        click.echo(f"{label} ({entry.api}):")
+        click.echo("  inputs:  " + (", ".join(repr(n) for n in entry.inputs) or "none"))
+        click.echo("  outputs: " + (", ".join(repr(n) for n in entry.outputs) or "none"))
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -341,7 +341,7 @@ def train(
     meta_base = {"data": str(data_folder), "train_config": asdict(cfg), "world_size": world, "device": str(device),
                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
                  "parameters": model.num_parameters, "command": " ".join(["musicrnn", *sys.argv[1:]]) if sys.argv else "",
-                 "torch": torch.__version__}
+                 "torch": str(torch.__version__)}
 
     def log(row: dict) -> None:
         if rank == 0:

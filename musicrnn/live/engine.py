@@ -1,0 +1,402 @@
+"""The model's side of a live session: one RNN state for the whole session, one model step per
+token, the same sampling function as ``musicrnn compose``.
+
+Holds:
+- :class:`Engine`: human notes in (:meth:`~Engine.human_note_on`, ...), the model's notes out
+  (:meth:`~Engine.next_time` then :meth:`~Engine.decide`). Use it from one thread only.
+- :func:`configure_torch_for_live`: one torch thread (two threads gave 15-120 ms spikes here).
+- :func:`fast_cpu_steps`: oneDNN off around batch-1 steps (a 2x512 LSTM step: ~0.64 ms instead
+  of ~2.0 ms on this machine).
+
+How the token stream stays one story. Human and model notes share one token stream, written by
+the codec's stream encoder, so the model always hears what really happened, in the codec it was
+trained on. To play on time the model decides a little ahead: it samples its next event (a
+performance event, or a whole grid frame) on a *fork* of the stream (RNN state, constraint
+state, decoder), and its notes are handed to the encoder. When the encoder later writes the
+real tokens, they usually equal the sampled ones and the fork is adopted as is: each token
+costs one model step. If the player did something in between, the real tokens differ, the fork
+is dropped, and only the real tokens are fed. Either way the cost per event does not grow with
+the length of the session.
+
+Ownership: the model only ends notes it started, and (grid) does not strike a pitch the player
+is holding; a player striking a pitch the model holds ends the model's note.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from musicrnn.codec import (
+    BOS,
+    KIND_NOTE_OFF,
+    KIND_NOTE_ON,
+    KIND_SHIFT,
+    KIND_VELOCITY,
+    Codec,
+    GridCodec,
+    NoteEvent,
+    PerformanceCodec,
+)
+from musicrnn.errors import MusicRNNError
+from musicrnn.live.clock import now_ns
+from musicrnn.model import MusicRNN
+from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
+
+MAX_NOTE_BEATS = 8.0  # grid codecs: the model may hold a note at most this long (a sampling constraint)
+CLOSE_MARGIN = 0.05  # grid: a frame counts as complete this many steps after its rounding window ends
+
+
+def configure_torch_for_live() -> None:
+    """Single-threaded torch for real-time paths (call once per process that plays live)."""
+    torch.set_num_threads(1)
+
+
+@contextmanager
+def fast_cpu_steps():
+    """oneDNN off for the duration: faster batch-1 RNN steps on CPU."""
+    with torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None):
+        yield
+
+
+def _fork(obj: Any) -> Any:
+    """A copy that shares nothing mutable with ``obj`` (for encoders, decoders, constraints)."""
+    new = copy.copy(obj)
+    for key, value in vars(obj).items():
+        if isinstance(value, torch.Tensor):
+            setattr(new, key, value.clone())
+        elif isinstance(value, (set, dict, list)):
+            setattr(new, key, copy.copy(value))
+    return new
+
+
+class _Stream:
+    """The model's view of the music so far: RNN state, next-token logits, constraints, decoder."""
+
+    __slots__ = ("state", "logits", "cons", "decoder")
+
+    def __init__(self, state, logits, cons: Constraints, decoder) -> None:
+        self.state, self.logits, self.cons, self.decoder = state, logits, cons, decoder
+
+    def fork(self) -> "_Stream":
+        return _Stream(self.state, self.logits, _fork(self.cons), _fork(self.decoder))  # states are never mutated in place
+
+
+@dataclass
+class _Spec:
+    """Tokens sampled ahead on a fork, waiting to be confirmed by the real stream."""
+
+    tokens: list[int]
+    stream: _Stream
+    events: list[NoteEvent] = field(default_factory=list)
+
+
+@dataclass
+class _Proposal:
+    """Performance codecs: the model's next event (a note, or time passing), not yet played."""
+
+    spec: _Spec
+    base: float  # codec time the fork was advanced to before sampling
+    time: float  # when the event happens (for time passing: when the wait ends)
+    kind: int
+    pitch: int = -1
+    velocity: int = 0
+    force_note: bool = False
+
+
+class Engine:
+    """The model in a live session. Times are in the codec's unit (``codec.time_unit``).
+
+    ``sampling`` is shared with the constraints, so changing ``temperature`` or
+    ``max_polyphony`` on it (see :meth:`set_temperature`, :meth:`set_density`) takes effect at
+    the next token.
+    """
+
+    def __init__(self, model: MusicRNN, codec: Codec, sampling: SamplingConfig | None = None, seed: int = 0,
+                 max_note_beats: float = MAX_NOTE_BEATS) -> None:
+        self.model = model.eval()
+        self.codec = codec
+        self.is_grid = isinstance(codec, GridCodec)
+        if not self.is_grid and not isinstance(codec, PerformanceCodec):
+            raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
+        self.cfg = replace(sampling or SamplingConfig())
+        if self.is_grid and max_note_beats and not self.cfg.max_note_steps:
+            self.cfg.max_note_steps = max(1, int(round(max_note_beats * codec.steps_per_unit)))
+        self.cfg.validate(codec)
+        self.spu = codec.steps_per_unit
+        self.seed = seed
+        self._resets = 0
+        self.steps = 0  # model steps taken in this session
+        self.step_ns: deque[int] = deque(maxlen=512)  # recent model step times
+        self.reset()
+
+    # --- session -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the session: fresh RNN state from BOS, no notes."""
+        cons = Constraints.for_codec(self.codec, 1, self.cfg)
+        self.stream = _Stream(None, None, cons, self.codec.stream_decoder())
+        self.encoder = self.codec.stream_encoder()
+        self.rand = RowRandom([self.seed + self._resets])  # a fresh stream per reset: a new session, new ideas
+        self._resets += 1
+        self.model_notes: dict[int, float] = {}  # pitch -> onset (codec time), notes the model is sounding
+        self.human_notes: set[int] = set()
+        self._spec: _Spec | None = None
+        self._proposal: _Proposal | None = None
+        self._frame: tuple[int, bool] | None = None  # grid: the frame next_time() chose, and force_note
+        self._next_frame = 0
+        self.latest = 0.0  # the latest codec time handed to the encoder
+        with fast_cpu_steps():
+            self._feed(self.stream, [BOS])
+
+    def set_temperature(self, value: float) -> None:
+        if not value >= 0 or not math.isfinite(value):
+            raise MusicRNNError(f"temperature must be >= 0, not {value}")
+        self.cfg.temperature = float(value)
+
+    def set_density(self, max_polyphony: int) -> None:
+        """Most notes at once (0 = no limit)."""
+        if max_polyphony < 0:
+            raise MusicRNNError(f"density (most notes at once) must be >= 0, not {max_polyphony}")
+        self.cfg.max_polyphony = int(max_polyphony)
+
+    @property
+    def time(self) -> float:
+        """Codec time the model has heard up to (its committed stream)."""
+        return self.stream.decoder.time
+
+    # --- the player ----------------------------------------------------------------------------
+    def human_note_on(self, t: float, pitch: int, velocity: int) -> list[NoteEvent]:
+        """The player struck ``pitch`` at codec time ``t``. Returns note-offs for model notes
+        the player took over (same pitch)."""
+        if not self.codec.min_pitch <= pitch <= self.codec.max_pitch:
+            return []
+        ended = []
+        with fast_cpu_steps():
+            if pitch in self.model_notes:
+                del self.model_notes[pitch]
+                self._commit(self.encoder.note_off(t, pitch))
+                ended.append(NoteEvent(t, pitch, 0))
+            self._commit(self.encoder.note_on(t, pitch, velocity))
+        self.human_notes.add(pitch)
+        self._seen(t)
+        return ended
+
+    def human_note_off(self, t: float, pitch: int) -> None:
+        if pitch not in self.human_notes:
+            return
+        self.human_notes.discard(pitch)
+        with fast_cpu_steps():
+            self._commit(self.encoder.note_off(t, pitch))
+        self._seen(t)
+
+    def release_human_notes(self, t: float) -> None:
+        """Treat every held human note as released (the model stops listening)."""
+        for pitch in sorted(self.human_notes):
+            self.human_note_off(t, pitch)
+
+    def catch_up(self, t: float) -> None:
+        """Let the model hear that time passed up to ``t`` with nothing new, as far as it can be
+        written already (complete grid frames; whole longest time shifts), so a long silence
+        does not cost a burst of steps later."""
+        with fast_cpu_steps():
+            if self.is_grid:
+                k = math.floor(t * self.spu + 0.5 - CLOSE_MARGIN)
+                if k > self.encoder.frame:
+                    self._commit(self.encoder.advance(k / self.spu))
+                    self._next_frame = max(self._next_frame, k)
+            else:
+                longest = self.codec.max_shift_steps / self.spu  # type: ignore[attr-defined]
+                while t - self.time >= longest:
+                    self._commit(self.encoder.advance(self.time + longest))
+        self._seen(t)
+
+    # --- the model -----------------------------------------------------------------------------
+    def next_time(self, not_before: float, force_note: bool = False) -> float:
+        """Codec time of the model's next decision, not earlier than ``not_before``.
+        ``force_note``: the next event must be a note (an answer starts with one)."""
+        if self.is_grid:
+            k = max(self._next_frame, self.encoder.frame, math.ceil(not_before * self.spu - 1e-6))
+            self._frame = (k, force_note)
+            return k / self.spu
+        p = self._proposal
+        if p is None or p.force_note != force_note:
+            p = self._proposal = self._propose_event(not_before, force_note)
+        return p.time
+
+    def decide(self) -> list[NoteEvent]:
+        """Play the decision :meth:`next_time` announced; returns the model's note events."""
+        if self.is_grid:
+            if self._frame is None:
+                raise RuntimeError("decide() without next_time()")
+            (k, force), self._frame = self._frame, None
+            return self._decide_frame(k, force)
+        if self._proposal is None:
+            raise RuntimeError("decide() without next_time()")
+        return self._decide_event(self._proposal)
+
+    def release_model_notes(self, t: float) -> list[NoteEvent]:
+        """End every model note at ``t`` (in the model's view); returns the note-offs."""
+        out = []
+        with fast_cpu_steps():
+            for pitch in sorted(self.model_notes):
+                self._commit(self.encoder.note_off(t, pitch))
+                out.append(NoteEvent(t, pitch, 0))
+        self.model_notes.clear()
+        self._proposal = None
+        self._seen(t)
+        return out
+
+    # --- inside --------------------------------------------------------------------------------
+    def _seen(self, t: float) -> None:
+        self.latest = max(self.latest, t)
+
+    def _feed(self, stream: _Stream, tokens: list[int]) -> list[NoteEvent]:
+        events: list[NoteEvent] = []
+        for tok in tokens:
+            x = torch.tensor([tok])
+            t0 = now_ns()
+            stream.logits, stream.state = self.model.step(x, stream.state)
+            self.step_ns.append(now_ns() - t0)
+            self.steps += 1
+            stream.cons.update(x)
+            events += stream.decoder.feed(tok)
+        return events
+
+    def _commit(self, tokens: list[int]) -> list[NoteEvent]:
+        """Tokens of the real stream: adopt the fork that predicted them, feed the rest."""
+        if not tokens:
+            return []
+        tokens = [int(t) for t in tokens]
+        spec, self._spec = self._spec, None
+        self._proposal = None
+        if spec is not None and tokens[: len(spec.tokens)] == spec.tokens:
+            self.stream = spec.stream
+            return spec.events + self._feed(self.stream, tokens[len(spec.tokens):])
+        return self._feed(self.stream, tokens)
+
+    def _sample(self, stream: _Stream, mask: torch.Tensor) -> int:
+        return int(sample_next(stream.logits, self.cfg, self.rand.next(), mask)[0])
+
+    def _mask(self, stream: _Stream, force_note: bool, after_velocity: bool = False) -> torch.Tensor:
+        c = self.codec
+        base = stream.cons.mask()
+        if isinstance(c, GridCodec) and not self.human_notes and not force_note:
+            return base  # the common case while answering: nothing to add
+        m = base.clone()
+        if isinstance(c, GridCodec):
+            for p in self.human_notes:  # the player holds it: the model does not strike it too
+                m[0, c.pitch0 + p - c.min_pitch] = False
+            if force_note:
+                forced = m.clone()
+                forced[0, c.step_token] = False
+                if forced.any():
+                    m = forced
+        else:
+            assert isinstance(c, PerformanceCodec)
+            own = torch.zeros(c.num_pitches, dtype=torch.bool)
+            for p in self.model_notes:
+                own[p - c.min_pitch] = True
+            m[0, c.off0 : c.off0 + c.num_pitches] &= own  # the model ends only its own notes
+            if after_velocity:
+                m[0, c.vel0 :] = False
+            if force_note:
+                forced = m.clone()
+                forced[0, c.off0 : c.vel0] = False  # no note-off, no time shift: a note now
+                if forced[0, c.on0 : c.off0].any():
+                    m = forced
+        return m if m.any() else base
+
+    def _propose_event(self, not_before: float, force_note: bool) -> _Proposal:
+        c = self.codec
+        assert isinstance(c, PerformanceCodec)
+        with fast_cpu_steps():
+            enc = _fork(self.encoder)
+            fork = self.stream.fork()
+            tokens = [int(t) for t in enc.advance(not_before)]
+            self._feed(fork, tokens)
+            base = fork.decoder.time
+            after_velocity = False
+            events: list[NoteEvent] = []
+            for _ in range(4):  # at most one velocity, then a note or a shift (the mask sees to it)
+                x = self._sample(fork, self._mask(fork, force_note, after_velocity))
+                tokens.append(x)
+                events = self._feed(fork, [x])
+                if c.token_kind[x] != KIND_VELOCITY:
+                    break
+                after_velocity = True
+        kind = int(c.token_kind[x])
+        spec = _Spec(tokens, fork, events)
+        if kind in (KIND_NOTE_ON, KIND_NOTE_OFF) and events:
+            ev = events[-1]
+            return _Proposal(spec, base, ev.time, kind, ev.pitch, ev.velocity, force_note)
+        return _Proposal(spec, base, fork.decoder.time, KIND_SHIFT, force_note=force_note)
+
+    def _decide_event(self, p: _Proposal) -> list[NoteEvent]:
+        enc = self.encoder
+        tokens = list(enc.advance(p.base))
+        if p.kind == KIND_NOTE_ON:
+            tokens += enc.note_on(p.time, p.pitch, p.velocity)
+        elif p.kind == KIND_NOTE_OFF:
+            tokens += enc.note_off(p.time, p.pitch)
+        else:
+            tokens += enc.advance(p.time)
+        self._spec = p.spec
+        with fast_cpu_steps():
+            self._commit(tokens)
+        t = self.time
+        self._seen(t)
+        if p.kind == KIND_NOTE_ON:
+            self.model_notes[p.pitch] = t
+            return [NoteEvent(t, p.pitch, p.velocity)]
+        if p.kind == KIND_NOTE_OFF:
+            self.model_notes.pop(p.pitch, None)
+            return [NoteEvent(t, p.pitch, 0)]
+        return []
+
+    def _decide_frame(self, k: int, force_note: bool) -> list[NoteEvent]:
+        c = self.codec
+        assert isinstance(c, GridCodec)
+        t = k / self.spu
+        with fast_cpu_steps():
+            self._commit(self.encoder.advance(t))
+            fork = self.stream.fork()
+            tokens: list[int] = []
+            events: list[NoteEvent] = []
+            struck: set[int] = set()
+            for _ in range(c.num_pitches + 1):
+                x = self._sample(fork, self._mask(fork, force_note and not struck))
+                tokens.append(x)
+                events += self._feed(fork, [x])
+                if x == c.step_token:
+                    break
+                if c.token_kind[x] == KIND_NOTE_ON:
+                    struck.add(int(c.token_pitch[x]))
+        out = []
+        for ev in events:  # the decoder's view of the frame, cut down to the model's own notes
+            if ev.velocity == 0 and ev.pitch in self.model_notes:
+                del self.model_notes[ev.pitch]
+                self.encoder.note_off(t, ev.pitch)
+                out.append(ev)
+            elif ev.velocity > 0 and ev.pitch in struck:
+                self.model_notes[ev.pitch] = t
+                self.encoder.note_on(t, ev.pitch, ev.velocity)
+                out.append(ev)
+        self._spec = _Spec(tokens, fork, events)
+        self._next_frame = k + 1
+        self._seen(t)
+        return out
+
+    # --- numbers -------------------------------------------------------------------------------
+    def step_ms(self) -> tuple[float, float]:
+        """(median, max) of recent model step times in ms."""
+        if not self.step_ns:
+            return 0.0, 0.0
+        arr = np.fromiter(self.step_ns, dtype=np.int64)
+        return float(np.median(arr)) / 1e6, float(arr.max()) / 1e6

@@ -1,0 +1,204 @@
+"""The one place that opens MIDI ports: mido with python-rtmidi underneath.
+
+Holds:
+- :data:`APIS`: our API names (``alsa``, ``jack``, ``coremidi``, ``windows``) and rtmidi's.
+- :func:`choose_api`: ``auto`` or a named API -> one that works here, or a one-line error.
+- :func:`list_ports`: inputs and outputs per API (``musicrnn ports``).
+- :func:`open_input` / :func:`open_output`: a port by name (exact, or a unique part of the
+  name, case-insensitive), ``virtual`` (a new port others connect to), or ``none``.
+- :class:`NullOutput`: where notes go with ``--midi-out none``.
+- :class:`MidiPortError`: every problem here, one line, naming what is available.
+
+Virtual ports are called ``<name> in`` and ``<name> out`` (``musicrnn in`` / ``musicrnn out``),
+seen from musicrnn: a DAW sends to ``musicrnn in`` and records from ``musicrnn out``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import mido
+
+from musicrnn.errors import MusicRNNError
+
+APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "windows": "WINDOWS_MM"}
+API_LABELS = {"alsa": "ALSA", "jack": "JACK", "coremidi": "CoreMIDI", "windows": "Windows MIDI"}
+LOOPMIDI = "loopMIDI (https://www.tobias-erichsen.de/software/loopmidi.html)"
+
+
+class MidiPortError(MusicRNNError):
+    """A MIDI port or MIDI system that cannot be used, with what to do instead."""
+
+
+@dataclass
+class ApiPorts:
+    api: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    problem: str | None = None  # why this API cannot be used here
+
+
+class NullOutput:
+    """An output that drops everything (``--midi-out none``)."""
+
+    name = "none"
+    closed = False
+
+    def send(self, msg: mido.Message) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def virtual_names(port_name: str) -> tuple[str, str]:
+    """Names of our virtual (input, output) ports."""
+    return f"{port_name} in", f"{port_name} out"
+
+
+def platform_apis() -> list[str]:
+    """The APIs worth trying on this platform, preferred first."""
+    if sys.platform == "darwin":
+        return ["coremidi", "jack"]
+    if sys.platform.startswith("win"):
+        return ["windows"]
+    return ["alsa", "jack"]
+
+
+def _backend(api: str) -> mido.Backend:
+    return mido.Backend(f"mido.backends.rtmidi/{APIS[api]}", load=True)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Hide what C libraries print while probing (ALSA and JACK complain loudly when absent)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _probe(api: str) -> str | None:
+    """None if ``api`` can open ports here, else why not."""
+    import mido.backends.rtmidi as mido_rtmidi
+    import rtmidi
+
+    if APIS[api] not in mido_rtmidi.get_api_names():
+        return "not built into python-rtmidi on this system"
+    if api == "alsa" and not os.path.exists("/dev/snd/seq"):
+        return "no ALSA sequencer (/dev/snd/seq missing; load snd-seq, or use JACK)"
+    try:
+        with _quiet_stderr():
+            probe = rtmidi.MidiOut(rtapi=getattr(rtmidi, f"API_{APIS[api]}"))
+            probe.delete()
+    except Exception as exc:  # rtmidi raises its own SystemError subclasses
+        msg = " ".join(str(exc).split())
+        if api == "jack":
+            return "no JACK server running (start one, e.g. jackd -d alsa, or use QjackCtl)"
+        return msg or type(exc).__name__
+    return None
+
+
+def choose_api(requested: str = "auto") -> str:
+    """The API to use: ``requested`` if it works, or for ``auto`` the first that works."""
+    if requested != "auto":
+        if requested not in APIS:
+            raise MidiPortError(f"unknown MIDI API {requested!r}; choose auto, {', '.join(APIS)}")
+        problem = _probe(requested)
+        if problem:
+            raise MidiPortError(f"{API_LABELS[requested]} MIDI cannot be used: {problem}")
+        return requested
+    problems = []
+    for api in platform_apis():
+        problem = _probe(api)
+        if problem is None:
+            return api
+        problems.append(f"{API_LABELS[api]}: {problem}")
+    hint = f"; on Windows install {LOOPMIDI}" if sys.platform.startswith("win") else ""
+    raise MidiPortError(f"no MIDI system is usable here ({'; '.join(problems)}){hint}")
+
+
+def list_ports(requested: str = "auto") -> list[ApiPorts]:
+    """Ports of every API worth trying here (``auto``), or of one API."""
+    apis = platform_apis() if requested == "auto" else [requested]
+    out = []
+    for api in apis:
+        if api not in APIS:
+            raise MidiPortError(f"unknown MIDI API {api!r}; choose auto, {', '.join(APIS)}")
+        problem = _probe(api)
+        if problem:
+            out.append(ApiPorts(api, problem=problem))
+            continue
+        backend = _backend(api)
+        with _quiet_stderr():
+            out.append(ApiPorts(api, backend.get_input_names(), backend.get_output_names()))
+    return out
+
+
+def _resolve(name: str, available: list[str], direction: str, api: str) -> str:
+    if name in available:
+        return name
+    matches = [p for p in available if name.lower() in p.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    flag = "--midi-in" if direction == "input" else "--midi-out"
+    if matches:
+        raise MidiPortError(f"MIDI {direction} {name!r} matches several {API_LABELS[api]} ports: "
+                            f"{', '.join(repr(m) for m in matches)}; give more of the name")
+    have = ", ".join(repr(p) for p in available) if available else "none"
+    hint = f"; create one with {LOOPMIDI}" if api == "windows" else f", or {flag} virtual to create one"
+    raise MidiPortError(f"MIDI {direction} {name!r} not found ({API_LABELS[api]}); available {direction}s: {have}{hint}")
+
+
+def _check_virtual(api: str) -> None:
+    if api == "windows":
+        raise MidiPortError(f"Windows MIDI has no virtual ports; install {LOOPMIDI}, create a port there and pass its name")
+
+
+def open_input(spec: str, api: str, port_name: str, callback: Callable[[mido.Message], None]):
+    """Open the input ``spec`` (a port name, ``virtual`` or ``none``); messages go to
+    ``callback`` in the MIDI system's thread. Returns the port, or None for ``none``."""
+    if spec == "none":
+        return None
+    backend = _backend(api)
+    try:
+        if spec == "virtual":
+            _check_virtual(api)
+            name = virtual_names(port_name)[0]
+            return backend.open_input(name, client_name=name, callback=callback)
+        with _quiet_stderr():
+            available = backend.get_input_names()
+        return backend.open_input(_resolve(spec, available, "input", api), callback=callback)
+    except (OSError, RuntimeError) as exc:
+        raise MidiPortError(f"could not open MIDI input {spec!r} ({API_LABELS[api]}): {' '.join(str(exc).split())}") from None
+
+
+def open_output(spec: str, api: str, port_name: str):
+    """Open the output ``spec`` (a port name, ``virtual`` or ``none``)."""
+    if spec == "none":
+        return NullOutput()
+    backend = _backend(api)
+    try:
+        if spec == "virtual":
+            _check_virtual(api)
+            name = virtual_names(port_name)[1]
+            return backend.open_output(name, client_name=name)
+        with _quiet_stderr():
+            available = backend.get_output_names()
+        return backend.open_output(_resolve(spec, available, "output", api))
+    except (OSError, RuntimeError) as exc:
+        raise MidiPortError(f"could not open MIDI output {spec!r} ({API_LABELS[api]}): {' '.join(str(exc).split())}") from None

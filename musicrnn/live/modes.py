@@ -1,0 +1,264 @@
+"""What the model does when: call-response, duet and autoplay.
+
+Holds :class:`Conductor`, which sits between the player's events, the clock, the
+:class:`~musicrnn.live.engine.Engine` and the :class:`~musicrnn.live.scheduler.Scheduler`:
+
+- **call-response**: listen while the player plays; after a silence of ``silence_beats`` (no
+  key held, nothing struck) or an end-of-call control, answer for ``answer_bars`` bars starting
+  on the next beat (or at once with ``answer_start="now"``); stop answering as soon as the
+  player comes back. The model hears the player all the time.
+- **duet**: play all the time, hearing everything the player plays.
+- **autoplay**: play alone; the player's notes are not heard (controls still steer it).
+
+Switching mode, panic, reset, a model swap and a stopped or relocated MIDI clock all end the
+model's sounding notes. The conductor has no thread: the server calls it from its engine thread
+(``tick`` at each wake-up, ``next_wakeup`` to know when to call again), so tests can drive it
+with made-up times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from musicrnn.codec import NoteEvent
+from musicrnn.errors import MusicRNNError
+from musicrnn.live.clock import Clock, Timebase
+from musicrnn.live.controls import MODES
+from musicrnn.live.engine import Engine
+from musicrnn.live.scheduler import Scheduler
+
+LOOKAHEAD_S = 0.03  # performance codecs: the model decides a note this long before it sounds
+GRID_LOOKAHEAD = 0.45  # grid codecs: decide a frame this many steps early (< 0.5: the frame before is complete)
+LATE_S = 0.03  # a decision this late is skipped (grid frames) rather than played out of time
+IDLE_WAKE_S = 0.1  # while listening, let the model hear the silence this often
+MAX_DECISIONS_PER_TICK = 256  # a safety valve: one tick never loops forever
+
+
+@dataclass
+class Settings:
+    mode: str = "call-response"
+    silence_beats: float = 2.0  # call-response: answer after this much silence
+    answer_bars: float = 2.0  # call-response: answer this long
+    beats_per_bar: float = 4.0
+    answer_start: str = "next-beat"  # next-beat | now
+    lookahead_s: float = LOOKAHEAD_S
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise MusicRNNError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
+        if self.silence_beats <= 0 or self.answer_bars <= 0 or self.beats_per_bar <= 0:
+            raise MusicRNNError("silence beats, answer bars and beats per bar must be positive")
+        if self.answer_start not in ("next-beat", "now"):
+            raise MusicRNNError(f"answer start must be next-beat or now, not {self.answer_start!r}")
+
+
+class Conductor:
+    def __init__(self, engine: Engine, scheduler: Scheduler, clock: Clock, settings: Settings, t_ns: int) -> None:
+        settings.validate()
+        self.engine = engine
+        self.scheduler = scheduler
+        self.clock = clock
+        self.settings = settings
+        self.timebase = self._timebase(t_ns)
+        self.held: set[int] = set()  # keys the player holds now
+        self.last_human_ns: int | None = None
+        self.heard_call = False  # the player played since the last answer
+        self.answer: tuple[float, float] | None = None  # (start, end) codec time while answering
+        self.first_note = False  # the next decision must start with a note
+        self.notes_in = 0
+        self.notes_out = 0
+        self.decisions = 0
+        self._wake: int | None = None
+
+    # --- what is going on ----------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    @property
+    def activity(self) -> str:
+        if not self.clock.running:
+            return "waiting for clock"
+        if self.mode == "call-response":
+            return "answering" if self.answer else "listening"
+        return "playing"
+
+    def next_wakeup(self) -> int | None:
+        """When :meth:`tick` has something to do next (ns), or None for "whenever"."""
+        return self._wake
+
+    # --- the player ----------------------------------------------------------------------------
+    def human_note(self, t_ns: int, pitch: int, velocity: int) -> None:
+        t = self.timebase.to_codec(t_ns)
+        if velocity > 0:
+            self.notes_in += 1
+            self.held.add(pitch)
+            self.last_human_ns = t_ns
+            self.heard_call = True
+            if self.answer is not None:  # the player came back: stop answering at once
+                self._silence(t_ns)
+            if self.mode != "autoplay":
+                self._play(self.engine.human_note_on(t, pitch, velocity))
+        else:
+            if pitch in self.held:
+                self.held.discard(pitch)
+                self.last_human_ns = t_ns
+            if self.mode != "autoplay":
+                self.engine.human_note_off(t, pitch)
+
+    def end_call(self, t_ns: int) -> None:
+        """The player says the call is over: answer now (call-response only)."""
+        if self.mode == "call-response" and self.answer is None and self.clock.running:
+            self._start_answer(t_ns, self.clock.beat_at(t_ns))
+
+    # --- controls ------------------------------------------------------------------------------
+    def set_mode(self, mode: str, t_ns: int) -> None:
+        if mode not in MODES:
+            raise MusicRNNError(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
+        if mode == self.mode:
+            return
+        self._silence(t_ns)
+        if mode == "autoplay":  # the model stops listening: whatever the player holds is over for it
+            self.engine.release_human_notes(self.timebase.to_codec(t_ns))
+        self.settings.mode = mode
+        self.heard_call = False
+
+    def set_answer_bars(self, bars: float) -> None:
+        if bars <= 0:
+            raise MusicRNNError(f"answer length must be positive, not {bars}")
+        self.settings.answer_bars = float(bars)
+
+    def panic(self, t_ns: int) -> None:
+        """All notes off now; an answer in progress ends."""
+        self.scheduler.panic()
+        self.engine.release_model_notes(self.timebase.to_codec(t_ns))
+        self.answer = None
+        self.heard_call = False
+
+    def reset(self, t_ns: int) -> None:
+        """Forget the session: notes off, fresh model state."""
+        self.scheduler.stop_notes()
+        self.engine.reset()
+        self._restart(t_ns)
+
+    def swap_engine(self, engine: Engine, t_ns: int) -> None:
+        """A new model takes over (its codec may differ): notes off, fresh state."""
+        self.scheduler.stop_notes()
+        self.engine = engine
+        self._restart(t_ns)
+
+    def _restart(self, t_ns: int) -> None:
+        self.timebase = self._timebase(t_ns)
+        self.answer = None
+        self.heard_call = False
+        self.held.clear()
+        self._wake = None
+
+    def _timebase(self, t_ns: int) -> Timebase:
+        codec = self.engine.codec
+        return Timebase(self.clock, codec.time_unit, codec.steps_per_unit, t_ns)
+
+    # --- time passing --------------------------------------------------------------------------
+    def tick(self, at_ns: int, now_ns: int | None = None) -> None:
+        """Do everything due by ``at_ns`` (``now_ns``: the real time, for lateness)."""
+        now = at_ns if now_ns is None else now_ns
+        self._wake = None
+        if not self.clock.running:
+            if self.answer is not None or self.engine.model_notes:
+                self._silence(at_ns)
+            return
+        if self.timebase.follow(self.engine.latest, at_ns):  # the DAW jumped: end notes, keep going on the new grid
+            self.scheduler.stop_notes()
+            self.engine.release_model_notes(self.timebase.to_codec(at_ns))
+            self.answer = None
+        if self.mode == "call-response" and self.answer is None:
+            self._listen(at_ns)
+            if self.answer is None:
+                return
+        self._generate(at_ns, now)
+
+    def _listen(self, at_ns: int) -> None:
+        self.engine.catch_up(self.timebase.to_codec(at_ns))
+        self._wake_at(at_ns + int(IDLE_WAKE_S * 1e9))
+        if not self.heard_call or self.held or self.last_human_ns is None:
+            return
+        silent_from = self.clock.beat_at(self.last_human_ns)
+        trigger = silent_from + self.settings.silence_beats
+        if self.clock.beat_at(at_ns) >= trigger - 1e-9:
+            self._start_answer(at_ns, trigger)
+        else:
+            t = self.clock.time_of(trigger)
+            if t is not None:
+                self._wake_at(t)
+
+    def _start_answer(self, t_ns: int, trigger_beat: float) -> None:
+        tb = self.timebase
+        if self.settings.answer_start == "now":
+            start = tb.restart_grid_at(max(self.engine.latest, tb.to_codec(t_ns)), t_ns)
+            start_beat = self.clock.beat_at(t_ns)
+        else:
+            start_beat = math.ceil(trigger_beat - 1e-6)
+            start = tb.beat_to_codec(start_beat)
+        end = tb.beat_to_codec(start_beat + self.settings.answer_bars * self.settings.beats_per_bar)
+        self.answer = (start, end)
+        self.first_note = True
+        self.heard_call = False
+
+    def _end_answer(self) -> None:
+        assert self.answer is not None
+        self._play(self.engine.release_model_notes(self.answer[1]))
+        self.answer = None
+
+    def _generate(self, at_ns: int, now: int) -> None:
+        tb = self.timebase
+        la = self._lookahead_ns()
+        late = int(LATE_S * 1e9)
+        for _ in range(MAX_DECISIONS_PER_TICK):
+            not_before = tb.to_codec(now - late)
+            if self.answer is not None:
+                not_before = max(not_before, self.answer[0])
+            t = self.engine.next_time(not_before, self.first_note)
+            if self.answer is not None and t >= self.answer[1] - 1e-9:
+                self._end_answer()
+                self._listen(at_ns)
+                return
+            t_ns = tb.to_ns(t)
+            if t_ns is None:
+                return
+            if t_ns - la > at_ns:
+                self._wake_at(t_ns - la)
+                return
+            events = self.engine.decide()
+            self.decisions += 1
+            if any(e.velocity > 0 for e in events):
+                self.first_note = False
+            self._play(events)
+        self._wake_at(at_ns)  # more is due: come back at once
+
+    def _lookahead_ns(self) -> int:
+        if self.engine.is_grid:
+            step_beats = 1.0 / self.engine.spu
+            return int(GRID_LOOKAHEAD * step_beats * 60e9 / max(self.clock.bpm, 1e-6))
+        return int(self.settings.lookahead_s * 1e9)
+
+    # --- output --------------------------------------------------------------------------------
+    def _play(self, events: list[NoteEvent]) -> None:
+        notes = []
+        for e in events:
+            t_ns = self.timebase.to_ns(e.time)
+            if t_ns is None:
+                continue
+            notes.append((t_ns, e.pitch, e.velocity))
+            if e.velocity > 0:
+                self.notes_out += 1
+        self.scheduler.play(notes)
+
+    def _silence(self, t_ns: int) -> None:
+        """End the model's notes now (scheduled ones too) and stop any answer."""
+        self.scheduler.stop_notes()
+        self.engine.release_model_notes(self.timebase.to_codec(t_ns))
+        self.answer = None
+
+    def _wake_at(self, t_ns: int) -> None:
+        self._wake = t_ns if self._wake is None else min(self._wake, t_ns)

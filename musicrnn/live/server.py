@@ -1,0 +1,528 @@
+"""``musicrnn serve``: MIDI in -> model -> MIDI out, in time, with no note left hanging.
+
+Holds:
+- :class:`ServeOptions`: every setting of a session (ports, mode, tempo, clock, channel, ...).
+- :class:`Server`: wires the parts together and is the control API that every transport uses
+  (MIDI CC today, OSC later): ``note_on``, ``note_off``, ``end_call``, ``set_mode``,
+  ``set_temperature``, ``set_answer_bars``, ``set_density``, ``set_tempo``, ``panic``,
+  ``reset``, ``load_model``, ``learn``, ``status``.
+- :func:`serve`: runs a server until SIGINT/SIGTERM (or ``seconds``), with a live status line
+  when stdout is a terminal; the CLI calls this.
+
+Threads and queues::
+
+    MIDI input thread (rtmidi)          any thread (CLI, OSC, tests)
+      stamps each message, feeds             │ note_on(), set_mode(), ...
+      MIDI clock, drops echoes               │
+            └──────► Inbox ◄─────────────────┘   events: bounded, oldest dropped and counted
+                       │                         commands: small, bounded, never reordered
+                       ▼
+               engine thread: Conductor + Engine (the model, one torch thread)
+                       │  Scheduler.play / stop_notes / panic (a request queue)
+                       ▼
+               scheduler thread: the only one that sends on the output port
+
+Shutdown (signal, error, or normal end) always runs :meth:`Server.close`: the input closes,
+the engine thread stops, the scheduler ends every sounding note, then the output closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mido
+
+from musicrnn.errors import MusicRNNError
+from musicrnn.live import midi_ports
+from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
+from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
+from musicrnn.live.engine import Engine, configure_torch_for_live
+from musicrnn.live.modes import Conductor, Settings
+from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
+from musicrnn.sample import SamplingConfig
+
+log = logging.getLogger("musicrnn.live")
+
+INPUT_QUEUE = 1024  # player events waiting for the engine; on a flood the oldest are dropped
+COMMAND_QUEUE = 256  # control requests waiting for the engine
+IDLE_WAIT_S = 0.05  # the engine thread wakes at least this often
+FLUSH_S = 0.03  # after the last note-offs, let the MIDI system deliver them before the port closes
+SWITCH_INTERVAL_S = 0.001  # the scheduler thread gets the interpreter within ~1 ms of its wake-up
+CLOCK_TYPES = ("clock", "start", "stop", "continue", "songpos")
+NOTE_TYPES = ("note_on", "note_off")
+
+
+@dataclass
+class ServeOptions:
+    midi_in: str = "virtual"  # a port name (or a unique part of one), virtual, or none
+    midi_out: str = "virtual"
+    midi_api: str = "auto"  # auto | alsa | jack | coremidi | windows
+    port_name: str = "musicrnn"  # virtual ports are "<port_name> in" and "<port_name> out"
+    mode: str = "call-response"
+    tempo: float = 120.0  # BPM of the internal clock (and the guess until MIDI clock arrives)
+    clock: str = "internal"  # internal | midi (follow MIDI clock on the input)
+    channel: int = 1  # MIDI channel of our notes, 1-16
+    silence_beats: float = 2.0
+    answer_bars: float = 2.0
+    beats_per_bar: float = 4.0
+    answer_start: str = "next-beat"
+    max_note_beats: float = 8.0  # no model note lasts longer (the scheduler cuts at this, at the start tempo)
+    seed: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    cc: dict[str, int] = field(default_factory=dict)  # control -> CC number, over the defaults
+    learn: str | None = None  # bind the first CC that arrives to this control
+    echo_window_s: float = ECHO_WINDOW_S
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise MusicRNNError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
+        if self.clock not in ("internal", "midi"):
+            raise MusicRNNError(f"clock must be internal or midi, not {self.clock!r}")
+        if self.clock == "midi" and self.midi_in == "none":
+            raise MusicRNNError("--clock midi follows the MIDI input; give --midi-in (a port or virtual)")
+        if not 20 <= self.tempo <= 400:
+            raise MusicRNNError(f"tempo {self.tempo} BPM is outside 20-400")
+        if not 1 <= self.channel <= 16:
+            raise MusicRNNError(f"MIDI channel must be 1-16, not {self.channel}")
+        if self.max_note_beats <= 0:
+            raise MusicRNNError("the maximum note length must be positive")
+        Settings(self.mode, self.silence_beats, self.answer_bars, self.beats_per_bar, self.answer_start).validate()
+
+
+class Inbox:
+    """What the engine thread works off: timestamped player events (bounded; on a flood the
+    oldest are dropped, but a dropped note-off is still delivered as a release) and commands."""
+
+    def __init__(self, max_events: int = INPUT_QUEUE, max_commands: int = COMMAND_QUEUE) -> None:
+        self._cv = threading.Condition()
+        self._events: deque[tuple[int, mido.Message]] = deque()
+        self._commands: deque[Callable[[], None]] = deque()
+        self.max_events, self.max_commands = max_events, max_commands
+        self._released: dict[tuple[int, int], int] = {}  # (channel, note) -> time, of dropped note-offs
+        self.dropped = 0
+        self.dropped_commands = 0
+
+    def put_event(self, t_ns: int, msg: mido.Message) -> None:
+        with self._cv:
+            if len(self._events) >= self.max_events:
+                t_old, old = self._events.popleft()
+                self.dropped += 1
+                if old.type == "note_off" or (old.type == "note_on" and old.velocity == 0):
+                    self._released[(old.channel, old.note)] = t_old  # at most 16 x 128 entries
+            self._events.append((t_ns, msg))
+            self._cv.notify()
+
+    def put_command(self, fn: Callable[[], None]) -> bool:
+        with self._cv:
+            if len(self._commands) >= self.max_commands:
+                self.dropped_commands += 1
+                return False
+            self._commands.append(fn)
+            self._cv.notify()
+            return True
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    def take(self, timeout: float) -> tuple[list[Callable[[], None]], list[tuple[int, mido.Message]]]:
+        """Wait up to ``timeout`` s for anything; return (commands, events in arrival order)."""
+        with self._cv:
+            if not self._events and not self._commands and not self._released and timeout > 0:
+                self._cv.wait(timeout)
+            commands = list(self._commands)
+            self._commands.clear()
+            events = [(t, mido.Message("note_off", channel=ch, note=n)) for (ch, n), t in self._released.items()]
+            self._released.clear()
+            events += self._events
+            self._events.clear()
+        return commands, events
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+class Server:
+    """A live session. ``start()`` it, talk to it from any thread, and always ``close()`` it
+    (or use ``with Server(...) as s:``). ``output`` replaces the MIDI output port (tests)."""
+
+    def __init__(self, checkpoint, options: ServeOptions | None = None, output=None) -> None:
+        self.options = opts = options or ServeOptions()
+        opts.validate()
+        self.checkpoint = checkpoint
+        self.model_name = str(getattr(checkpoint, "path", "model"))
+        self._given_output = output
+        self.input_port = None
+        self.output_port = None
+        self.api: str | None = None
+        self.inbox = Inbox()
+        self.echo = EchoFilter(opts.echo_window_s)
+        self.controls = ControlMap(opts.cc)
+        if opts.learn:
+            self.controls.learn(opts.learn)
+        self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else InternalClock(opts.tempo)
+        self.scheduler: Scheduler | None = None
+        self.conductor: Conductor | None = None
+        self.error: BaseException | None = None
+        self.events: deque[str] = deque(maxlen=20)  # recent things worth telling the user
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        self._status: dict = {}
+        self._old_switch = sys.getswitchinterval()
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def start(self) -> "Server":
+        opts = self.options
+        configure_torch_for_live()
+        engine = self._make_engine(self.checkpoint)
+        try:
+            self._open_ports()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+            beat_s = 60.0 / opts.tempo
+            self.scheduler = Scheduler(self.output_port, opts.channel - 1, max_note_s=opts.max_note_beats * beat_s,
+                                       on_sent=self.echo.sent).start()
+            settings = Settings(opts.mode, opts.silence_beats, opts.answer_bars, opts.beats_per_bar, opts.answer_start)
+            self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns())
+            self._publish()
+            self._thread = threading.Thread(target=self._run, name="musicrnn-engine", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop everything; every note-on sent gets its note-off first (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self.inbox.wake()
+        if self.input_port is not None:
+            _quiet_close(self.input_port)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+        if self.scheduler is not None:
+            self.scheduler.close()
+            if self.scheduler.stats["notes_on"]:
+                time.sleep(FLUSH_S)
+        if self.output_port is not None and self._given_output is None:
+            _quiet_close(self.output_port)
+        sys.setswitchinterval(self._old_switch)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server stops by itself (an error); True if it did."""
+        return self._stop.wait(timeout)
+
+    def _open_ports(self) -> None:
+        opts = self.options
+        needs_api = opts.midi_in != "none" or (opts.midi_out != "none" and self._given_output is None)
+        self.api = midi_ports.choose_api(opts.midi_api) if needs_api else None
+        if self._given_output is not None:
+            self.output_port = self._given_output
+        else:
+            self.output_port = midi_ports.open_output(opts.midi_out, self.api or "", opts.port_name)
+        self.input_port = midi_ports.open_input(opts.midi_in, self.api or "", opts.port_name, self._on_midi)
+
+    def _make_engine(self, checkpoint) -> Engine:
+        opts = self.options
+        sampling = SamplingConfig(**vars(opts.sampling))
+        return Engine(checkpoint.model, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
+
+    # --- input thread --------------------------------------------------------------------------
+    def _on_midi(self, msg: mido.Message) -> None:
+        t = now_ns()
+        kind = msg.type
+        if kind in CLOCK_TYPES:
+            if isinstance(self.clock, MidiClock):
+                self.clock.feed(kind, t, getattr(msg, "pos", None))
+                self.inbox.wake()
+            return
+        if kind in NOTE_TYPES or kind == "control_change":
+            if self.echo.is_echo(msg, t):
+                return
+            self.inbox.put_event(t, msg)
+
+    # --- the control API (any thread) ----------------------------------------------------------
+    def note_on(self, pitch: int, velocity: int = 100, channel: int = 0) -> None:
+        self._check_pitch(pitch)
+        self.inbox.put_event(now_ns(), mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, min(velocity, 127))))
+
+    def note_off(self, pitch: int, channel: int = 0) -> None:
+        self._check_pitch(pitch)
+        self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch))
+
+    def end_call(self) -> None:
+        self._command(lambda c: c.end_call(now_ns()))
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise MusicRNNError(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
+        self._command(lambda c: c.set_mode(mode, now_ns()))
+
+    def set_temperature(self, value: float) -> None:
+        if not value >= 0:
+            raise MusicRNNError(f"temperature must be >= 0, not {value}")
+        self._command(lambda c: c.engine.set_temperature(value))
+
+    def set_density(self, max_polyphony: int) -> None:
+        if max_polyphony < 0:
+            raise MusicRNNError(f"density must be >= 0 (0 = no limit), not {max_polyphony}")
+        self._command(lambda c: c.engine.set_density(max_polyphony))
+
+    def set_answer_bars(self, bars: float) -> None:
+        if not bars > 0:
+            raise MusicRNNError(f"answer length must be positive, not {bars}")
+        self._command(lambda c: c.set_answer_bars(bars))
+
+    def set_tempo(self, bpm: float) -> None:
+        if not isinstance(self.clock, InternalClock):
+            raise MusicRNNError("the tempo follows MIDI clock; change it in the DAW (or serve with --clock internal)")
+        if not 20 <= bpm <= 400:
+            raise MusicRNNError(f"tempo {bpm} BPM is outside 20-400")
+        self._command(lambda c: c.clock.set_tempo(bpm))  # type: ignore[attr-defined]
+
+    def panic(self) -> None:
+        self._command(lambda c: c.panic(now_ns()))
+
+    def reset(self) -> None:
+        self._command(lambda c: c.reset(now_ns()))
+
+    def learn(self, control: str) -> None:
+        """The next CC that arrives drives ``control``."""
+        if control not in CONTROLS:
+            raise MusicRNNError(f"unknown control {control!r}; controls: {', '.join(CONTROLS)}")
+        self._command(lambda c: self.controls.learn(control))
+
+    def load_model(self, path: str | Path) -> None:
+        """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state."""
+        from musicrnn.model import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        engine = self._make_engine(ckpt)
+
+        def swap(c: Conductor) -> None:
+            c.swap_engine(engine, now_ns())
+            self.model_name = str(ckpt.path)
+            self.events.append(f"model {ckpt.path}")
+
+        self._command(swap)
+
+    def status(self) -> dict:
+        """A snapshot: mode, activity, tempo and clock source, notes in/out, model step time..."""
+        s = dict(self._status)
+        sched = self.scheduler
+        s.update(
+            tempo=round(self.clock.bpm, 2), clock=self.clock.source, clock_running=self.clock.running,
+            dropped_input=self.inbox.dropped, echoes=self.echo.echoes, learning=self.controls.learning,
+            sounding=sched.sounding if sched else 0, notes_sent=sched.stats["notes_on"] if sched else 0,
+            late=sched.stats["late"] if sched else 0, error=str(self.error) if self.error else None,
+        )
+        return s
+
+    def _command(self, fn: Callable[[Conductor], None]) -> None:
+        if self._closed:
+            raise MusicRNNError("the server is closed")
+        if not self.inbox.put_command(lambda: fn(self.conductor)):  # type: ignore[arg-type]
+            raise MusicRNNError("too many control requests at once; try again")
+
+    @staticmethod
+    def _check_pitch(pitch: int) -> None:
+        if not 0 <= int(pitch) <= 127:
+            raise MusicRNNError(f"pitch must be 0-127, not {pitch}")
+
+    # --- engine thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        conductor = self.conductor
+        assert conductor is not None
+        try:
+            while not self._stop.is_set():
+                wake = conductor.next_wakeup()
+                wait = IDLE_WAIT_S if wake is None else min(IDLE_WAIT_S, max(0.0, (wake - now_ns()) / 1e9))
+                commands, events = self.inbox.take(wait)
+                for fn in commands:
+                    try:
+                        fn()
+                    except MusicRNNError as exc:
+                        self.events.append(f"refused: {exc}")
+                        log.warning("%s", exc)
+                for t, msg in events:
+                    conductor.tick(t, now_ns())
+                    self._handle(t, msg)
+                conductor.tick(now_ns())
+                self._publish()
+        except BaseException as exc:
+            self.error = exc
+            log.error("live engine stopped: %s", exc)
+        finally:
+            self._stop.set()
+            if self.scheduler is not None:
+                self.scheduler.stop_notes()
+
+    def _handle(self, t: int, msg: mido.Message) -> None:
+        c = self.conductor
+        assert c is not None
+        if msg.type == "note_on" and msg.velocity > 0:
+            c.human_note(t, msg.note, msg.velocity)
+        elif msg.type in NOTE_TYPES:
+            c.human_note(t, msg.note, 0)
+        elif msg.type == "control_change":
+            change = self.controls.handle(msg.control, msg.value)
+            if change is not None:
+                self._apply_control(change, t)
+
+    def _apply_control(self, change: ControlChange, t: int) -> None:
+        c = self.conductor
+        assert c is not None
+        name, value = change.name, change.value
+        if name == "learned":
+            control, cc = value  # type: ignore[misc]
+            self.events.append(f"learned: CC {cc} -> {control} (next time: --cc {control}={cc})")
+            log.warning("learned: CC %d -> %s (next time: --cc %s=%d)", cc, control, control, cc)
+        elif name == "temperature":
+            c.engine.set_temperature(value)  # type: ignore[arg-type]
+        elif name == "answer_bars":
+            c.set_answer_bars(value)  # type: ignore[arg-type]
+        elif name == "density":
+            c.engine.set_density(value)  # type: ignore[arg-type]
+        elif name == "mode":
+            c.set_mode(value, t)  # type: ignore[arg-type]
+        elif name == "end_call":
+            c.end_call(t)
+        elif name == "panic":
+            c.panic(t)
+        elif name == "reset":
+            c.reset(t)
+
+    def _publish(self) -> None:
+        c = self.conductor
+        assert c is not None
+        med, worst = c.engine.step_ms()
+        self._status = {
+            "mode": c.mode, "activity": c.activity, "notes_in": c.notes_in, "notes_out": c.notes_out,
+            "step_ms": round(med, 3), "step_max_ms": round(worst, 3), "temperature": c.engine.cfg.temperature,
+            "density": c.engine.cfg.max_polyphony, "answer_bars": c.settings.answer_bars, "model": self.model_name,
+            "codec": c.engine.codec.name, "steps": c.engine.steps,
+        }
+
+
+def _quiet_close(port) -> None:
+    try:
+        port.close()
+    except Exception as exc:  # closing must never stop the rest of the shutdown
+        log.error("closing %s: %s", getattr(port, "name", "port"), exc)
+
+
+def status_line(s: dict) -> str:
+    """One line for the terminal."""
+    clock = f"{s['tempo']:.0f} BPM {s['clock']}" + ("" if s["clock_running"] else " (stopped)")
+    extra = f" · dropped {s['dropped_input']}" if s.get("dropped_input") else ""
+    learn = f" · learning {s['learning']}: move a control" if s.get("learning") else ""
+    return (f"{s['mode']} · {s['activity']} · {clock} · in {s['notes_in']} out {s['notes_out']} "
+            f"· step {s['step_ms']:.2f} ms (max {s['step_max_ms']:.1f}) · temp {s['temperature']:.2f}{extra}{learn}")
+
+
+def describe(server: Server) -> str:
+    """What the user needs to know once the server runs: ports, mode, clock."""
+    opts = server.options
+    api = midi_ports.API_LABELS.get(server.api or "", "MIDI")
+    vin, vout = midi_ports.virtual_names(opts.port_name)
+    inp = {"virtual": f"virtual {vin!r}", "none": "none"}.get(opts.midi_in, repr(getattr(server.input_port, "name", opts.midi_in)))
+    out = {"virtual": f"virtual {vout!r}", "none": "none"}.get(opts.midi_out, repr(getattr(server.output_port, "name", opts.midi_out)))
+    clock = f"{opts.tempo:g} BPM internal clock" if opts.clock == "internal" else "following MIDI clock on the input"
+    return (f"musicrnn serve: {server.model_name} ({server.conductor.engine.codec.name} codec); {api}: in {inp}, "  # type: ignore[union-attr]
+            f"out {out} (channel {opts.channel}); {opts.mode}; {clock}; Ctrl-C to stop")
+
+
+def serve(checkpoint, options: ServeOptions, seconds: float | None = None, status: bool | None = None,
+          echo: Callable[[str], None] = print) -> dict:
+    """Run a session until SIGINT/SIGTERM (or ``seconds``); returns the final status. Every
+    way out (signal, error, end of time) ends all notes first. ``status``: draw the live status
+    line (default: when stdout is a terminal)."""
+    stop = threading.Event()
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if on_main:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    handler = _StderrHandler()
+    log.addHandler(handler)  # warnings (a learnt CC, an engine error) reach the user for this session
+    server = Server(checkpoint, options)
+    try:
+        server.start()
+        echo(describe(server))
+        _flush()
+        deadline = None if seconds is None else time.monotonic() + seconds
+        show = sys.stdout.isatty() if status is None else status
+        if show:
+            from rich.console import Console
+            from rich.live import Live
+            from rich.text import Text
+
+            def line() -> Text:
+                return Text(status_line(server.status()), no_wrap=True, overflow="ellipsis")
+
+            with Live(line(), console=Console(), refresh_per_second=4, transient=True) as live:
+                while _keep_going(stop, server, deadline, 0.25):
+                    live.update(line())
+        else:
+            while _keep_going(stop, server, deadline, 0.25):
+                pass
+    finally:
+        server.close()
+        log.removeHandler(handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if server.error is not None:
+        if isinstance(server.error, MusicRNNError):
+            raise server.error
+        raise MusicRNNError(f"live engine failed: {type(server.error).__name__}: {server.error}") from server.error
+    final = server.status()
+    echo(f"stopped: {final['notes_in']} notes in, {final['notes_out']} out; all notes off")
+    _flush()
+    return final
+
+
+class _StderrHandler(logging.Handler):
+    """Log lines on whatever ``sys.stderr`` is at the time (it may be swapped, as in tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+
+def _keep_going(stop: threading.Event, server: Server, deadline: float | None, every: float) -> bool:
+    if stop.wait(every) or server.wait(0):
+        return False
+    return deadline is None or time.monotonic() < deadline
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass

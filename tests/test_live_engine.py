@@ -1,0 +1,169 @@
+"""The live engine: one model step per token with the state carried (O(1) per event), the same
+sampling as compose, and note ownership between player and model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from musicrnn.codec import BOS, GridCodec, PerformanceCodec
+from musicrnn.compose import generate
+from musicrnn.live.engine import Engine
+from musicrnn.model import load_checkpoint
+from musicrnn.sample import SamplingConfig
+
+
+class StepLog:
+    """Wraps ``model.step`` to record every token fed and the shape it was fed in."""
+
+    def __init__(self, model) -> None:
+        self.model, self.inner = model, model.step
+        self.tokens: list[int] = []
+        self.shapes: set[tuple[int, ...]] = set()
+        model.step = self
+
+    def __call__(self, token, state=None):
+        self.shapes.add(tuple(token.shape))
+        self.tokens.append(int(token[0]))
+        return self.inner(token, state)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_torch_thread):
+    pass
+
+
+@pytest.fixture
+def grid(tiny_grid_model):
+    return load_checkpoint(tiny_grid_model)
+
+
+@pytest.fixture
+def perf(tiny_performance_model):
+    return load_checkpoint(tiny_performance_model)
+
+
+def _phrase(engine: Engine, start: float, n: int, step: float = 0.5) -> None:
+    for i in range(n):
+        t = start + i * step
+        pitch = 60 + (i * 5) % 12
+        engine.human_note_on(t, pitch, 70 + i % 50)
+        engine.human_note_off(t + step * 0.6, pitch)
+
+
+@pytest.mark.parametrize("which", ["grid", "perf"])
+def test_player_events_cost_one_step_per_token_and_carry_the_state(which, grid, perf) -> None:
+    ckpt = grid if which == "grid" else perf
+    engine = Engine(ckpt.model, ckpt.codec, seed=1)
+    log = StepLog(ckpt.model)
+    counts = []
+    for i in range(120):
+        before = engine.steps
+        _phrase(engine, i * 2.0, 1)
+        counts.append(engine.steps - before)
+    engine.catch_up(240.0)
+    assert log.shapes == {(1,)}  # one token at a time, never a re-read of the history
+    # the cost of an event does not grow with the session (early vs late events)
+    assert max(counts[-40:]) <= max(counts[:40]) + 1
+    assert np.mean(counts[-40:]) <= np.mean(counts[:40]) * 1.25 + 0.5
+    assert len(log.tokens) == engine.steps - 1  # BOS was fed before the log started
+    # the carried state equals one pass over everything the model heard
+    with torch.no_grad():
+        full = torch.tensor([[BOS] + log.tokens])
+        logits, _ = ckpt.model.forward(full)
+    assert torch.allclose(logits[0, -1], engine.stream.logits[0], atol=1e-4)
+
+
+def test_grid_autoplay_is_exactly_compose_generate(grid) -> None:
+    """Same seed, same constraints: the live engine samples the very tokens compose does."""
+    cfg = SamplingConfig(temperature=1.0, max_note_steps=16)
+    frames = 40
+    expected = generate(grid.model, grid.codec, 1, frames, SamplingConfig(**vars(cfg)), seed=7).tokens[0].tolist()
+    engine = Engine(grid.model, grid.codec, SamplingConfig(**vars(cfg)), seed=7)
+    log = StepLog(grid.model)
+    for k in range(frames):
+        t = engine.next_time(k / 2)
+        assert t == k / 2
+        engine.decide()
+    assert log.tokens == expected  # every sampled frame was adopted as is: one step per token
+
+
+def test_performance_events_are_decided_ahead_and_adopted_without_extra_steps(perf) -> None:
+    engine = Engine(perf.model, perf.codec, seed=3)
+    log = StepLog(perf.model)
+    played = []
+    t = 0.0
+    for _ in range(200):
+        t = engine.next_time(t)
+        played += engine.decide()
+    assert played, "a random model still plays something in 200 decisions"
+    c = perf.codec
+    assert engine.steps - 1 <= len(log.tokens)
+    # each decision fed its sampled tokens once, plus re-feeds only where the encoder wrote a
+    # different but equivalent spelling (a repeated velocity, a minimum-length note)
+    assert len(log.tokens) <= 2 * 200 + 200
+    on = {}
+    for ev in played:
+        if ev.velocity:
+            assert ev.pitch not in on
+            on[ev.pitch] = ev.time
+        else:
+            assert ev.pitch in on and ev.time >= on.pop(ev.pitch)  # the model only ends its own notes
+    assert all(c.min_pitch <= ev.pitch <= c.max_pitch for ev in played)
+
+
+@pytest.mark.parametrize("which", ["grid", "perf"])
+def test_an_answer_starts_with_a_note_when_asked(which, grid, perf) -> None:
+    ckpt = grid if which == "grid" else perf
+    for seed in range(5):
+        engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.5), seed=seed)
+        _phrase(engine, 0.0, 4)
+        t = engine.next_time(4.0, force_note=True)
+        assert t == pytest.approx(4.0)
+        events = engine.decide()
+        assert any(e.velocity > 0 for e in events) and all(e.time == pytest.approx(4.0) for e in events)
+
+
+def test_grid_model_does_not_strike_what_the_player_holds_and_player_takes_over(grid) -> None:
+    engine = Engine(grid.model, grid.codec, SamplingConfig(temperature=3.0), seed=0)
+    held = [48, 55, 60, 64, 67, 72]
+    for p in held:
+        engine.human_note_on(0.0, p, 90)
+    for k in range(1, 30):
+        engine.next_time(k / 2)
+        for ev in engine.decide():
+            assert not (ev.velocity and ev.pitch in held)
+    some = sorted(engine.model_notes)
+    if some:
+        ended = engine.human_note_on(15.0, some[0], 100)
+        assert [(e.pitch, e.velocity) for e in ended] == [(some[0], 0)]
+        assert some[0] not in engine.model_notes
+    offs = engine.release_model_notes(16.0)
+    assert {e.pitch for e in offs} == set(some[1:]) and not engine.model_notes
+
+
+def test_controls_change_sampling_and_onednn_is_left_as_found(grid) -> None:
+    before = torch.backends.mkldnn.enabled
+    engine = Engine(grid.model, grid.codec, seed=0)
+    engine.set_temperature(0.5)
+    engine.set_density(2)
+    assert engine.cfg.temperature == 0.5 and engine.stream.cons.cfg.max_polyphony == 2
+    for k in range(20):
+        engine.next_time(k / 2)
+        engine.decide()
+        assert len(engine.model_notes) <= 2
+    assert torch.backends.mkldnn.enabled == before
+    engine.reset()
+    assert engine.steps > 0 and not engine.model_notes and engine.time == 0.0
+
+
+def test_engine_refuses_unknown_codecs_and_bad_settings(grid) -> None:
+    from musicrnn.errors import MusicRNNError
+
+    engine = Engine(grid.model, grid.codec)
+    with pytest.raises(MusicRNNError):
+        engine.set_temperature(-1)
+    with pytest.raises(MusicRNNError):
+        engine.set_density(-2)
+    assert isinstance(grid.codec, GridCodec) and not isinstance(grid.codec, PerformanceCodec)

@@ -1,0 +1,311 @@
+"""End to end over real JACK MIDI ports: ``musicrnn serve`` runs as a subprocess; a "player"
+client plays into its input, a "DAW" client records its output.
+
+Musical correctness is asserted with tolerances (on the beat within 15 ms), never latencies:
+those are measured by benchmarks/latency.py, not on a busy CI machine.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mido
+import pytest
+from click.testing import CliRunner
+
+from musicrnn.cli import cli
+from musicrnn.live.clock import PPQN, now_ns
+
+TOLERANCE_S = 0.015
+S = 1e9
+
+
+class Recorder:
+    """The DAW: records every message from the server's output with its arrival time."""
+
+    def __init__(self, backend, port: str) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[tuple[int, mido.Message]] = []
+        self.port = backend.open_input(port, callback=self._got)
+
+    def _got(self, msg: mido.Message) -> None:
+        t = now_ns()
+        with self.lock:
+            self.messages.append((t, msg))
+
+    def note_ons(self, after: int = 0) -> list[tuple[int, int]]:
+        with self.lock:
+            return [(t, m.note) for t, m in self.messages if m.type == "note_on" and m.velocity > 0 and t >= after]
+
+    def hanging(self) -> set[int]:
+        on: set[int] = set()
+        with self.lock:
+            for _, m in self.messages:
+                if m.type == "note_on" and m.velocity > 0:
+                    assert m.note not in on, f"note {m.note} struck again without its note-off"
+                    on.add(m.note)
+                elif m.type in ("note_on", "note_off"):
+                    on.discard(m.note)
+        return on
+
+    def close(self) -> None:
+        self.port.close()
+
+
+class ServeProcess:
+    """``python -m musicrnn serve`` with virtual JACK ports; always killed at the end."""
+
+    def __init__(self, jack, model: Path, port_name: str, *args: str) -> None:
+        self.port_name = port_name
+        cmd = [sys.executable, "-m", "musicrnn", "serve", "--model", str(model), "--midi-api", "jack",
+               "--midi-in", "virtual", "--midi-out", "virtual", "--port-name", port_name, *args]
+        self.proc = subprocess.Popen(cmd, env=jack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(s, d), daemon=True)
+                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for r in self._readers:
+            r.start()
+
+    @staticmethod
+    def _read(stream, dest: list[str]) -> None:
+        for line in stream:
+            dest.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any("Ctrl-C to stop" in line for line in self.out):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"musicrnn serve did not start (rc {self.proc.poll()}): {' | '.join(self.err[-5:])}")
+            time.sleep(0.02)
+
+    def terminate(self, timeout: float = 20) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        for r in self._readers:
+            r.join(5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def serve(jack_server):
+    started: list[ServeProcess] = []
+    clients: list = []
+
+    def start(model: Path, *args: str, port_name: str = "mrtest") -> tuple[ServeProcess, Recorder, mido.ports.BaseOutput]:
+        proc = ServeProcess(jack_server, model, port_name, *args)
+        started.append(proc)
+        proc.wait_ready()
+        rec = Recorder(jack_server.backend, jack_server.port("input", f"{port_name} out"))
+        player = jack_server.backend.open_output(jack_server.port("output", f"{port_name} in"))
+        clients.extend([rec, player])
+        return proc, rec, player
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()
+        for client in clients:
+            client.close()
+
+
+def play(player, pitches, dur: float = 0.15, gap: float = 0.05) -> int:
+    """Play a phrase; return the time of the last release."""
+    t = 0
+    for p in pitches:
+        player.send(mido.Message("note_on", note=p, velocity=90))
+        time.sleep(dur)
+        player.send(mido.Message("note_off", note=p))
+        t = now_ns()
+        time.sleep(gap)
+    return t
+
+
+def wait_for(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return bool(cond())
+
+
+def off_grid_s(t: int, origin: int, step_s: float) -> float:
+    x = (t - origin) / S / step_s
+    return abs(x - round(x)) * step_s
+
+
+def assert_clean_exit(proc: ServeProcess, rc: int) -> None:
+    assert rc in (0, 143, -15), (rc, proc.err)
+    assert not any("Traceback" in line for line in proc.err), "\n".join(proc.err)
+    assert any("all notes off" in line for line in proc.out)
+
+
+@pytest.mark.slow
+def test_call_response_answers_on_the_grid_and_sigterm_mid_answer_closes_every_note(serve, jack_server, tiny_grid_model):
+    proc, rec, player = serve(tiny_grid_model, "--mode", "call-response", "--tempo", "120", "--silence-beats", "1",
+                              "--answer-bars", "1")
+    # a DAW loop: our output goes straight back into our input; those echoes must not count as the player
+    subprocess.run(["jack_connect", f"{proc.port_name} out:{proc.port_name} out", f"{proc.port_name} in:{proc.port_name} in"],
+                   env=jack_server.env, check=True, capture_output=True)
+    released = play(player, [60, 64, 67, 72])
+    assert wait_for(lambda: rec.note_ons(), timeout=5), "no answer"
+    time.sleep(2.3)  # the one-bar answer (2 s at 120 BPM) plays out
+    ons = rec.note_ons()
+    first = ons[0][0]
+    # after the silence of one beat, on the next beat: 0.5-1.0 s after the release
+    assert 0.5 - TOLERANCE_S <= (first - released) / S <= 1.0 + TOLERANCE_S
+    step_s = 0.25  # grid codec, 2 steps per beat at 120 BPM
+    assert max(off_grid_s(t, first, step_s) for t, _ in ons) <= TOLERANCE_S
+    assert all((t - first) / S <= 2.0 + TOLERANCE_S for t, _ in ons)  # one bar long
+    assert not rec.hanging()
+
+    # play again; SIGTERM as soon as the answer sounds
+    mark = now_ns()
+    play(player, [62, 65])
+    assert wait_for(lambda: rec.note_ons(after=mark + 1), timeout=5), "no second answer"
+    rc = proc.terminate()
+    time.sleep(0.1)
+    assert_clean_exit(proc, rc)
+    assert not rec.hanging()
+    assert any("stopped: 6 notes in" in line for line in proc.out), proc.out  # the loop's echoes were not heard
+
+
+@pytest.mark.slow
+def test_follows_midi_clock_and_stops_when_the_player_comes_back(serve, tiny_performance_model):
+    proc, rec, player = serve(tiny_performance_model, "--clock", "midi", "--tempo", "90", "--silence-beats", "1",
+                              "--answer-bars", "2")
+    bpm = 120.0
+    period = 60.0 / (bpm * PPQN)
+    first_pulse: list[int] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def clock() -> None:  # the DAW's transport: start, then 24 pulses per beat
+        with lock:
+            player.send(mido.Message("start"))
+        t0 = time.perf_counter() + 0.01
+        i = 0
+        while not stop.is_set():
+            target = t0 + i * period
+            while (left := target - time.perf_counter()) > 0:
+                time.sleep(min(left, 0.002))
+            with lock:
+                player.send(mido.Message("clock"))
+            if i == 0:
+                first_pulse.append(now_ns())
+            i += 1
+
+    ticker = threading.Thread(target=clock, daemon=True)
+    ticker.start()
+    try:
+        time.sleep(1.0)  # two beats to learn the tempo
+        released = 0
+        for p in (60, 63, 67):
+            with lock:
+                player.send(mido.Message("note_on", note=p, velocity=90))
+            time.sleep(0.15)
+            with lock:
+                player.send(mido.Message("note_off", note=p))
+            released = now_ns()
+            time.sleep(0.05)
+        assert wait_for(lambda: rec.note_ons(), timeout=5), "no answer"
+        beat_s = 60.0 / bpm
+        origin = first_pulse[0]
+        first = rec.note_ons()[0][0]
+        # the answer starts on one of the DAW's beats, the first after one beat of silence
+        assert off_grid_s(first, origin, beat_s) <= TOLERANCE_S
+        assert beat_s - TOLERANCE_S <= (first - released) / S <= 2 * beat_s + TOLERANCE_S
+        # the player comes back: the answer stops at once and no new answer note follows
+        time.sleep(0.4)
+        with lock:
+            player.send(mido.Message("note_on", note=70, velocity=90))
+        back = now_ns()
+        time.sleep(0.6)
+        assert not rec.note_ons(after=back + int(0.05 * S))
+        assert not rec.hanging()
+        with lock:
+            player.send(mido.Message("note_off", note=70))
+    finally:
+        stop.set()
+        ticker.join(5)
+    rc = proc.terminate()
+    assert_clean_exit(proc, rc)
+
+
+@pytest.mark.slow
+def test_mixed_session_with_mode_switches_panic_and_sigterm_leaves_no_note_hanging(serve, jack_server, tiny_grid_model):
+    proc, rec, player = serve(tiny_grid_model, "--tempo", "150", "--silence-beats", "1", "--answer-bars", "1")
+    subprocess.run(["jack_connect", f"{proc.port_name} out:{proc.port_name} out", f"{proc.port_name} in:{proc.port_name} in"],
+                   env=jack_server.env, check=True, capture_output=True)
+
+    def cc(control: int, value: int) -> None:
+        player.send(mido.Message("control_change", control=control, value=value))
+
+    play(player, [60, 62, 64], dur=0.1)
+    time.sleep(1.0)  # an answer starts
+    cc(23, 64)  # duet
+    play(player, [65, 67], dur=0.1)
+    time.sleep(0.7)
+    cc(23, 127)  # autoplay
+    player.send(mido.Message("note_on", note=48, velocity=80))  # held across the switches
+    time.sleep(0.8)
+    cc(25, 127)  # panic
+    cc(25, 0)
+    time.sleep(0.3)
+    cc(26, 127)  # reset
+    cc(26, 0)
+    time.sleep(0.4)
+    cc(23, 0)  # back to call-response
+    player.send(mido.Message("note_off", note=48))
+    play(player, [72, 71], dur=0.1)
+    mark = now_ns()
+    cc(24, 127)  # end of call: answer on the next beat
+    assert wait_for(lambda: rec.note_ons(after=mark), timeout=3), "no answer after the end-of-call control"
+    rc = proc.terminate()
+    time.sleep(0.1)
+    assert_clean_exit(proc, rc)
+    assert not rec.hanging()
+    with rec.lock:
+        assert any(m.type == "control_change" and m.control == 123 for _, m in rec.messages)  # the panic
+    assert len(rec.note_ons()) > 5
+
+
+def test_ports_lists_jack_ports_and_a_wrong_name_lists_the_real_ones(jack_server, tiny_grid_model, one_torch_thread):
+    port = jack_server.backend.open_output("probe-port", client_name="probe-port")
+    try:
+        result = CliRunner().invoke(cli, ["ports", "--midi-api", "jack"])
+        assert result.exit_code == 0, result.output
+        assert "JACK" in result.output and "probe-port" in result.output
+        result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), "--midi-api", "jack",
+                                          "--midi-in", "keystation", "--midi-out", "none"])
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "'keystation' not found" in lines[0] and "probe-port" in lines[0], result.output
+        # a part of a real port's name is enough
+        result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), "--midi-api", "jack",
+                                          "--midi-in", "PROBE", "--midi-out", "none", "--seconds", "0.2"])
+        assert result.exit_code == 0, result.output
+        assert "in 'probe-port:probe-port'" in result.output and "all notes off" in result.output
+    finally:
+        port.close()
+
+
+def test_jack_requested_without_a_server_is_a_one_line_error(monkeypatch, tiny_grid_model):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "musicrnn-no-such-server")
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), "--midi-api", "jack"])
+    assert result.exit_code == 1
+    assert "no JACK server running" in result.output
+    assert len(result.output.strip().splitlines()) == 1

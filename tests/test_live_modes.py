@@ -1,0 +1,172 @@
+"""Call-response, duet and autoplay, driven with made-up times (no threads, no ports): when the
+answer starts and ends, that it lands on the beat grid, and that every change ends the model's
+notes."""
+
+from __future__ import annotations
+
+import pytest
+
+from musicrnn.live.clock import MidiClock, InternalClock, PPQN
+from musicrnn.live.engine import Engine
+from musicrnn.live.modes import Conductor, Settings
+from musicrnn.model import load_checkpoint
+from musicrnn.sample import SamplingConfig
+
+S = 1_000_000_000
+BEAT = S // 2  # 120 BPM
+
+
+class FakeScheduler:
+    """Records what the conductor asks of the output thread, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple] = []
+
+    def play(self, notes) -> None:
+        self.log += [("note", t, p, v) for t, p, v in notes]
+
+    def stop_notes(self) -> None:
+        self.log.append(("stop",))
+
+    def panic(self) -> None:
+        self.log.append(("panic",))
+
+    def notes(self, since: int = 0) -> list[tuple[int, int, int]]:
+        return [e[1:] for e in self.log[since:] if e[0] == "note"]
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_torch_thread):
+    pass
+
+
+@pytest.fixture(params=["grid", "perf"])
+def ckpt(request, tiny_grid_model, tiny_performance_model):
+    return load_checkpoint(tiny_grid_model if request.param == "grid" else tiny_performance_model)
+
+
+def make(ckpt, clock=None, **settings):
+    clock = clock or InternalClock(120, start_ns=0)
+    sched = FakeScheduler()
+    engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.2), seed=2)
+    return Conductor(engine, sched, clock, Settings(**settings), t_ns=0), sched
+
+
+def run(cond: Conductor, until_ns: int, start_ns: int = 0, step_ns: int = 10_000_000) -> None:
+    """Tick as a busy-free engine thread would: at every wake-up, or every 10 ms."""
+    t = start_ns
+    while t < until_ns:
+        cond.tick(t)
+        wake = cond.next_wakeup()
+        t = min(t + step_ns, wake) if wake is not None and wake > t else t + step_ns
+
+
+def play_phrase(cond: Conductor, start_ns: int, pitches=(60, 64, 67, 72), dur=BEAT // 2) -> int:
+    t = start_ns
+    for p in pitches:
+        cond.tick(t)
+        cond.human_note(t, p, 90)
+        cond.tick(t + dur)
+        cond.human_note(t + dur, p, 0)
+        t += BEAT
+    return t - BEAT + dur  # the last release
+
+
+def check_closed(notes) -> None:
+    on: set[int] = set()
+    for _, p, v in sorted(notes, key=lambda n: (n[0], n[2] > 0)):
+        if v:
+            on.add(p)
+        else:
+            on.discard(p)
+    assert not on, f"model notes left on: {on}"
+
+
+def test_call_response_answers_after_the_silence_on_the_next_beat_for_the_answer_length(ckpt) -> None:
+    cond, sched = make(ckpt, silence_beats=2, answer_bars=1)
+    last = play_phrase(cond, int(0.1 * S))  # released at 1.85 s = beat 3.7
+    run(cond, last + 2 * BEAT - 20_000_000, start_ns=last)
+    assert cond.activity == "listening" and not sched.notes()  # not before the silence is over
+    run(cond, 6 * S, start_ns=last + 2 * BEAT - 20_000_000)
+    notes = sched.notes()
+    start = 6 * BEAT  # silence ends at beat 5.7: the answer starts on beat 6
+    end = start + 4 * BEAT
+    ons = [t for t, _, v in notes if v]
+    assert ons and min(ons) == start  # begins with a note, on the beat
+    assert all(start <= t <= end for t, _, _ in notes)
+    if ckpt.codec.name == "grid":
+        assert all((t - start) % (BEAT // 2) == 0 for t in ons)  # on the grid steps
+    check_closed(notes)
+    assert cond.activity == "listening" and not cond.engine.model_notes
+
+
+def test_player_coming_back_stops_the_answer_at_once(ckpt) -> None:
+    cond, sched = make(ckpt, silence_beats=1, answer_bars=4)
+    last = play_phrase(cond, 0)
+    run(cond, last + 3 * BEAT, start_ns=last)
+    assert cond.activity == "answering"
+    mark = len(sched.log)
+    back = last + 3 * BEAT + 1000
+    cond.human_note(back, 62, 100)
+    assert sched.log[mark] == ("stop",)
+    assert cond.activity == "listening" and not cond.engine.model_notes
+    run(cond, back + BEAT // 2, start_ns=back)
+    assert not [n for n in sched.notes(mark) if n[2]]  # no new model notes while the player plays
+
+
+def test_end_of_call_control_answers_on_the_next_beat_or_at_once(ckpt) -> None:
+    cond, sched = make(ckpt, silence_beats=8)
+    cond.human_note(0, 60, 90)
+    t = int(1.3 * BEAT)
+    cond.end_call(t)  # the key is still held: the control decides
+    run(cond, 3 * BEAT, start_ns=t)
+    assert min(t for t, _, v in sched.notes() if v) == 2 * BEAT
+
+    cond, sched = make(ckpt, silence_beats=8, answer_start="now")
+    cond.human_note(0, 60, 90)
+    t = int(1.3 * BEAT)
+    cond.end_call(t)
+    cond.tick(t)
+    assert min(t for t, _, v in sched.notes() if v) == pytest.approx(t, abs=1000)
+
+
+def test_duet_plays_along_hearing_the_player_and_autoplay_does_not_listen(ckpt) -> None:
+    cond, sched = make(ckpt, mode="duet")
+    run(cond, 2 * S)
+    cond.human_note(2 * S, 60, 90)
+    assert 60 in cond.engine.human_notes
+    run(cond, 4 * S, start_ns=2 * S)
+    assert cond.activity == "playing"
+    mark = len(sched.log)
+    cond.set_mode("autoplay", 4 * S)
+    assert sched.log[mark] == ("stop",) and not cond.engine.model_notes and not cond.engine.human_notes
+    cond.human_note(4 * S + 1, 62, 90)
+    assert 62 not in cond.engine.human_notes
+    run(cond, 8 * S, start_ns=4 * S)
+    if ckpt.codec.name == "grid":
+        assert [n for n in sched.notes(mark) if n[2]], "autoplay plays on its own"
+    cond.panic(8 * S)
+    assert sched.log[-1] == ("panic",) and not cond.engine.model_notes
+    cond.reset(8 * S)
+    assert cond.activity == "playing"
+
+
+def test_stopped_midi_clock_silences_the_model_and_it_resumes_on_start(ckpt) -> None:
+    clock = MidiClock(120)
+    cond, sched = make(ckpt, clock=clock, mode="autoplay")
+    run(cond, S)
+    assert cond.activity == "waiting for clock" and not sched.notes()
+    period = S // (2 * PPQN)
+    clock.feed("start", S)
+    t = S
+    for _ in range(4 * PPQN):  # two seconds of clock, ticking the conductor as pulses arrive
+        clock.feed("clock", t)
+        cond.tick(t)
+        t += period
+    assert cond.activity == "playing"
+    clock.feed("stop", t)
+    cond.tick(t + 1000)
+    assert cond.activity == "waiting for clock" and not cond.engine.model_notes
+    if ckpt.codec.name == "grid":
+        assert [n for n in sched.notes() if n[2]], "played while the clock ran"
+        assert ("stop",) in sched.log

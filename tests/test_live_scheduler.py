@@ -1,0 +1,181 @@
+"""The output thread: every note-on gets its note-off (stop, panic, close, errors), the maximum
+note length, bounded queues, echo filtering. Timing asserts are loose: CI machines are busy."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import mido
+import pytest
+
+from musicrnn.live.clock import now_ns
+from musicrnn.live.scheduler import EchoFilter, Scheduler
+from musicrnn.live.server import Inbox
+
+MS = 1_000_000
+
+
+class RecordingOutput:
+    """An output port double: records (time, message); can be told to fail."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.sent: list[tuple[int, mido.Message]] = []
+        self.fail_after = fail_after
+        self.lock = threading.Lock()
+
+    def send(self, msg: mido.Message) -> None:
+        with self.lock:
+            if self.fail_after is not None and len(self.sent) >= self.fail_after:
+                raise OSError("port vanished")
+            self.sent.append((now_ns(), msg))
+
+    def messages(self) -> list[mido.Message]:
+        with self.lock:
+            return [m for _, m in self.sent]
+
+
+def hanging_notes(messages) -> set[int]:
+    """Pitches left on; also fails on a note-on for a pitch already on (a lost note-off)."""
+    on: set[int] = set()
+    for m in messages:
+        if m.type == "note_on" and m.velocity > 0:
+            assert m.note not in on, f"note {m.note} struck again without its note-off"
+            on.add(m.note)
+        elif m.type in ("note_on", "note_off"):
+            on.discard(m.note)
+    return on
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
+
+
+def test_notes_play_on_time_and_close_ends_what_sounds() -> None:
+    out = RecordingOutput()
+    with Scheduler(out, channel=2) as sched:
+        t0 = now_ns() + 30 * MS
+        sched.play([(t0, 60, 100), (t0 + 40 * MS, 64, 90), (t0 + 60 * MS, 60, 0), (t0 + 10_000 * MS, 64, 0)])
+        assert wait_until(lambda: len(out.sent) >= 3)
+    msgs = out.messages()
+    assert [(m.type, m.note) for m in msgs] == [("note_on", 60), ("note_on", 64), ("note_off", 60), ("note_off", 64)]
+    assert all(m.channel == 2 for m in msgs)
+    assert abs(out.sent[0][0] - t0) < 15 * MS  # on time, loosely (busy CI machines)
+    assert abs(out.sent[1][0] - (t0 + 40 * MS)) < 15 * MS
+    assert not hanging_notes(msgs) and not sched.alive
+
+
+def test_stop_notes_ends_sounding_and_drops_pending() -> None:
+    out = RecordingOutput()
+    with Scheduler(out) as sched:
+        now = now_ns()
+        sched.play([(now, 60, 100), (now, 67, 100), (now + 5_000 * MS, 72, 100), (now + 6_000 * MS, 60, 0)])
+        assert wait_until(lambda: len(out.sent) == 2)
+        sched.stop_notes()
+        assert wait_until(lambda: len(out.sent) == 4)
+        time.sleep(0.05)
+        assert not hanging_notes(out.messages())
+    assert 72 not in {m.note for m in out.messages()}
+
+
+def test_panic_sends_all_notes_off_after_ending_each_note() -> None:
+    out = RecordingOutput()
+    with Scheduler(out, channel=0) as sched:
+        sched.play([(now_ns(), 50, 80)])
+        assert wait_until(lambda: len(out.sent) == 1)
+        sched.panic()
+        assert wait_until(lambda: len(out.sent) == 3)
+    msgs = out.messages()
+    assert (msgs[1].type, msgs[1].note) == ("note_off", 50)
+    assert msgs[2].type == "control_change" and msgs[2].control == 123
+
+
+def test_maximum_note_length_is_enforced() -> None:
+    out = RecordingOutput()
+    with Scheduler(out, max_note_s=0.05) as sched:
+        sched.play([(now_ns(), 60, 100)])  # never ended by the caller
+        assert wait_until(lambda: len(out.sent) == 2, timeout=3)
+        on, off = out.sent
+        assert off[1].type == "note_off" and off[0] - on[0] >= 45 * MS
+        assert sched.stats["cut"] == 1
+
+
+def test_restrike_ends_the_sounding_note_first() -> None:
+    out = RecordingOutput()
+    with Scheduler(out) as sched:
+        now = now_ns()
+        sched.play([(now, 60, 100), (now + 10 * MS, 60, 90)])
+        assert wait_until(lambda: len(out.sent) >= 3)
+    assert [(m.type, m.note) for m in out.messages()][:3] == [("note_on", 60), ("note_off", 60), ("note_on", 60)]
+    assert not hanging_notes(out.messages())
+
+
+def test_an_error_inside_the_thread_still_ends_every_note() -> None:
+    out = RecordingOutput()
+    calls = []
+
+    def on_sent(msg, t):
+        calls.append(msg)
+        if len(calls) == 3:
+            raise RuntimeError("bug in a callback")
+
+    sched = Scheduler(out, on_sent=on_sent).start()
+    now = now_ns()
+    sched.play([(now, 60, 100), (now, 62, 100), (now, 64, 100), (now + 5_000 * MS, 65, 100)])
+    assert wait_until(lambda: not sched.alive)
+    sched.close()
+    assert isinstance(sched.error, RuntimeError)
+    assert not hanging_notes(out.messages())
+
+
+def test_pending_notes_are_bounded_and_late_notes_dropped() -> None:
+    out = RecordingOutput()
+    with Scheduler(out, max_pending=10, late_s=0.05) as sched:
+        far = now_ns() + 60_000 * MS
+        sched.play([(far, 40 + i % 40, 100) for i in range(100)])
+        sched.play([(now_ns() - 500 * MS, 90, 100)])  # half a second late
+        assert wait_until(lambda: sched.stats["dropped"] == 91 or sched.stats["late"] == 1)
+        time.sleep(0.05)
+    assert sched.stats["dropped"] >= 90
+    assert 90 not in {m.note for m in out.messages()}
+    assert not hanging_notes(out.messages())
+
+
+def test_close_is_idempotent_and_works_without_start() -> None:
+    sched = Scheduler(RecordingOutput())
+    sched.close()
+    sched.close()
+    with pytest.raises(ValueError):
+        Scheduler(RecordingOutput(), channel=16)
+
+
+def test_echo_filter_ignores_our_own_messages_once_and_only_within_the_window() -> None:
+    echo = EchoFilter(window_s=0.05)
+    t = 10_000 * MS
+    sent_on = mido.Message("note_on", channel=0, note=60, velocity=100)
+    echo.sent(sent_on, t)
+    echo.sent(mido.Message("note_off", channel=0, note=60), t + 10 * MS)
+    assert echo.is_echo(sent_on.copy(), t + 2 * MS)
+    assert not echo.is_echo(sent_on.copy(), t + 3 * MS)  # used up: a second one is the player's
+    assert echo.is_echo(mido.Message("note_on", channel=0, note=60, velocity=0), t + 12 * MS)  # a DAW's note-off
+    echo.sent(sent_on, t + 20 * MS)
+    assert not echo.is_echo(sent_on.copy(), t + 200 * MS)  # too late to be an echo
+    assert not echo.is_echo(mido.Message("note_on", channel=1, note=60, velocity=100), t + 21 * MS)
+
+
+def test_input_queue_is_bounded_and_keeps_releases_of_dropped_note_offs() -> None:
+    inbox = Inbox(max_events=100)
+    inbox.put_event(1, mido.Message("note_on", note=60, velocity=100))
+    inbox.put_event(2, mido.Message("note_off", note=60))
+    for i in range(10_000):
+        inbox.put_event(3 + i, mido.Message("control_change", control=1, value=i % 128))
+    assert len(inbox) == 100
+    assert inbox.dropped == 10_000 + 2 - 100
+    _, events = inbox.take(0)
+    assert len(events) == 101
+    assert events[0][1].type == "note_off" and events[0][1].note == 60  # the player's release survives

@@ -1,0 +1,169 @@
+"""The server in-process, with a recording output instead of a port: the control API, MIDI CC
+controls and learn, echo suppression, floods, errors, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import time
+
+import mido
+import pytest
+from click.testing import CliRunner
+
+from musicrnn.cli import cli
+from musicrnn.errors import MusicRNNError
+from musicrnn.live.controls import CONTROLS, ControlMap, parse_bindings
+from musicrnn.live.server import ServeOptions, Server
+from musicrnn.model import load_checkpoint
+
+from test_live_scheduler import RecordingOutput, hanging_notes, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_torch_thread):
+    pass
+
+
+def server(model_path, **opts) -> tuple[Server, RecordingOutput]:
+    out = RecordingOutput()
+    options = ServeOptions(midi_in="none", midi_out="none", **{"silence_beats": 1, "answer_bars": 1, "tempo": 240, **opts})
+    return Server(load_checkpoint(model_path), options, output=out), out
+
+
+def phrase(s: Server, pitches=(60, 64, 67), dur=0.06) -> None:
+    for p in pitches:
+        s.note_on(p, 90)
+        time.sleep(dur)
+        s.note_off(p)
+
+
+def test_mixed_session_through_the_api_leaves_no_note_hanging(tiny_grid_model, tiny_performance_model) -> None:
+    srv, out = server(tiny_grid_model)
+    with srv:
+        phrase(srv)
+        assert wait_until(lambda: srv.status()["activity"] == "answering", timeout=5)
+        assert wait_until(lambda: srv.status()["notes_out"] > 0, timeout=5)
+        srv.set_mode("duet")
+        phrase(srv, (62, 65))
+        srv.set_temperature(0.7)
+        srv.set_density(3)
+        srv.set_mode("autoplay")
+        time.sleep(0.3)
+        srv.panic()
+        srv.reset()
+        srv.load_model(tiny_performance_model)  # a different codec mid-session
+        srv.set_mode("call-response")
+        phrase(srv)
+        time.sleep(0.5)
+        status = srv.status()
+        assert status["codec"] == "performance" and status["temperature"] == 1.0  # a new model starts from the options
+        srv.end_call()
+        time.sleep(0.3)
+    assert not srv.running and srv.error is None
+    assert srv.status()["notes_in"] >= 3
+    assert not hanging_notes(out.messages())
+    assert any(m.type == "control_change" and m.control == 123 for m in out.messages())  # the panic
+
+
+def test_cc_controls_and_midi_learn(tiny_grid_model) -> None:
+    srv, out = server(tiny_grid_model, cc={"temperature": 74}, learn="panic")
+    with srv:
+        srv._on_midi(mido.Message("control_change", control=102, value=127))  # learnt: CC 102 is panic now
+        srv._on_midi(mido.Message("control_change", control=74, value=32))
+        srv._on_midi(mido.Message("control_change", control=23, value=70))  # mode: duet
+        srv._on_midi(mido.Message("control_change", control=21, value=127))  # 16 bars
+        assert wait_until(lambda: srv.status()["mode"] == "duet")
+        status = srv.status()
+        assert status["temperature"] == pytest.approx(0.504, abs=1e-3) and status["answer_bars"] == 16
+        assert srv.controls.cc_of("panic") == 102 and any("learned" in e for e in srv.events)
+        assert wait_until(lambda: srv.status()["notes_out"] > 0, timeout=5)
+        srv._on_midi(mido.Message("control_change", control=102, value=0))
+        srv._on_midi(mido.Message("control_change", control=102, value=127))  # panic by the learnt CC
+        assert wait_until(lambda: any(m.type == "control_change" for m in out.messages()))
+    assert not hanging_notes(out.messages())
+
+
+def test_our_own_notes_coming_back_are_not_heard_as_the_player(tiny_grid_model) -> None:
+    srv, out = server(tiny_grid_model, mode="autoplay")
+    with srv:
+        assert wait_until(lambda: len(out.messages()) >= 4, timeout=5)
+        for _, msg in list(out.sent)[:4]:
+            srv._on_midi(msg.copy())  # a DAW loop sends our notes straight back
+        time.sleep(0.1)
+        assert srv.status()["notes_in"] == 0 and srv.echo.echoes >= 1
+        srv._on_midi(mido.Message("note_on", channel=5, note=61, velocity=80))  # the player, another channel
+        assert wait_until(lambda: srv.status()["notes_in"] == 1)
+
+
+def test_a_flood_of_input_is_bounded_and_counted(tiny_grid_model) -> None:
+    srv, out = server(tiny_grid_model, mode="duet")
+    with srv:
+        for i in range(20_000):
+            srv._on_midi(mido.Message("note_on" if i % 2 == 0 else "note_off", note=40 + (i // 2) % 40, velocity=90))
+        assert len(srv.inbox) <= srv.inbox.max_events
+        assert wait_until(lambda: len(srv.inbox) == 0, timeout=20)
+        assert srv.running
+    assert not hanging_notes(out.messages())
+
+
+def test_an_engine_error_ends_every_note_and_is_reported(tiny_grid_model) -> None:
+    srv, out = server(tiny_grid_model, mode="autoplay")
+    with srv:
+        assert wait_until(lambda: srv.scheduler.sounding > 0, timeout=5)
+
+        def boom(*args):
+            raise RuntimeError("model exploded")
+
+        srv.conductor.tick = boom  # type: ignore[method-assign]
+        assert srv.wait(5)
+        assert isinstance(srv.error, RuntimeError)
+        assert wait_until(lambda: srv.scheduler.sounding == 0)
+    assert not hanging_notes(out.messages())
+
+
+def test_api_refuses_bad_values_with_one_line_errors(tiny_grid_model) -> None:
+    srv, _ = server(tiny_grid_model)
+    with srv:
+        for call in (lambda: srv.set_mode("jazz"), lambda: srv.set_temperature(-1), lambda: srv.note_on(200),
+                     lambda: srv.set_tempo(1000), lambda: srv.load_model("/nonexistent.pt")):
+            with pytest.raises(MusicRNNError):
+                call()
+        srv.set_tempo(90)
+        assert wait_until(lambda: srv.status()["tempo"] == 90)
+    with pytest.raises(MusicRNNError):
+        srv.panic()  # closed
+    with pytest.raises(MusicRNNError):
+        ServeOptions(clock="midi", midi_in="none").validate()
+
+
+def test_control_map_defaults_bindings_and_switch_edges() -> None:
+    cmap = ControlMap(parse_bindings(["temperature=74", "end-call=30"]))
+    assert cmap.cc_of("temperature") == 74 and 20 not in cmap.by_cc
+    assert cmap.handle(74, 127).value == 2.0
+    assert cmap.handle(23, 0).value == "call-response" and cmap.handle(23, 127).value == "autoplay"
+    assert cmap.handle(22, 127).value == 0 and cmap.handle(22, 0).value == 1
+    assert cmap.handle(30, 127).name == "end_call"
+    assert cmap.handle(30, 127) is None  # held: fires once
+    assert cmap.handle(30, 0) is None and cmap.handle(30, 100).name == "end_call"
+    assert cmap.handle(99, 64) is None
+    assert {row[0] for row in cmap.table()} == set(CONTROLS)
+    for bad in (["tempo=3"], ["temperature=x"], ["panic=123"]):
+        with pytest.raises(MusicRNNError):
+            parse_bindings(bad)
+
+
+def test_cli_osc_not_yet_and_bad_options_are_one_line_errors(tiny_grid_model) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["serve", "--model", str(tiny_grid_model), "--osc-port", "9000"])
+    assert result.exit_code == 1 and "OSC" in result.output and "OSC issue" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    result = runner.invoke(cli, ["serve", "--model", str(tiny_grid_model), "--cc", "volume=7"])
+    assert result.exit_code == 1 and "unknown control" in result.output
+    result = runner.invoke(cli, ["serve", "--model", "/nonexistent.pt", "--midi-in", "none", "--midi-out", "none"])
+    assert result.exit_code == 1 and "no such checkpoint" in result.output
+
+
+def test_cli_serve_runs_without_ports_and_stops_cleanly(tiny_grid_model) -> None:
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), "--midi-in", "none", "--midi-out", "none",
+                                      "--mode", "autoplay", "--seconds", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "autoplay" in result.output and "all notes off" in result.output
