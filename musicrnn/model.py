@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import warnings
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -285,14 +284,7 @@ def inference_mode_for(device: str | torch.device, batch: int):
         with torch.no_grad():
             yield
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # flags() warns about TF32 on Intel GPUs we do not use
-        ctx = torch.backends.mkldnn.flags(enabled=batch > 8)
-        ctx.__enter__()
-    try:
+    # only the oneDNN switch changes; the None arguments leave its other settings alone
+    with torch.backends.mkldnn.flags(enabled=batch > 8, deterministic=None, allow_tf32=None, fp32_precision=None):
         with torch.no_grad():
             yield
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ctx.__exit__(None, None, None)
