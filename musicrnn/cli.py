@@ -330,6 +330,8 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--key", default=None, help="Keep new notes in a key, e.g. C:major, A:minor, D:dorian, E:pentatonic.")
 @click.option("--pitch-range", default=None, help="Keep new notes within LO-HI (MIDI numbers), e.g. 48-84.")
 @click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most notes at once (0 = no limit).")
+@click.option("--min-note", type=float, default=0, show_default=True, help="Shortest new note in beats (0 = no limit).")
+@click.option("--max-note", type=float, default=0, show_default=True, help="Longest new note in beats (0 = no limit).")
 @click.option("--tempo", type=float, default=None, help="Tempo in BPM (default: the primer's, else 120).")
 @click.option("--program", type=click.IntRange(0, 127), default=0, show_default=True, help="General MIDI program for new notes.")
 @click.option("--png", is_flag=True, help="Also draw a piano-roll PNG per piece.")
@@ -337,7 +339,7 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @user_errors
 def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature, top_k, top_p, seed, key, pitch_range,
-                max_polyphony, tempo, program, png, wav, device) -> None:
+                max_polyphony, min_note, max_note, tempo, program, png, wav, device) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
 
     \b
@@ -359,6 +361,12 @@ def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature
                               key=parse_key(key) if key else None,
                               pitch_range=_pitch_range(pitch_range) if pitch_range else None,
                               max_polyphony=max_polyphony)
+    # note lengths are asked in beats; the codec counts steps (per beat, or per second at the tempo)
+    steps_per_beat = ckpt.codec.steps_per_unit * (60.0 / (tempo or 120.0) if ckpt.codec.time_unit == "seconds" else 1.0)
+    sampling.min_note_steps = int(round(min_note * steps_per_beat))
+    sampling.max_note_steps = int(round(max_note * steps_per_beat))
+    if max_note and sampling.max_note_steps < 1:
+        raise MusicRNNError(f"--max-note {max_note} is shorter than one step of this model's grid")
     opts = ComposeOptions(n=count, out=out, name=name or (primer.stem if primer else "musicrnn"), primer=primer,
                           bars=bars, seconds=seconds, tempo=tempo, program=program, seed=seed, png=png, wav=wav,
                           device=str(dev), sampling=sampling)

@@ -214,13 +214,13 @@ class GridConstraints(Constraints):
         lowest_req = torch.where(required, self.pitch_ids[None, :], torch.full_like(self.pitch_ids[None, :], big)).min(1).values
         below_req = self.pitch_ids[None, :] <= lowest_req[:, None]
         base = after_last & below_req & room
+        next_required = required & below_req  # the lowest waiting note: always allowed, even past the key
         if c.mark_restrikes:
             on_ok = base & self.allowed[None, :]
-            hold_ok = base & continuing & ~too_long
-            hold_ok |= required
+            hold_ok = (base & continuing & ~too_long) | next_required
         else:
             on_ok = base & ((self.allowed[None, :] & ~continuing) | (continuing & ~too_long))
-            on_ok |= required
+            on_ok |= next_required
         m = torch.zeros(self.batch, c.vocab_size, dtype=torch.bool)
         m[:, c.pitch0 : c.pitch0 + c.num_pitches] = on_ok
         if c.mark_restrikes:

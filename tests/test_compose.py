@@ -209,3 +209,18 @@ def test_python_m_musicrnn_compose_runs(tmp_path):
                            "-o", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "o").glob("*.mid"))) == 2
+
+
+def test_note_length_limits_are_honoured(ckpt, tmp_path):
+    path, codec = ckpt
+    r = run("compose", "--model", path, "-n", 4, "-o", tmp_path, "--seed", 2, "--bars", 8, "--tempo", 120,
+            "--min-note", 0.5, "--max-note", 2)
+    assert r.exit_code == 0, r.output
+    step = 1.0 / codec.steps_per_unit  # beats per step (all test codecs count in beats)
+    for m in tmp_path.glob("*.mid"):
+        notes = load_midi(m, require_notes=False).notes
+        lengths = notes["end"] - notes["start"]
+        assert (lengths <= 2 + 1e-6).all(), lengths.max()
+        # the last notes may be cut by the end of the piece; all others are at least half a beat
+        inner = notes["end"] < notes["end"].max() - 1e-6
+        assert (lengths[inner] >= 0.5 - step / 2 - 1e-6).all(), lengths[inner].min()
