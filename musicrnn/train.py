@@ -339,7 +339,7 @@ def train(
     if rank == 0 and not resume and metrics_path.exists():
         metrics_path.unlink()
     meta_base = {"data": str(data_folder), "train_config": asdict(cfg), "world_size": world, "device": str(device),
-                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
                  "parameters": model.num_parameters, "command": " ".join(["musicrnn", *sys.argv[1:]]) if sys.argv else "",
                  "torch": str(torch.__version__)}
 
