@@ -421,12 +421,20 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--learn", type=click.Choice(["temperature", "answer_bars", "density", "mode", "end_call", "panic", "reset"]),
               default=None, help="MIDI learn: the first CC that arrives drives this control.")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until Ctrl-C).")
-@click.option("--osc-port", type=int, default=None, help="OSC control port (arrives with the OSC issue).")
+@click.option("--osc-port", type=click.IntRange(0, 65535), default=None,
+              help="Also take control and notes over OSC (UDP) on this port, and send generated notes to "
+                   "subscribers (docs/osc.md). 0 = any free port.")
+@click.option("--osc-host", default="127.0.0.1", show_default=True,
+              help="Interface OSC listens on; e.g. 0.0.0.0 to accept other machines (then consider --osc-allow).")
+@click.option("--osc-allow", multiple=True, metavar="ADDR",
+              help="Only these client addresses or networks may send OSC, e.g. 192.168.1.20 or 192.168.1.0/24 "
+                   "(repeatable; this machine is always allowed).")
 @user_errors
 def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, clock_source, channel, silence_beats,
               answer_bars, beats_per_bar, answer_start, temperature, top_k, top_p, key, pitch_range, max_polyphony,
-              max_note_beats, seed, cc_bindings, learn, seconds, osc_port) -> None:
-    """Jam live: the model listens on a MIDI input and answers on a MIDI output, in time.
+              max_note_beats, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow) -> None:
+    """Jam live: the model listens on a MIDI input (and/or OSC) and answers on a MIDI output
+    (and/or to OSC subscribers), in time.
 
     \b
     Default CC map (channel: any; change with --cc, or --learn):
@@ -440,21 +448,22 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
       musicrnn serve                                   # virtual ports 'musicrnn in' / 'musicrnn out'
       musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet
       musicrnn serve --clock midi --midi-api jack --answer-bars 4
+      musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)
     """
     from musicrnn.live.controls import parse_bindings
     from musicrnn.live.server import ServeOptions, serve
     from musicrnn.model import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
 
-    if osc_port is not None:
-        raise MusicRNNError("OSC control (--osc-port) arrives with the OSC issue; this version of musicrnn serve speaks MIDI only")
+    if osc_port is None and (osc_allow or osc_host != "127.0.0.1"):
+        raise MusicRNNError("--osc-host and --osc-allow set up OSC; give --osc-port too")
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, key=parse_key(key) if key else None,
                               pitch_range=_pitch_range(pitch_range) if pitch_range else None, max_polyphony=max_polyphony)
     options = ServeOptions(midi_in=midi_in, midi_out=midi_out, midi_api=midi_api, port_name=port_name, mode=mode,
                            tempo=tempo, clock=clock_source, channel=channel, silence_beats=silence_beats,
                            answer_bars=answer_bars, beats_per_bar=beats_per_bar, answer_start=answer_start,
                            max_note_beats=max_note_beats, seed=seed, sampling=sampling, cc=parse_bindings(cc_bindings),
-                           learn=learn)
+                           learn=learn, osc_port=osc_port, osc_host=osc_host, osc_allow=tuple(osc_allow))
     options.validate()
     ckpt = load_checkpoint(model_path or default_model_path())
     serve(ckpt, options, seconds=seconds, echo=click.echo)

@@ -167,3 +167,31 @@ def test_engine_refuses_unknown_codecs_and_bad_settings(grid) -> None:
     with pytest.raises(MusicRNNError):
         engine.set_density(-2)
     assert isinstance(grid.codec, GridCodec) and not isinstance(grid.codec, PerformanceCodec)
+
+
+@pytest.mark.parametrize("which", ["grid", "perf"])
+def test_key_range_and_top_p_change_live_and_an_impossible_one_changes_nothing(which, grid, perf) -> None:
+    ckpt = grid if which == "grid" else perf
+    engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.5), seed=3)
+    c_major = frozenset({0, 2, 4, 5, 7, 9, 11})
+    t = 0.0
+    for _ in range(40):  # a proposal sampled before the change must not slip through
+        t = engine.next_time(t)
+        engine.decide()
+    engine.set_key(c_major)
+    engine.set_pitch_range((60, 72))
+    engine.set_top_p(0.9)
+    struck = []
+    for _ in range(300):
+        t = engine.next_time(t)
+        struck += [e.pitch for e in engine.decide() if e.velocity > 0]
+    assert struck and all(p % 12 in c_major and 60 <= p <= 72 for p in struck)
+    assert engine.cfg.top_p == 0.9
+    with pytest.raises(Exception, match="no pitch"):
+        engine.set_pitch_range((61, 61))  # C#: not in C major
+    assert engine.cfg.pitch_range == (60, 72)
+    engine.set_key(None)
+    engine.set_pitch_range(None)
+    assert engine.stream.cons.allowed.all()
+    with pytest.raises(Exception, match="top-p"):
+        engine.set_top_p(0)

@@ -170,3 +170,32 @@ def test_stopped_midi_clock_silences_the_model_and_it_resumes_on_start(ckpt) -> 
     if ckpt.codec.name == "grid":
         assert [n for n in sched.notes() if n[2]], "played while the clock ran"
         assert ("stop",) in sched.log
+
+
+def test_stop_silences_every_mode_until_generate_which_answers_for_the_bars_given(ckpt) -> None:
+    cond, sched = make(ckpt, mode="autoplay")
+    run(cond, 2 * S)
+    mark = len(sched.log)
+    cond.stop(2 * S)
+    assert sched.log[mark] == ("stop",) and not cond.engine.model_notes and cond.activity == "stopped"
+    run(cond, 4 * S, start_ns=2 * S)
+    assert not [n for n in sched.notes(mark) if n[2]], "silent after stop"
+    cond.generate(4 * S)
+    run(cond, 8 * S, start_ns=4 * S)
+    assert cond.activity == "playing"
+    if ckpt.codec.name == "grid":
+        assert [n for n in sched.notes(mark) if n[2]], "plays again after generate"
+
+    cond, sched = make(ckpt, silence_beats=1, answer_start="now")
+    cond.stop(0)
+    last = play_phrase(cond, 0)
+    run(cond, last + 4 * BEAT, start_ns=last)
+    assert cond.activity == "stopped" and not sched.notes(), "no answer while stopped"
+    t = last + 4 * BEAT
+    cond.generate(t, bars=0.5)  # two beats
+    run(cond, t + 4 * BEAT, start_ns=t)
+    notes = sched.notes()
+    assert notes and min(n[0] for n in notes if n[2]) == pytest.approx(t, abs=1000)
+    assert max(n[0] for n in notes) <= t + 2 * BEAT + 1000
+    check_closed(notes)
+    assert cond.activity == "listening"

@@ -133,6 +133,25 @@ def test_an_error_inside_the_thread_still_ends_every_note() -> None:
     assert not hanging_notes(out.messages())
 
 
+def test_sinks_hear_every_message_and_every_note_off_even_when_the_output_dies() -> None:
+    out = RecordingOutput(fail_after=4)  # the port vanishes after 4 messages (the 5th, note-on 65, fails)
+    sink = RecordingOutput()
+
+    class BrokenSink:
+        def send(self, msg):
+            raise RuntimeError("a sink breaking its contract")
+
+    with Scheduler(out, sinks=[sink, BrokenSink()], max_note_s=5) as sched:
+        now = now_ns()
+        sched.play([(now, 60, 100), (now + 5 * MS, 62, 100), (now + 10 * MS, 60, 0), (now + 15 * MS, 64, 100),
+                    (now + 20 * MS, 65, 100)])
+        assert wait_until(lambda: not sched.alive)
+    assert isinstance(sched.error, OSError)
+    assert [(m.type, m.note) for m in sink.messages()][:4] == [(m.type, m.note) for m in out.messages()]
+    assert not hanging_notes(sink.messages())  # 62 and 64 were ended on the sink although the port was dead
+    assert 65 not in {m.note for m in sink.messages()}
+
+
 def test_pending_notes_are_bounded_and_late_notes_dropped() -> None:
     out = RecordingOutput()
     with Scheduler(out, max_pending=10, late_s=0.05) as sched:
@@ -176,6 +195,17 @@ def test_input_queue_is_bounded_and_keeps_releases_of_dropped_note_offs() -> Non
         inbox.put_event(3 + i, mido.Message("control_change", control=1, value=i % 128))
     assert len(inbox) == 100
     assert inbox.dropped == 10_000 + 2 - 100
-    _, events = inbox.take(0)
+    events = inbox.take(0)
     assert len(events) == 101
     assert events[0][1].type == "note_off" and events[0][1].note == 60  # the player's release survives
+
+
+def test_input_queue_keeps_player_events_and_commands_in_arrival_order() -> None:
+    inbox = Inbox()
+    inbox.put_command(lambda: "first")
+    inbox.put_event(5, mido.Message("note_on", note=60, velocity=100))
+    inbox.put_command(lambda: "answer now")  # e.g. an OSC bundle: a note, then /musicrnn/generate
+    inbox.put_event(6, mido.Message("note_off", note=60))
+    items = inbox.take(0)
+    assert [i() if callable(i) else i[1].type for i in items] == ["first", "note_on", "answer now", "note_off"]
+    assert items[1][0] == 5 and not inbox.take(0)

@@ -1,4 +1,4 @@
-"""Real-time play: the model answers a musician over MIDI ports (``musicrnn serve``).
+"""Real-time play: the model answers a musician over MIDI ports and OSC (``musicrnn serve``).
 
 Modules, one job each:
 - ``clock``: where the beat is now (internal tempo, or MIDI clock from the input).
@@ -7,5 +7,7 @@ Modules, one job each:
 - ``engine``: the model's side of a session: RNN state, one model step per event, sampling.
 - ``modes``: what the model does when: call-response, duet, autoplay.
 - ``controls``: the MIDI CC map (default and learnable).
+- ``osc``: the OSC address table: dispatcher, argument checks and docs/osc.md from one place.
+- ``osc_server``: OSC over UDP (bundles, time tags, subscribers as a sink of the scheduler).
 - ``server``: wires ports, queues, engine and scheduler together; the control API.
 """

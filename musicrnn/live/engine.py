@@ -166,6 +166,27 @@ class Engine:
             raise MusicRNNError(f"density (most notes at once) must be >= 0, not {max_polyphony}")
         self.cfg.max_polyphony = int(max_polyphony)
 
+    def set_top_p(self, value: float) -> None:
+        """Nucleus sampling: only the likeliest tokens that together reach ``value`` (1 = off)."""
+        if not 0 < value <= 1:
+            raise MusicRNNError(f"top-p must be in (0, 1], not {value}")
+        self.cfg.top_p = float(value)
+
+    def set_key(self, pitch_classes: frozenset[int] | None) -> None:
+        """New notes only from these pitch classes (None = any)."""
+        self._set_pitches(replace(self.cfg, key=pitch_classes))
+
+    def set_pitch_range(self, pitch_range: tuple[int, int] | None) -> None:
+        """New notes only within (lowest, highest) MIDI pitch (None = the model's range)."""
+        self._set_pitches(replace(self.cfg, pitch_range=pitch_range))
+
+    def _set_pitches(self, new: SamplingConfig) -> None:
+        new.validate(self.codec)  # refuses a key and range with no pitch in common, changing nothing
+        self.cfg.key, self.cfg.pitch_range = new.key, new.pitch_range
+        self.stream.cons.allowed = torch.from_numpy(self.cfg.allowed_pitches(self.codec))
+        self._proposal = None  # sampled ahead under the old pitches: decide again
+        self._spec = None
+
     @property
     def time(self) -> float:
         """Codec time the model has heard up to (its committed stream)."""

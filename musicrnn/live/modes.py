@@ -10,6 +10,11 @@ Holds :class:`Conductor`, which sits between the player's events, the clock, the
 - **duet**: play all the time, hearing everything the player plays.
 - **autoplay**: play alone; the player's notes are not heard (controls still steer it).
 
+:meth:`Conductor.stop` silences the model until :meth:`Conductor.generate`: an answer in
+progress ends, and duet and autoplay pause (the model keeps hearing the player meanwhile).
+:meth:`~Conductor.generate` answers now in call-response (like the end-of-call control,
+optionally for a given number of bars) and resumes playing in the other modes.
+
 Switching mode, panic, reset, a model swap and a stopped or relocated MIDI clock all end the
 model's sounding notes. The conductor has no thread: the server calls it from its engine thread
 (``tick`` at each wake-up, ``next_wakeup`` to know when to call again), so tests can drive it
@@ -66,6 +71,7 @@ class Conductor:
         self.heard_call = False  # the player played since the last answer
         self.answer: tuple[float, float] | None = None  # (start, end) codec time while answering
         self.first_note = False  # the next decision must start with a note
+        self.stopped = False  # stop(): silent until generate()
         self.notes_in = 0
         self.notes_out = 0
         self.decisions = 0
@@ -80,6 +86,8 @@ class Conductor:
     def activity(self) -> str:
         if not self.clock.running:
             return "waiting for clock"
+        if self.stopped:
+            return "stopped"
         if self.mode == "call-response":
             return "answering" if self.answer else "listening"
         return "playing"
@@ -107,10 +115,22 @@ class Conductor:
             if self.mode != "autoplay":
                 self.engine.human_note_off(t, pitch)
 
-    def end_call(self, t_ns: int) -> None:
-        """The player says the call is over: answer now (call-response only)."""
+    def end_call(self, t_ns: int, bars: float | None = None) -> None:
+        """The player says the call is over: answer now (call-response only), for ``bars``
+        bars (default: the answer length setting)."""
         if self.mode == "call-response" and self.answer is None and self.clock.running:
-            self._start_answer(t_ns, self.clock.beat_at(t_ns))
+            self._start_answer(t_ns, self.clock.beat_at(t_ns), bars)
+
+    def generate(self, t_ns: int, bars: float | None = None) -> None:
+        """Play now: call-response answers (as :meth:`end_call`); duet and autoplay resume
+        after :meth:`stop`."""
+        self.stopped = False
+        self.end_call(t_ns, bars)
+
+    def stop(self, t_ns: int) -> None:
+        """End the model's notes and any answer; stay silent until :meth:`generate`."""
+        self._silence(t_ns)
+        self.stopped = True
 
     # --- controls ------------------------------------------------------------------------------
     def set_mode(self, mode: str, t_ns: int) -> None:
@@ -172,7 +192,7 @@ class Conductor:
             self.scheduler.stop_notes()
             self.engine.release_model_notes(self.timebase.to_codec(at_ns))
             self.answer = None
-        if self.mode == "call-response" and self.answer is None:
+        if (self.mode == "call-response" or self.stopped) and self.answer is None:
             self._listen(at_ns)
             if self.answer is None:
                 return
@@ -181,7 +201,7 @@ class Conductor:
     def _listen(self, at_ns: int) -> None:
         self.engine.catch_up(self.timebase.to_codec(at_ns))
         self._wake_at(at_ns + int(IDLE_WAKE_S * 1e9))
-        if not self.heard_call or self.held or self.last_human_ns is None:
+        if self.stopped or not self.heard_call or self.held or self.last_human_ns is None:
             return
         silent_from = self.clock.beat_at(self.last_human_ns)
         trigger = silent_from + self.settings.silence_beats
@@ -192,7 +212,7 @@ class Conductor:
             if t is not None:
                 self._wake_at(t)
 
-    def _start_answer(self, t_ns: int, trigger_beat: float) -> None:
+    def _start_answer(self, t_ns: int, trigger_beat: float, bars: float | None = None) -> None:
         tb = self.timebase
         if self.settings.answer_start == "now":
             start = tb.restart_grid_at(max(self.engine.latest, tb.to_codec(t_ns)), t_ns)
@@ -200,7 +220,8 @@ class Conductor:
         else:
             start_beat = math.ceil(trigger_beat - 1e-6)
             start = tb.beat_to_codec(start_beat)
-        end = tb.beat_to_codec(start_beat + self.settings.answer_bars * self.settings.beats_per_bar)
+        length = self.settings.answer_bars if bars is None else bars
+        end = tb.beat_to_codec(start_beat + length * self.settings.beats_per_bar)
         self.answer = (start, end)
         self.first_note = True
         self.heard_call = False

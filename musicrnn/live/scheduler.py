@@ -7,10 +7,13 @@ Holds:
   :meth:`~Scheduler.close`; all of these only queue a request and return at once.
 - :class:`EchoFilter`: remembers what was just sent, so our own notes arriving back on the
   input (a MIDI loop through a DAW) are not heard as the player's.
+- :class:`Sink`: what else hears every message the output gets, at the same moment (the OSC
+  subscribers). A sink never raises and never blocks for long.
 
 Guarantees: every note-on sent is tracked until its note-off; a note longer than the maximum
 note length is ended; stop, panic, close, and an error inside the thread itself all end every
-sounding note. Pending note-ons are bounded (extra ones are dropped and counted), and note-ons
+sounding note, on the output and on every sink (a note-off reaches the sinks even when the
+output has died). Pending note-ons are bounded (extra ones are dropped and counted), and note-ons
 later than ``late_ns`` are dropped rather than played out of time.
 """
 
@@ -42,16 +45,22 @@ class Output(Protocol):
     def send(self, msg: mido.Message) -> None: ...
 
 
+class Sink(Protocol):
+    def send(self, msg: mido.Message) -> None:
+        """Called in the scheduler thread right after ``output`` sent ``msg``; must not raise."""
+
+
 class Scheduler:
     """Sends timed notes on ``output`` (MIDI ``channel`` 0-15) from its own thread.
 
     Use as a context manager, or call :meth:`start` and, always, :meth:`close`.
     ``on_sent(msg, t_ns)`` is called (in the scheduler thread) after every message sent.
+    ``sinks`` get every message sent, after ``output`` (OSC subscribers hear what MIDI hears).
     """
 
     def __init__(self, output: Output, channel: int = 0, max_note_s: float = MAX_NOTE_S, late_s: float = LATE_S,
                  max_pending: int = MAX_PENDING, on_sent: Callable[[mido.Message, int], None] | None = None,
-                 keep_timings: int = 0) -> None:
+                 keep_timings: int = 0, sinks: Iterable[Sink] = ()) -> None:
         if not 0 <= channel <= 15:
             raise ValueError(f"MIDI channel must be 0-15 here, not {channel}")
         self.output = output
@@ -60,6 +69,7 @@ class Scheduler:
         self.late_ns = int(late_s * 1e9)
         self.max_pending = max_pending
         self.on_sent = on_sent
+        self.sinks = tuple(sinks)
         self._cv = threading.Condition()
         self._requests: list[tuple] = []  # handed over under the lock, worked off in the thread
         self._thread: threading.Thread | None = None
@@ -202,6 +212,7 @@ class Scheduler:
             sent = now_ns()
             self._sounding[pitch] = sent  # tracked before anything else can fail
             heapq.heappush(self._deadlines, (sent + self.max_note_ns, pitch, sent))
+            self._to_sinks(msg)
             self.stats["notes_on"] += 1
             if self._keep_timings:
                 self.timings.append((at, sent))
@@ -213,8 +224,18 @@ class Scheduler:
         self._send(mido.Message("note_off", channel=self.channel, note=pitch, velocity=0))
 
     def _send(self, msg: mido.Message) -> None:
-        self.output.send(msg)
+        try:
+            self.output.send(msg)
+        finally:  # a note-off reaches the sinks even if the output has died
+            self._to_sinks(msg)
         self._notify(msg, now_ns())
+
+    def _to_sinks(self, msg: mido.Message) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(msg)
+            except Exception as exc:  # a sink breaking its contract must not stop the output
+                log.error("output sink %s: %s", type(sink).__name__, exc)
 
     def _notify(self, msg: mido.Message, t_ns: int) -> None:
         if self.on_sent is not None:

@@ -1,17 +1,18 @@
-"""``musicrnn serve``: MIDI in -> model -> MIDI out, in time, with no note left hanging.
+"""``musicrnn serve``: MIDI and OSC in -> model -> MIDI and OSC out, in time, with no note left hanging.
 
 Holds:
-- :class:`ServeOptions`: every setting of a session (ports, mode, tempo, clock, channel, ...).
+- :class:`ServeOptions`: every setting of a session (ports, OSC, mode, tempo, clock, channel, ...).
 - :class:`Server`: wires the parts together and is the control API that every transport uses
-  (MIDI CC today, OSC later): ``note_on``, ``note_off``, ``end_call``, ``set_mode``,
-  ``set_temperature``, ``set_answer_bars``, ``set_density``, ``set_tempo``, ``panic``,
-  ``reset``, ``load_model``, ``learn``, ``status``.
+  (MIDI CC and OSC): ``note_on``, ``note_off``, ``end_call``, ``generate``, ``stop``,
+  ``set_mode``, ``set_temperature``, ``set_top_p``, ``set_key``, ``set_pitch_range``,
+  ``set_answer_bars``, ``set_density``, ``set_tempo``, ``panic``, ``reset``, ``load_model``,
+  ``learn``, ``status``, ``request_status`` and ``watch`` (status changes).
 - :func:`serve`: runs a server until SIGINT/SIGTERM (or ``seconds``), with a live status line
   when stdout is a terminal; the CLI calls this.
 
 Threads and queues::
 
-    MIDI input thread (rtmidi)          any thread (CLI, OSC, tests)
+    MIDI input thread (rtmidi)          any thread (CLI, OSC thread, tests)
       stamps each message, feeds             │ note_on(), set_mode(), ...
       MIDI clock, drops echoes               │
             └──────► Inbox ◄─────────────────┘   events: bounded, oldest dropped and counted
@@ -20,14 +21,18 @@ Threads and queues::
                engine thread: Conductor + Engine (the model, one torch thread)
                        │  Scheduler.play / stop_notes / panic (a request queue)
                        ▼
-               scheduler thread: the only one that sends on the output port
+               scheduler thread: the only one that sends notes: on the MIDI output port,
+                                 then on its sinks (OSC subscribers), note for note
 
-Shutdown (signal, error, or normal end) always runs :meth:`Server.close`: the input closes,
-the engine thread stops, the scheduler ends every sounding note, then the output closes.
+Shutdown (signal, error, or normal end) always runs :meth:`Server.close`: the inputs (MIDI,
+OSC) close, the engine thread stops, the scheduler ends every sounding note (MIDI and OSC),
+then the outputs close.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import signal
 import sys
@@ -35,7 +40,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mido
@@ -47,7 +52,7 @@ from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
 from musicrnn.live.engine import Engine, configure_torch_for_live
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
-from musicrnn.sample import SamplingConfig
+from musicrnn.sample import SCALES, SamplingConfig, parse_key
 
 log = logging.getLogger("musicrnn.live")
 
@@ -80,6 +85,9 @@ class ServeOptions:
     cc: dict[str, int] = field(default_factory=dict)  # control -> CC number, over the defaults
     learn: str | None = None  # bind the first CC that arrives to this control
     echo_window_s: float = ECHO_WINDOW_S
+    osc_port: int | None = None  # UDP port for OSC control (None = no OSC; 0 = any free port)
+    osc_host: str = "127.0.0.1"  # interface OSC listens on; another one only when asked
+    osc_allow: tuple[str, ...] = ()  # client addresses or networks allowed to send OSC (empty = any that can reach it)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -94,17 +102,23 @@ class ServeOptions:
             raise MusicRNNError(f"MIDI channel must be 1-16, not {self.channel}")
         if self.max_note_beats <= 0:
             raise MusicRNNError("the maximum note length must be positive")
+        if self.osc_port is not None and not 0 <= self.osc_port <= 65535:
+            raise MusicRNNError(f"OSC port must be 0-65535 (0 = any free port), not {self.osc_port}")
+        if self.osc_allow and self.osc_port is None:
+            raise MusicRNNError("--osc-allow limits who may send OSC; give --osc-port too")
         Settings(self.mode, self.silence_beats, self.answer_bars, self.beats_per_bar, self.answer_start).validate()
 
 
 class Inbox:
-    """What the engine thread works off: timestamped player events (bounded; on a flood the
-    oldest are dropped, but a dropped note-off is still delivered as a release) and commands."""
+    """What the engine thread works off, in arrival order: timestamped player events (bounded;
+    on a flood the oldest are dropped, but a dropped note-off is still delivered as a release)
+    and commands (a note then "answer now", sent in that order, are handled in that order)."""
 
     def __init__(self, max_events: int = INPUT_QUEUE, max_commands: int = COMMAND_QUEUE) -> None:
         self._cv = threading.Condition()
-        self._events: deque[tuple[int, mido.Message]] = deque()
-        self._commands: deque[Callable[[], None]] = deque()
+        self._seq = itertools.count()
+        self._events: deque[tuple[int, int, mido.Message]] = deque()  # (arrival order, time, message)
+        self._commands: deque[tuple[int, Callable[[], None]]] = deque()
         self.max_events, self.max_commands = max_events, max_commands
         self._released: dict[tuple[int, int], int] = {}  # (channel, note) -> time, of dropped note-offs
         self.dropped = 0
@@ -113,11 +127,11 @@ class Inbox:
     def put_event(self, t_ns: int, msg: mido.Message) -> None:
         with self._cv:
             if len(self._events) >= self.max_events:
-                t_old, old = self._events.popleft()
+                _, t_old, old = self._events.popleft()
                 self.dropped += 1
                 if old.type == "note_off" or (old.type == "note_on" and old.velocity == 0):
                     self._released[(old.channel, old.note)] = t_old  # at most 16 x 128 entries
-            self._events.append((t_ns, msg))
+            self._events.append((next(self._seq), t_ns, msg))
             self._cv.notify()
 
     def put_command(self, fn: Callable[[], None]) -> bool:
@@ -125,7 +139,7 @@ class Inbox:
             if len(self._commands) >= self.max_commands:
                 self.dropped_commands += 1
                 return False
-            self._commands.append(fn)
+            self._commands.append((next(self._seq), fn))
             self._cv.notify()
             return True
 
@@ -133,18 +147,19 @@ class Inbox:
         with self._cv:
             self._cv.notify()
 
-    def take(self, timeout: float) -> tuple[list[Callable[[], None]], list[tuple[int, mido.Message]]]:
-        """Wait up to ``timeout`` s for anything; return (commands, events in arrival order)."""
+    def take(self, timeout: float) -> list[tuple[int, mido.Message] | Callable[[], None]]:
+        """Wait up to ``timeout`` s for anything; return it in arrival order: player events as
+        ``(time_ns, message)``, commands as callables (releases of dropped note-offs first)."""
         with self._cv:
             if not self._events and not self._commands and not self._released and timeout > 0:
                 self._cv.wait(timeout)
-            commands = list(self._commands)
-            self._commands.clear()
-            events = [(t, mido.Message("note_off", channel=ch, note=n)) for (ch, n), t in self._released.items()]
+            items: list = [(t, mido.Message("note_off", channel=ch, note=n)) for (ch, n), t in self._released.items()]
             self._released.clear()
-            events += self._events
+            for entry in heapq.merge(self._events, self._commands, key=lambda e: e[0]):
+                items.append(entry[1:] if len(entry) == 3 else entry[1])
             self._events.clear()
-        return commands, events
+            self._commands.clear()
+        return items
 
     def __len__(self) -> int:
         return len(self._events)
@@ -177,7 +192,11 @@ class Server:
         self._stop = threading.Event()
         self._closed = False
         self._status: dict = {}
+        self._watchers: list[Callable[[dict], None]] = []
+        self._watched: tuple | None = None
         self._old_switch = sys.getswitchinterval()
+        self.key_name = _key_name(opts.sampling.key)
+        self.osc = None  # the OSC server (musicrnn.live.osc_server.OscServer) when options.osc_port is set
 
     # --- life cycle ----------------------------------------------------------------------------
     def start(self) -> "Server":
@@ -185,16 +204,24 @@ class Server:
         configure_torch_for_live()
         engine = self._make_engine(self.checkpoint)
         try:
+            sinks = []
+            if opts.osc_port is not None:
+                from musicrnn.live.osc_server import OscServer
+
+                self.osc = OscServer(self, opts.osc_host, opts.osc_port, opts.osc_allow)
+                sinks.append(self.osc.notes)
             self._open_ports()
             sys.setswitchinterval(SWITCH_INTERVAL_S)
             beat_s = 60.0 / opts.tempo
             self.scheduler = Scheduler(self.output_port, opts.channel - 1, max_note_s=opts.max_note_beats * beat_s,
-                                       on_sent=self.echo.sent).start()
+                                       on_sent=self.echo.sent, sinks=sinks).start()
             settings = Settings(opts.mode, opts.silence_beats, opts.answer_bars, opts.beats_per_bar, opts.answer_start)
             self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns())
             self._publish()
             self._thread = threading.Thread(target=self._run, name="musicrnn-engine", daemon=True)
             self._thread.start()
+            if self.osc is not None:
+                self.osc.start()
         except BaseException:
             self.close()
             raise
@@ -215,6 +242,8 @@ class Server:
         self.inbox.wake()
         if self.input_port is not None:
             _quiet_close(self.input_port)
+        if self.osc is not None:
+            self.osc.stop_input()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
         if self.scheduler is not None:
@@ -223,6 +252,8 @@ class Server:
                 time.sleep(FLUSH_S)
         if self.output_port is not None and self._given_output is None:
             _quiet_close(self.output_port)
+        if self.osc is not None:
+            self.osc.close()  # after the scheduler: the last note-offs went out on its socket
         sys.setswitchinterval(self._old_switch)
 
     @property
@@ -274,6 +305,17 @@ class Server:
     def end_call(self) -> None:
         self._command(lambda c: c.end_call(now_ns()))
 
+    def generate(self, bars: float | None = None) -> None:
+        """Play now: call-response answers (for ``bars`` bars, default the answer length);
+        duet and autoplay resume after :meth:`stop`."""
+        if bars is not None and not bars > 0:
+            raise MusicRNNError(f"answer length must be positive, not {bars}")
+        self._command(lambda c: c.generate(now_ns(), bars))
+
+    def stop(self) -> None:
+        """The model's notes end and it stays silent (still listening) until :meth:`generate`."""
+        self._command(lambda c: c.stop(now_ns()))
+
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise MusicRNNError(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
@@ -283,6 +325,36 @@ class Server:
         if not value >= 0:
             raise MusicRNNError(f"temperature must be >= 0, not {value}")
         self._command(lambda c: c.engine.set_temperature(value))
+
+    def set_top_p(self, value: float) -> None:
+        if not 0 < value <= 1:
+            raise MusicRNNError(f"top-p must be in (0, 1], not {value}")
+        self._command(lambda c: c.engine.set_top_p(value))
+
+    def set_key(self, key: str | None) -> None:
+        """Keep the model's new notes in ``key`` (e.g. ``"A:minor"``); None or ``"any"`` = no key."""
+        pcs = None if key is None or key.lower() in ("any", "none", "off") else parse_key(key)
+        name = None if pcs is None else key
+        self._check_pitches(key=pcs)
+
+        def apply(c: Conductor) -> None:
+            c.engine.set_key(pcs)
+            self.key_name = name
+
+        self._command(apply)
+
+    def set_pitch_range(self, lo: int, hi: int) -> None:
+        """Keep the model's new notes within MIDI pitches ``lo``-``hi``."""
+        if not 0 <= lo <= hi <= 127:
+            raise MusicRNNError(f"pitch range needs 0 <= lowest <= highest <= 127, not {lo}-{hi}")
+        self._check_pitches(pitch_range=(int(lo), int(hi)))
+        self._command(lambda c: c.engine.set_pitch_range((int(lo), int(hi))))
+
+    def _check_pitches(self, **change) -> None:
+        """Refuse at once (in the caller's thread) a key/range that leaves the model no pitch."""
+        engine = self.conductor.engine if self.conductor else None
+        if engine is not None:
+            replace(engine.cfg, **change).validate(engine.codec)
 
     def set_density(self, max_polyphony: int) -> None:
         if max_polyphony < 0:
@@ -314,15 +386,22 @@ class Server:
         self._command(lambda c: self.controls.learn(control))
 
     def load_model(self, path: str | Path) -> None:
-        """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state."""
+        """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state.
+        Only a regular file (or a run folder) is read, and only through the safe loader
+        (``weights_only=True``); the model's codec must be one live play knows and leave
+        pitches for the session's sampling settings."""
         from musicrnn.model import load_checkpoint
 
-        ckpt = load_checkpoint(path)
+        p = Path(path)
+        if p.exists() and not (p.is_file() or p.is_dir()):
+            raise MusicRNNError(f"{p}: not a regular file; give a checkpoint (.pt) or a run folder")
+        ckpt = load_checkpoint(p)
         engine = self._make_engine(ckpt)
 
         def swap(c: Conductor) -> None:
             c.swap_engine(engine, now_ns())
             self.model_name = str(ckpt.path)
+            self.key_name = _key_name(self.options.sampling.key)
             self.events.append(f"model {ckpt.path}")
 
         self._command(swap)
@@ -338,6 +417,21 @@ class Server:
             late=sched.stats["late"] if sched else 0, error=str(self.error) if self.error else None,
         )
         return s
+
+    def request_status(self, callback: Callable[[dict], None]) -> None:
+        """Call ``callback(status)`` (in the engine thread) once every control sent before
+        this one has taken effect."""
+
+        def answer(c: Conductor) -> None:
+            self._publish()
+            _safely(callback, self.status())
+
+        self._command(answer)
+
+    def watch(self, callback: Callable[[dict], None]) -> None:
+        """Call ``callback(status)`` (in the engine thread) whenever mode, activity, tempo,
+        model or a sampling setting changes. Call before :meth:`start`."""
+        self._watchers.append(callback)
 
     def _command(self, fn: Callable[[Conductor], None]) -> None:
         if self._closed:
@@ -358,16 +452,17 @@ class Server:
             while not self._stop.is_set():
                 wake = conductor.next_wakeup()
                 wait = IDLE_WAIT_S if wake is None else min(IDLE_WAIT_S, max(0.0, (wake - now_ns()) / 1e9))
-                commands, events = self.inbox.take(wait)
-                for fn in commands:
-                    try:
-                        fn()
-                    except MusicRNNError as exc:
-                        self.events.append(f"refused: {exc}")
-                        log.warning("%s", exc)
-                for t, msg in events:
-                    conductor.tick(t, now_ns())
-                    self._handle(t, msg)
+                for item in self.inbox.take(wait):
+                    if callable(item):
+                        try:
+                            item()
+                        except MusicRNNError as exc:
+                            self.events.append(f"refused: {exc}")
+                            log.warning("%s", exc)
+                    else:
+                        t, msg = item
+                        conductor.tick(t, now_ns())
+                        self._handle(t, msg)
                 conductor.tick(now_ns())
                 self._publish()
         except BaseException as exc:
@@ -417,12 +512,44 @@ class Server:
         c = self.conductor
         assert c is not None
         med, worst = c.engine.step_ms()
+        cfg = c.engine.cfg
+        codec = c.engine.codec
         self._status = {
             "mode": c.mode, "activity": c.activity, "notes_in": c.notes_in, "notes_out": c.notes_out,
-            "step_ms": round(med, 3), "step_max_ms": round(worst, 3), "temperature": c.engine.cfg.temperature,
-            "density": c.engine.cfg.max_polyphony, "answer_bars": c.settings.answer_bars, "model": self.model_name,
-            "codec": c.engine.codec.name, "steps": c.engine.steps,
+            "step_ms": round(med, 3), "step_max_ms": round(worst, 3), "temperature": cfg.temperature,
+            "top_p": cfg.top_p, "density": cfg.max_polyphony, "answer_bars": c.settings.answer_bars,
+            "key": self.key_name or "any", "pitch_range": cfg.pitch_range or (codec.min_pitch, codec.max_pitch),
+            "model": self.model_name, "codec": codec.name, "steps": c.engine.steps,
         }
+        if self._watchers:
+            s = self._status
+            now = (s["mode"], s["activity"], round(self.clock.bpm), s["model"], s["temperature"], s["top_p"],
+                   s["density"], s["answer_bars"], s["key"], s["pitch_range"])
+            if now != self._watched:
+                self._watched = now
+                status = self.status()
+                for fn in self._watchers:
+                    _safely(fn, status)
+
+
+def _safely(fn: Callable[[dict], None], status: dict) -> None:
+    """Run a status callback in the engine thread: whatever it does wrong, the music goes on."""
+    try:
+        fn(status)
+    except Exception as exc:
+        log.error("status callback %s: %s", getattr(fn, "__name__", fn), exc)
+
+
+def _key_name(pitch_classes: frozenset[int] | None) -> str | None:
+    """A name for a set of pitch classes given on the command line (the first tonic:scale that fits)."""
+    if pitch_classes is None:
+        return None
+    names = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+    for scale, steps in SCALES.items():
+        for pc, tonic in enumerate(names):
+            if frozenset((pc + s) % 12 for s in steps) == pitch_classes:
+                return f"{tonic}:{scale}"
+    return "custom"
 
 
 def _quiet_close(port) -> None:
@@ -449,8 +576,10 @@ def describe(server: Server) -> str:
     inp = {"virtual": f"virtual {vin!r}", "none": "none"}.get(opts.midi_in, repr(getattr(server.input_port, "name", opts.midi_in)))
     out = {"virtual": f"virtual {vout!r}", "none": "none"}.get(opts.midi_out, repr(getattr(server.output_port, "name", opts.midi_out)))
     clock = f"{opts.tempo:g} BPM internal clock" if opts.clock == "internal" else "following MIDI clock on the input"
-    return (f"musicrnn serve: {server.model_name} ({server.conductor.engine.codec.name} codec); {api}: in {inp}, "  # type: ignore[union-attr]
-            f"out {out} (channel {opts.channel}); {opts.mode}; {clock}; Ctrl-C to stop")
+    midi = "MIDI: none" if opts.midi_in == opts.midi_out == "none" else f"{api}: in {inp}, out {out} (channel {opts.channel})"
+    osc = f"; OSC on {server.osc.host}:{server.osc.port}" if server.osc is not None else ""
+    return (f"musicrnn serve: {server.model_name} ({server.conductor.engine.codec.name} codec); {midi}{osc}; "  # type: ignore[union-attr]
+            f"{opts.mode}; {clock}; Ctrl-C to stop")
 
 
 def serve(checkpoint, options: ServeOptions, seconds: float | None = None, status: bool | None = None,
