@@ -39,7 +39,7 @@ import torch
 
 from musicrnn.live.clock import now_ns
 from musicrnn.live.engine import Engine, configure_torch_for_live, fast_cpu_steps
-from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint
+from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint, quantized
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
 
@@ -97,10 +97,11 @@ def engine_times(model: MusicRNN, codec, events: int, seed: int = 0) -> dict:
             "tokens_per_decision": round(tokens / max(1, events), 2)}
 
 
-def measure_model(name: str, model: MusicRNN, codec, events: int) -> dict:
+def measure_model(name: str, model: MusicRNN, codec, events: int, params: int | None = None) -> dict:
     model.eval()
     token_times(model, codec, min(200, events))  # warm-up
-    return {"model": name, "params": model.num_parameters, "arch": f"{model.config.layers}x{model.config.hidden} {model.config.arch}",
+    return {"model": name, "params": params or model.num_parameters,
+            "arch": f"{model.config.layers}x{model.config.hidden} {model.config.arch}",
             "token": pct(token_times(model, codec, events)), **engine_times(model, codec, events)}
 
 
@@ -249,6 +250,11 @@ def main() -> None:
     result["default_model"] = measure_model(Path(args.model).name, ckpt.model, ckpt.codec, args.events)
     big = MusicRNN(ModelConfig(ckpt.codec.vocab_size, arch="gru", layers=2, hidden=1024, embedding=512))
     result["notochord_sized"] = measure_model("2x1024 GRU (random)", big, ckpt.codec, args.events)
+    # the fast path (`musicrnn serve --quantize int8`): a step reads a quarter of the weight bytes
+    result["default_model_int8"] = measure_model(Path(args.model).name + " int8", quantized(ckpt.model), ckpt.codec,
+                                                 args.events, ckpt.model.num_parameters)
+    result["notochord_sized_int8"] = measure_model("2x1024 GRU int8 (random)", quantized(big), ckpt.codec, args.events,
+                                                   big.num_parameters)
     result["notochord"] = measure_notochord(args.events)
     if args.no_jack:
         result["jack"] = {"skipped": "--no-jack"}
@@ -266,7 +272,7 @@ def main() -> None:
         return
     print(f"one torch thread, {result['cpu']}, torch {result['torch']}; codec {result['codec']}")
     print(f"{'model':<28}{'params':>11}  {'token p50/p99':>16}  {'decision p50/p99':>18}  {'per note p50/p99':>18}  {'feed p50/p99':>15}  ms")
-    for key in ("default_model", "notochord_sized"):
+    for key in ("default_model", "default_model_int8", "notochord_sized", "notochord_sized_int8"):
         r = result[key]
         print(f"{r['model'][:27]:<28}{r['params']:>11,}  {r['token']['p50']:>7.3f}/{r['token']['p99']:<7.3f}  "
               f"{r['decision']['p50']:>8.3f}/{r['decision']['p99']:<8.3f}  "

@@ -252,8 +252,10 @@ def train_cmd(data_folder, run_dir, resume, **options) -> None:
               help="Also compare MusPy music statistics of real excerpts, our samples and n-gram samples.")
 @click.option("--samples", type=int, default=64, show_default=True, help="--music-stats: pieces to generate.")
 @click.option("--bars", type=float, default=8, show_default=True, help="--music-stats: bars per generated piece.")
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="Score the int8 fast path that `musicrnn serve --quantize int8` plays with (CPU).")
 @user_errors
-def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_stats, samples, bars) -> None:
+def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_stats, samples, bars, quantize) -> None:
     """Score CHECKPOINT on a split of DATA_FOLDER: NLL per token, bits per token, perplexity,
     and for grid-codec data NLL per frame (nats) as in the published piano-roll tables.
 
@@ -263,6 +265,8 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
     import json as jsonlib
 
     from musicrnn.train import pick_device
+
+    from torch import device as torch_device
 
     dev = pick_device(device)
     if str(checkpoint).startswith("ngram:"):
@@ -274,6 +278,11 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
         from musicrnn.model import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint, dev)
+        if quantize != "none":
+            from musicrnn.model import quantized
+
+            dev = torch_device("cpu")
+            ckpt.model = quantized(ckpt.model, quantize)
         result = evaluate_checkpoint(ckpt, data_folder, split, str(dev), batch_size)
         if music_stats:
             from musicrnn.evaluate import music_stats_comparison
@@ -429,10 +438,12 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--osc-allow", multiple=True, metavar="ADDR",
               help="Only these client addresses or networks may send OSC, e.g. 192.168.1.20 or 192.168.1.0/24 "
                    "(repeatable; this machine is always allowed).")
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="int8: int8 weights for faster model steps on CPU (big models; see `musicrnn eval --quantize`).")
 @user_errors
 def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, clock_source, channel, silence_beats,
               answer_bars, beats_per_bar, answer_start, temperature, top_k, top_p, key, pitch_range, max_polyphony,
-              max_note_beats, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow) -> None:
+              max_note_beats, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow, quantize) -> None:
     """Jam live: the model listens on a MIDI input (and/or OSC) and answers on a MIDI output
     (and/or to OSC subscribers), in time.
 
@@ -463,7 +474,8 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
                            tempo=tempo, clock=clock_source, channel=channel, silence_beats=silence_beats,
                            answer_bars=answer_bars, beats_per_bar=beats_per_bar, answer_start=answer_start,
                            max_note_beats=max_note_beats, seed=seed, sampling=sampling, cc=parse_bindings(cc_bindings),
-                           learn=learn, osc_port=osc_port, osc_host=osc_host, osc_allow=tuple(osc_allow))
+                           learn=learn, osc_port=osc_port, osc_host=osc_host, osc_allow=tuple(osc_allow),
+                           quantize=quantize)
     options.validate()
     ckpt = load_checkpoint(model_path or default_model_path())
     serve(ckpt, options, seconds=seconds, echo=click.echo)

@@ -52,6 +52,7 @@ from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
 from musicrnn.live.engine import Engine, configure_torch_for_live
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
+from musicrnn.model import quantized
 from musicrnn.sample import SCALES, SamplingConfig, parse_key
 
 log = logging.getLogger("musicrnn.live")
@@ -67,6 +68,7 @@ NOTE_TYPES = ("note_on", "note_off")
 
 @dataclass
 class ServeOptions:
+    quantize: str = "none"  # "int8": int8 weights for faster model steps on CPU (see model.quantized)
     midi_in: str = "virtual"  # a port name (or a unique part of one), virtual, or none
     midi_out: str = "virtual"
     midi_api: str = "auto"  # auto | alsa | jack | coremidi | windows
@@ -277,7 +279,8 @@ class Server:
     def _make_engine(self, checkpoint) -> Engine:
         opts = self.options
         sampling = SamplingConfig(**vars(opts.sampling))
-        return Engine(checkpoint.model, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
+        model = quantized(checkpoint.model, opts.quantize)
+        return Engine(model, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
 
     # --- input thread --------------------------------------------------------------------------
     def _on_midi(self, msg: mido.Message) -> None:
