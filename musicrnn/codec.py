@@ -28,6 +28,8 @@ from musicrnn.midi import NOTE_DTYPE, Piece
 
 BOS = 0
 CODEC_FORMAT_VERSION = 1
+MAX_VOCAB = 65536  # prepared data stores tokens as uint16
+MAX_STEPS_PER_UNIT = 1000  # finest time grid: 1 ms (seconds unit) or 1/1000 beat (beats unit)
 PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 # token kinds, shared by all codecs so samplers can build masks without knowing the codec
@@ -63,6 +65,8 @@ class Codec(ABC):
     max_pitch: int
 
     def __init__(self) -> None:
+        if self.vocab_size > MAX_VOCAB:
+            raise CodecError(f"vocabulary of {self.vocab_size} tokens is more than the {MAX_VOCAB} that token files hold")
         self.token_kind = np.zeros(self.vocab_size, np.int8)
         self.token_pitch = np.full(self.vocab_size, -1, np.int16)
         self._fill_tables()
@@ -103,8 +107,8 @@ class Codec(ABC):
         notes: unmatched offs are ignored and every open note is closed at the end."""
         dec = self.stream_decoder()
         events: list[NoteEvent] = []
-        for t in np.asarray(tokens, dtype=np.int64).ravel():
-            events.extend(dec.feed(int(t)))
+        for t in _token_ids(tokens):
+            events.extend(dec.feed(t))
         events.extend(dec.close())
         return events_to_notes(events)
 
@@ -206,6 +210,14 @@ class Codec(ABC):
         return pitch, on, off, vel
 
 
+def _token_ids(tokens) -> list[int]:
+    """Token ids as Python ints (the stream decoders ignore ids outside the vocabulary)."""
+    try:
+        return np.asarray(tokens, dtype=np.int64).ravel().tolist()
+    except OverflowError:  # Python ints beyond int64: outside every vocabulary, but not an error
+        return [int(t) for t in np.asarray(tokens, dtype=object).ravel()]
+
+
 def _repeat_positions(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For groups of ``counts`` slots starting at ``starts``: (absolute slot, index in group)."""
     total = int(counts.sum())
@@ -301,11 +313,14 @@ class PerformanceCodec(Codec):
         self.time_unit = time_unit
         self._steps = float(steps_per_unit or (100 if time_unit == "seconds" else 12))
         self.max_shift_steps = int(max_shift_steps or (100 if time_unit == "seconds" else 48))
-        if self._steps <= 0 or self.max_shift_steps < 1:
-            raise CodecError("steps per unit and max shift steps must be positive")
+        if not (0 < self._steps <= MAX_STEPS_PER_UNIT) or self.max_shift_steps < 1:  # also refuses NaN
+            raise CodecError(f"steps per unit must be in (0, {MAX_STEPS_PER_UNIT}] and max shift steps positive, "
+                             f"not {self._steps} and {self.max_shift_steps}")
         self.velocity_bins = int(velocity_bins)
         self.min_pitch, self.max_pitch = int(min_pitch), int(max_pitch)
         self.default_velocity = int(default_velocity)
+        if not 1 <= self.default_velocity <= 127:
+            raise CodecError(f"default velocity must be 1-127, not {self.default_velocity}")
         p = self.num_pitches
         self.on0 = 1
         self.off0 = self.on0 + p
@@ -531,12 +546,14 @@ class GridCodec(Codec):
     ) -> None:
         if not (0 <= min_pitch <= max_pitch <= 127):
             raise CodecError(f"pitch range {min_pitch}-{max_pitch} must lie within 0-127")
-        if steps_per_beat < 1:
-            raise CodecError(f"steps per beat must be >= 1, not {steps_per_beat}")
+        if not 1 <= steps_per_beat <= MAX_STEPS_PER_UNIT:
+            raise CodecError(f"steps per beat must be 1-{MAX_STEPS_PER_UNIT}, not {steps_per_beat}")
         self.steps_per_beat = int(steps_per_beat)
         self.min_pitch, self.max_pitch = int(min_pitch), int(max_pitch)
         self.mark_restrikes = bool(mark_restrikes)
         self.velocity = int(velocity)
+        if not 1 <= self.velocity <= 127:
+            raise CodecError(f"grid codec velocity must be 1-127, not {self.velocity}")
         p = self.num_pitches
         self.pitch0 = 1  # PITCH(p): sounding (or, with mark_restrikes, struck in this step)
         self.hold0 = self.pitch0 + p if self.mark_restrikes else -1
@@ -736,7 +753,7 @@ def codec_from_dict(d: dict[str, Any]) -> Codec:
     if not isinstance(d, dict) or "type" not in d:
         raise CodecError("codec config is missing its 'type'; the file was not written by musicrnn")
     kind = d["type"]
-    if kind not in CODECS:
+    if not isinstance(kind, str) or kind not in CODECS:
         raise CodecError(f"unknown codec type {kind!r}; this musicrnn knows {sorted(CODECS)}")
     version = d.get("version")
     if version != CODEC_FORMAT_VERSION:
@@ -747,8 +764,8 @@ def codec_from_dict(d: dict[str, Any]) -> Codec:
     args = {k: v for k, v in d.items() if k not in ("type", "version")}
     try:
         return CODECS[kind](**args)
-    except TypeError as exc:
-        raise CodecError(f"bad {kind} codec config: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:  # wrong option names or value types
+        raise CodecError(f"bad {kind} codec config: {' '.join(str(exc).split())[:200]}") from None
 
 
 def frame_count(codec: Codec, tokens: np.ndarray) -> int:

@@ -269,15 +269,31 @@ def prepare(
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.write("\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _swap_in(tmp, out)
         return manifest
     except BaseException:
         for w in writers.values():
             w.fh.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out`` by renames only, so that whenever this process
+    dies (even SIGKILL), ``out`` is the old complete folder, the new complete one, or absent
+    (then the old one waits in ``.<name>.old`` until the next run) -- never half deleted."""
+    old = out.with_name(f".{out.name}.old")
+    if old.exists():
+        shutil.rmtree(old)  # left by a run killed between the two renames below
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)  # put the old data back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _chain(*iterables):
@@ -293,17 +309,41 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         raise DataError(f"{folder}: not a prepared data folder (no manifest.json); run: musicrnn data prepare SRC -o {folder}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: corrupt manifest ({exc}); prepare the data again") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+        raise DataError(f"{path}: corrupt manifest ({' '.join(str(exc).split())[:200]}); prepare the data again") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the manifest ({exc.strerror or exc}); prepare the data again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != "musicrnn-data":
         raise DataError(f"{path}: not a musicrnn data manifest; prepare the data again")
     version = manifest.get("format_version")
-    if version != MANIFEST_FORMAT_VERSION:
+    if type(version) is not int or version != MANIFEST_FORMAT_VERSION:
         raise DataError(
-            f"{path}: data format version {version} (musicrnn {manifest.get('musicrnn_version')}) is not "
+            f"{path}: data format version {version!r} (musicrnn {manifest.get('musicrnn_version')}) is not "
             f"supported by musicrnn {__version__} (data format version {MANIFEST_FORMAT_VERSION}); prepare the data again"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(f"{path}: damaged manifest ({problem}); prepare the data again")
     return manifest
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is missing or of the wrong type in a manifest of the current format, or None."""
+    if not isinstance(manifest.get("codec"), dict):
+        return "no codec"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        return "no splits"
+    for s in SPLITS:
+        counts = splits.get(s)
+        if not isinstance(counts, dict):
+            return f"no {s} split"
+        for key in ("pieces", "tokens", "notes", "frames"):
+            if type(counts.get(key)) is not int or counts[key] < 0:
+                return f"{s} {key} is {counts.get(key)!r}, not a count"
+    if not isinstance(manifest.get("rejected"), list):
+        return "no list of rejected files"
+    return None
 
 
 class TokenData:
@@ -324,9 +364,19 @@ class TokenData:
         if not tok_path.exists() or not off_path.exists():
             raise DataError(f"{self.folder}: split {split!r} files are missing; prepare the data again")
         size = tok_path.stat().st_size
+        if size % 2:
+            raise DataError(f"{self.folder}: {split}.tokens is truncated (odd size); prepare the data again")
         self.tokens = np.memmap(tok_path, dtype="<u2", mode="r") if size else np.zeros(0, np.uint16)
-        self.offsets = np.load(off_path)
-        if self.offsets[-1] != len(self.tokens):
+        try:
+            self.offsets = np.load(off_path, allow_pickle=False)
+        except Exception as exc:  # a damaged header makes numpy raise ValueError, but also SyntaxError, TokenError...
+            raise DataError(f"{self.folder}: {split}.offsets.npy is corrupt ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); "
+                            "prepare the data again") from None
+        offs = self.offsets
+        if (offs.ndim != 1 or offs.dtype.kind not in "iu" or len(offs) == 0 or offs[0] != 0
+                or np.any(np.diff(offs) < 0) or len(offs) - 1 != self.manifest["splits"][split]["pieces"]):
+            raise DataError(f"{self.folder}: {split}.offsets.npy does not match its manifest; prepare the data again")
+        if offs[-1] != len(self.tokens):
             raise DataError(f"{self.folder}: {split} offsets do not match its tokens; prepare the data again")
         if len(self.tokens) and int(self.tokens.max(initial=0)) >= self.codec.vocab_size:
             raise DataError(f"{self.folder}: {split} has tokens outside the codec's vocabulary; prepare the data again")

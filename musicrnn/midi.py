@@ -37,6 +37,10 @@ NOTE_DTYPE = np.dtype(
 
 DEFAULT_BPM = 120.0
 WRITE_TICKS_PER_BEAT = 480
+# The longest piece read: 65536 beats (about 9 hours at 120 BPM). Real files stay far below
+# (the longest in the test corpus: ~7,000 beats), but one corrupt delta time can put a note at
+# beat 10^12, and every codec's token count (the grid codec's memory) grows with the length.
+MAX_PIECE_BEATS = 65536
 
 
 def make_notes(rows: list[tuple] | None = None, **columns: np.ndarray) -> np.ndarray:
@@ -225,7 +229,8 @@ def load_midi(path: str | os.PathLike, require_notes: bool = True) -> Piece:
     """Load a MIDI file into a :class:`Piece` (times in beats), or raise :class:`MidiError`.
 
     The error message is one line: ``<path>: <reason>`` (corrupt, not a MIDI file, empty,
-    no notes). With ``require_notes=False`` a valid file without notes loads as an empty piece.
+    no notes, too long: a note past :data:`MAX_PIECE_BEATS`). With ``require_notes=False`` a
+    valid file without notes loads as an empty piece.
     """
     p = Path(path)
     if not p.exists():
@@ -249,6 +254,14 @@ def load_midi(path: str | os.PathLike, require_notes: bool = True) -> Piece:
     piece.notes = sanitize_notes(piece.notes)
     if require_notes and len(piece.notes) == 0:
         raise MidiError(f"{p}: no notes (the file is valid MIDI but contains no playable notes)")
+    if piece.duration_beats > MAX_PIECE_BEATS:
+        raise MidiError(
+            f"{p}: too long: a note ends at beat {piece.duration_beats:.6g}, past the {MAX_PIECE_BEATS} beats "
+            "(about 9 hours at 120 BPM) musicrnn reads; a corrupt delta time is the usual cause"
+        )
+    # tempo and metre changes past the limit affect no note (and could not be written back)
+    piece.tempos = [t for t in piece.tempos if t[0] <= MAX_PIECE_BEATS]
+    piece.time_signatures = [s for s in piece.time_signatures if s[0] <= MAX_PIECE_BEATS]
     return piece
 
 

@@ -7,11 +7,22 @@ list of :class:`Item` (one piece each, with its split when the source defines on
 - a folder of MIDI files (recursive; ``.mid .midi .kar .smf``) or a single MIDI file;
 - a Boulanger-Lewandowski piano-roll ``.mat`` file (keeps its own train/valid/test split);
 - ``music21:NAME`` (e.g. ``music21:bach``), a corpus shipped with music21 (``corpora`` extra).
+
+``.mat`` files are parsed in a child process: scipy's MATLAB reader is not hardened against
+corrupt or crafted files (a mutated file made it crash with SIGSEGV, scipy 1.17), so a bad file
+becomes a :class:`DataError` instead of taking the whole run down.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +37,8 @@ MAT_SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
 # others in eighth notes (Boulanger-Lewandowski et al. 2012)
 MAT_FRAME_BEATS = {"jsb": 1.0, "nottingham": 0.5, "musedata": 0.5, "piano": 0.5}
 MAT_LOWEST_PITCH = 21  # column 0 of the 88-key rolls is A0
+MAT_READ_TIMEOUT_S = 300.0  # the child process reading a .mat file is killed after this long
+_MAT_BAD_FILE = 3  # the child's exit status for "read it, and it is not a usable piano-roll file"
 
 
 @dataclass(frozen=True)
@@ -78,38 +91,105 @@ def find_items(src: str) -> list[Item]:
     return [Item("midi", p.name, str(p))]
 
 
-def _load_mat(path: Path) -> dict:
+def _read_mat_rolls(path: Path) -> dict[str, list[np.ndarray]]:
+    """Parse a piano-roll .mat file in this process: its boolean [frames, 88] rolls per split.
+    Only ever called in a child process (see :func:`_mat_rolls_isolated`)."""
     import scipy.io
 
     try:
         data = scipy.io.loadmat(str(path))
     except Exception as exc:
-        raise DataError(f"{path}: not a readable MATLAB piano-roll file ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: not a readable MATLAB piano-roll file ({' '.join(str(exc).split())[:200]})") from None
     missing = [k for k in MAT_SPLITS.values() if k not in data]
     if missing:
         raise DataError(f"{path}: missing {', '.join(missing)}; expected a Boulanger-Lewandowski piano-roll .mat")
-    return data
+    out: dict[str, list[np.ndarray]] = {}
+    for split, key in MAT_SPLITS.items():
+        rolls = []
+        for i, cell in enumerate(np.asarray(data[key]).ravel()):
+            roll = np.asarray(cell)
+            if roll.ndim != 2 or roll.shape[1] != 88 or not (np.issubdtype(roll.dtype, np.number) or roll.dtype == bool):
+                what = f"shape {list(roll.shape)}" if roll.dtype.kind in "biuf" else f"{roll.dtype} values"
+                raise DataError(f"{path}: {split} piece {i} has {what}, expected numbers of shape [frames, 88]")
+            if np.iscomplexobj(roll):
+                raise DataError(f"{path}: {split} piece {i} holds complex numbers, expected 0/1 piano-roll values")
+            rolls.append(roll > 0)
+        out[split] = rolls
+    return out
+
+
+def _mat_child(path: str, out: str) -> None:
+    """Child-process entry: parse ``path``, save the rolls to the ``.npz`` file ``out``."""
+    try:
+        rolls = _read_mat_rolls(Path(path))
+    except DataError as exc:
+        sys.stdout.write(str(exc))
+        sys.stdout.flush()
+        os._exit(_MAT_BAD_FILE)
+    arrays = {f"{split}_{i:06d}": roll for split, rs in rolls.items() for i, roll in enumerate(rs)}
+    np.savez(out, **arrays)
+
+
+# the child imports what this process imports (its sys.path), never from the current folder
+_CHILD_CODE = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[3]); "
+    "from musicrnn.sources import _mat_child; _mat_child(sys.argv[1], sys.argv[2])"
+)
+
+
+def _mat_rolls_isolated(path: Path) -> dict[str, list[np.ndarray]]:
+    """Parse ``path`` in a child process (a crash or hang there is a DataError here)."""
+    paths = [str(Path(__file__).resolve().parents[1])] + [p for p in sys.path if p and p != "."]
+    with tempfile.TemporaryDirectory(prefix="musicrnn-mat-") as tmp:
+        out = os.path.join(tmp, "rolls.npz")
+        try:
+            proc = subprocess.run([sys.executable, "-c", _CHILD_CODE, str(path), out, json.dumps(paths)],
+                                  capture_output=True, text=True, timeout=MAT_READ_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise DataError(f"{path}: reading it took longer than {MAT_READ_TIMEOUT_S:g} s; the file is corrupt or too large") from None
+        if proc.returncode == _MAT_BAD_FILE:
+            raise DataError(proc.stdout.strip() or f"{path}: not a usable piano-roll .mat file")
+        if proc.returncode != 0:
+            if proc.returncode < 0:
+                try:
+                    why = f"the MATLAB reader crashed ({signal.Signals(-proc.returncode).name})"
+                except ValueError:
+                    why = f"the MATLAB reader was killed by signal {-proc.returncode}"
+            else:
+                lines = proc.stderr.strip().splitlines()
+                why = f"the MATLAB reader failed: {lines[-1][:200] if lines else f'exit status {proc.returncode}'}"
+            raise DataError(f"{path}: not a readable MATLAB piano-roll file ({why}); the file is corrupt or not a .mat file")
+        rolls: dict[str, list[np.ndarray]] = {split: [] for split in MAT_SPLITS}
+        with np.load(out, allow_pickle=False) as npz:
+            for name in sorted(npz.files):
+                rolls[name.rsplit("_", 1)[0]].append(npz[name])
+    return rolls
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_mat_rolls(path: str, mtime_ns: int, size: int) -> dict[str, list[np.ndarray]]:
+    return _mat_rolls_isolated(Path(path))
+
+
+def _load_mat_rolls(path: Path) -> dict[str, list[np.ndarray]]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return _cached_mat_rolls(str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 def _mat_items(path: Path) -> list[Item]:
-    data = _load_mat(path)
+    rolls = _load_mat_rolls(path)
     items = []
-    for split, key in MAT_SPLITS.items():
-        cells = np.asarray(data[key]).ravel()
-        items += [Item("mat", f"{path.name}/{split}/{i:04d}", str(path), split, i) for i in range(len(cells))]
+    for split in MAT_SPLITS:
+        items += [Item("mat", f"{path.name}/{split}/{i:04d}", str(path), split, i) for i in range(len(rolls[split]))]
     return items
 
 
 def mat_rolls(path: str | Path, split: str) -> list[np.ndarray]:
     """The boolean [frames, 88] rolls of one split of a piano-roll .mat file."""
-    data = _load_mat(Path(path))
-    rolls = []
-    for i, cell in enumerate(np.asarray(data[MAT_SPLITS[split]]).ravel()):
-        roll = np.asarray(cell)
-        if roll.ndim != 2 or roll.shape[1] != 88:
-            raise DataError(f"{path}: {split} piece {i} has shape {list(roll.shape)}, expected [frames, 88]")
-        rolls.append(roll > 0)
-    return rolls
+    return list(_load_mat_rolls(Path(path))[split])
 
 
 def roll_to_notes(roll: np.ndarray, frame_beats: float, lowest_pitch: int = MAT_LOWEST_PITCH) -> np.ndarray:

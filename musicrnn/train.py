@@ -19,7 +19,7 @@ import platform
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -283,8 +283,15 @@ def train(
         ck = load_checkpoint(last_path)
         saved = ck.raw
         if ck.codec != codec:
-            raise CheckpointError(f"{last_path}: trained on a different codec than {data_folder}; resume with the same data")
-        cfg = TrainConfig(**{**asdict(cfg), **saved["train_config"], "device": cfg.device})
+            raise CheckpointError(f"{last_path}: trained with {ck.codec!r}, but {data_folder} was prepared with "
+                                  f"{codec!r}; resume with the same data")
+        missing = [k for k in ("train_config", "optimizer", "scheduler", "trainer", "rng_torch") if k not in saved]
+        if missing or not isinstance(saved["train_config"], dict):
+            raise CheckpointError(f"{last_path}: holds no training state ({', '.join(missing) or 'train_config'} "
+                                  "missing), so training cannot resume from it; it is a model-only checkpoint")
+        known = {f.name for f in fields(TrainConfig)}
+        cfg = TrainConfig(**{**asdict(cfg), **{k: v for k, v in saved["train_config"].items() if k in known},
+                             "device": cfg.device})
     torch.manual_seed(cfg.seed)
     model_cfg = ModelConfig(codec.vocab_size, cfg.arch, cfg.layers, cfg.hidden, cfg.embedding, cfg.dropout,
                             cfg.tie_weights, cfg.attention)
@@ -312,17 +319,23 @@ def train(
     step, best, bad_evals = 0, float("inf"), 0
     carried = None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        t = saved["trainer"]
-        step, best, bad_evals, lr_scale[0] = int(t["step"]), float(t["best"]), int(t["bad_evals"]), float(t["plateau_scale"])
-        saved_streams = t["streams"] if isinstance(t["streams"], list) else [t["streams"]]
-        if len(saved_streams) != world:
-            raise CheckpointError(f"{last_path}: saved with {len(saved_streams)} processes, resumed with {world}; resume with the same number")
-        streams.load_state_dict(saved_streams[rank])
-        torch.set_rng_state(saved["rng_torch"])
-        carried = _state_from_saved(saved.get("carried"), device)
+        try:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            t = saved["trainer"]
+            step, best, bad_evals, lr_scale[0] = int(t["step"]), float(t["best"]), int(t["bad_evals"]), float(t["plateau_scale"])
+            saved_streams = t["streams"] if isinstance(t["streams"], list) else [t["streams"]]
+            if len(saved_streams) != world:
+                raise CheckpointError(f"{last_path}: saved with {len(saved_streams)} processes, resumed with {world}; resume with the same number")
+            streams.load_state_dict(saved_streams[rank])
+            torch.set_rng_state(saved["rng_torch"])
+            carried = _state_from_saved(saved.get("carried"), device)
+        except CheckpointError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise CheckpointError(f"{last_path}: damaged training state ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:160]}); resume from an intact last.pt or start again") from None
 
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     if cfg.precision not in ("fp32", "bf16", "fp16"):
@@ -335,6 +348,9 @@ def train(
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:  # temp files of checkpoint writes cut short by a kill (the .pt files themselves are intact)
+        for stale in [*run_dir.glob(".last.pt.*.tmp"), *run_dir.glob(".best.pt.*.tmp")]:
+            stale.unlink(missing_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     if rank == 0 and not resume and metrics_path.exists():
         metrics_path.unlink()

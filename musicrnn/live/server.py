@@ -479,6 +479,10 @@ class Server:
     def _handle(self, t: int, msg: mido.Message) -> None:
         c = self.conductor
         assert c is not None
+        if msg.type == "control_change" and msg.control in (120, 123):
+            # the player's All Sound Off / All Notes Off: every key is up, even if a note-off was lost
+            for pitch in sorted(c.held):
+                c.human_note(t, pitch, 0)
         if msg.type == "note_on" and msg.velocity > 0:
             c.human_note(t, msg.note, msg.velocity)
         elif msg.type in NOTE_TYPES:

@@ -1,0 +1,366 @@
+"""What benchmarks/flood.py and benchmarks/soak.py (and their short CI versions in
+tests/test_live_stress.py) share: a private JACK server, ``musicrnn serve`` as a subprocess
+watched from outside (its memory, its output), a recording "DAW", a "player", and timing of
+answers.
+
+Everything started here is stopped by ``close()`` (or the context managers), also on errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import mido
+import numpy as np
+
+S = 1e9
+ANSWER_NOW_CC, PANIC_CC, MODE_CC = 24, 25, 23
+
+
+def now_ns() -> int:
+    return time.monotonic_ns()
+
+
+def pct(values_ns: Iterable[float]) -> dict:
+    """n, p50, p99, max of nanosecond values, in ms."""
+    a = np.asarray(list(values_ns), dtype=np.float64) / 1e6
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 2), "p99": round(float(np.percentile(a, 99)), 2),
+            "max": round(float(a.max()), 2)}
+
+
+class Jack:
+    """A private ``jackd -d dummy``; ``env`` is what clients need (JACK_DEFAULT_SERVER)."""
+
+    def __init__(self, name: str | None = None, env: dict[str, str] | None = None, backend=None) -> None:
+        self.proc = None
+        if env is not None:  # an already running server (the tests' jack_server fixture)
+            self.name, self.env, self.backend = name, env, backend
+            return
+        self.name = f"musicrnn-stress-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": self.name, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "64"], env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        os.environ["JACK_DEFAULT_SERVER"] = self.name
+        from musicrnn.live.midi_ports import _probe
+
+        deadline = time.monotonic() + 10
+        while _probe("jack") is not None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("jackd did not start")
+            time.sleep(0.05)
+        self.backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> "Jack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Recorder:
+    """The DAW: every message from the server's output, with its arrival time."""
+
+    def __init__(self, backend, port: str) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[tuple[int, mido.Message]] = []
+        self.port = backend.open_input(port, callback=self._got)
+
+    def _got(self, msg: mido.Message) -> None:
+        t = now_ns()
+        with self.lock:
+            self.messages.append((t, msg))
+
+    def note_ons(self, after: int = 0) -> list[int]:
+        with self.lock:
+            return [t for t, m in self.messages if m.type == "note_on" and m.velocity > 0 and t >= after]
+
+    def sounding(self) -> set[int]:
+        """Notes whose note-on has had no note-off (yet); a re-strike without an off counts as stuck."""
+        on: set[int] = set()
+        with self.lock:
+            for _, m in self.messages:
+                if m.type == "note_on" and m.velocity > 0:
+                    on.add(m.note)
+                elif m.type in ("note_on", "note_off"):
+                    on.discard(m.note)
+                elif m.type == "control_change" and m.control == 123:  # all notes off (panic)
+                    on.clear()
+        return on
+
+    def restrikes_without_off(self) -> int:
+        on: set[int] = set()
+        bad = 0
+        with self.lock:
+            for _, m in self.messages:
+                if m.type == "note_on" and m.velocity > 0:
+                    bad += m.note in on
+                    on.add(m.note)
+                elif m.type in ("note_on", "note_off"):
+                    on.discard(m.note)
+        return bad
+
+    def close(self) -> None:
+        self.port.close()
+
+
+class Serve:
+    """``python -m musicrnn serve`` on virtual JACK ports, watched from outside; always stopped."""
+
+    def __init__(self, jack: Jack, model: str | Path, port_name: str, *args: str, osc: bool = False) -> None:
+        import psutil
+
+        self.port_name = port_name
+        cmd = [sys.executable, "-m", "musicrnn", "serve", "--model", str(model), "--midi-api", "jack",
+               "--midi-in", "virtual", "--midi-out", "virtual", "--port-name", port_name, *args]
+        if osc:
+            cmd += ["--osc-port", "0"]
+        env = {**jack.env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.ps = psutil.Process(self.proc.pid)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(s, d), daemon=True)
+                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for r in self._readers:
+            r.start()
+        self.osc_port: int | None = None
+
+    @staticmethod
+    def _read(stream, dest: list[str]) -> None:
+        for line in stream:
+            dest.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not any("Ctrl-C to stop" in line for line in self.out):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"musicrnn serve did not start (rc {self.proc.poll()}): {' | '.join(self.err[-5:])}")
+            time.sleep(0.02)
+        ready = next(line for line in self.out if "Ctrl-C to stop" in line)
+        m = re.search(r"OSC on [^:;]+:(\d+)", ready)
+        self.osc_port = int(m.group(1)) if m else None
+
+    def rss_mb(self) -> float:
+        return self.ps.memory_info().rss / 2**20
+
+    def terminate(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        for r in self._readers:
+            r.join(5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def notes_in(self) -> int | None:
+        for line in self.out:
+            m = re.search(r"stopped: (\d+) notes in", line)
+            if m:
+                return int(m.group(1))
+        return None
+
+    def tracebacks(self) -> list[str]:
+        return [line for line in self.err if "Traceback" in line or "Error" in line]
+
+
+class Session:
+    """A JACK server (own or given), a serve process, a recorder and a player, closed together."""
+
+    def __init__(self, model: str | Path, *serve_args: str, jack: Jack | None = None, osc: bool = False,
+                 port_name: str | None = None) -> None:
+        self._own_jack = jack is None
+        self.jack = jack or Jack()
+        self.serve: Serve | None = None
+        self.rec: Recorder | None = None
+        self.player = None
+        self.osc: OscClient | None = None
+        try:
+            name = port_name or f"mrs{uuid.uuid4().hex[:5]}"
+            self.serve = Serve(self.jack, model, name, *serve_args, osc=osc)
+            self.serve.wait_ready()
+            self.rec = Recorder(self.jack.backend, self._port("input", f"{name} out"))
+            self.player_port = self._port("output", f"{name} in")
+            self.player = self.jack.backend.open_output(self.player_port)
+            if osc and self.serve.osc_port:
+                self.osc = OscClient(self.serve.osc_port)
+        except BaseException:
+            self.close()
+            raise
+
+    def _port(self, kind: str, part: str) -> str:
+        names = self.jack.backend.get_input_names() if kind == "input" else self.jack.backend.get_output_names()
+        found = [n for n in names if part in n]
+        if len(found) != 1:
+            raise RuntimeError(f"{kind} port {part!r} among {names}")
+        return found[0]
+
+    def cc(self, control: int, value: int) -> None:
+        self.player.send(mido.Message("control_change", control=control, value=value))
+
+    def play(self, pitches: Iterable[int], dur: float = 0.12, gap: float = 0.04) -> None:
+        for p in pitches:
+            self.player.send(mido.Message("note_on", note=p, velocity=90))
+            time.sleep(dur)
+            self.player.send(mido.Message("note_off", note=p))
+            time.sleep(gap)
+
+    def answer_latency(self, timeout: float = 2.0) -> int | None:
+        """End of call (CC 24) -> the first note of the answer, in ns (None: no answer in time).
+        The server runs with --answer-start now, so this is the reaction time of the engine."""
+        t0 = now_ns()
+        self.cc(ANSWER_NOW_CC, 127)
+        self.cc(ANSWER_NOW_CC, 0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ons = self.rec.note_ons(after=t0)  # type: ignore[union-attr]
+            if ons:
+                return ons[0] - t0
+            time.sleep(0.001)
+        return None
+
+    def close(self) -> int | None:
+        rc = None
+        if self.osc is not None:
+            self.osc.close()
+        if self.serve is not None:
+            try:
+                rc = self.serve.terminate()
+            except subprocess.TimeoutExpired:
+                self.serve.kill()
+            self.serve.kill()
+        time.sleep(0.05)
+        for client in (self.rec, self.player):
+            if client is not None:
+                client.close()
+        self.rec_closed = True
+        if self._own_jack:
+            self.jack.close()
+        return rc
+
+
+class OscClient:
+    """Just enough OSC to ask for status and load a model (UDP on loopback)."""
+
+    def __init__(self, port: int) -> None:
+        self.addr = ("127.0.0.1", port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+
+    def send(self, address: str, *args) -> None:
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        b = OscMessageBuilder(address)
+        for a in args:
+            b.add_arg(a)
+        self.sock.sendto(b.build().dgram, self.addr)
+
+    def request(self, address: str, *args, want: str = "/musicrnn/status", timeout: float = 10.0):
+        """Send, then wait for a reply to ``want`` (or /musicrnn/error): (address, args) or None."""
+        from pythonosc.osc_message import OscMessage
+
+        self.sock.settimeout(0)
+        try:
+            while True:
+                self.sock.recv(65536)  # drop stale replies
+        except (BlockingIOError, OSError):
+            pass
+        self.send(address, *args)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, OSError):
+                break
+            try:
+                msg = OscMessage(data)
+            except Exception:
+                continue
+            if msg.address in (want, "/musicrnn/error"):
+                return msg.address, list(msg.params)
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_FLOOD_CODE = r"""
+import json, sys, time
+import mido
+port_name, rate, seconds, lo, hi = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+port = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True).open_output(port_name)
+msgs = []
+for i in range(2000):
+    p = lo + (i * 7) % (hi - lo)
+    msgs += [mido.Message("note_on", note=p, velocity=1 + i % 127), mido.Message("note_off", note=p)]
+    if i % 50 == 0:
+        msgs.append(mido.Message("control_change", control=70, value=i % 128))  # CC 70 drives no control
+sys.stdout.write("ready\n"); sys.stdout.flush()
+sys.stdin.readline()
+sent, t0 = 0, time.perf_counter()
+end = t0 + seconds
+while True:
+    now = time.perf_counter()
+    if now >= end:
+        break
+    due = int((now - t0) * rate)
+    while sent < due:
+        port.send(msgs[sent % len(msgs)])
+        sent += 1
+    time.sleep(0.0005)
+elapsed = time.perf_counter() - t0
+for p in range(lo, hi):  # whatever was cut short: every key up
+    port.send(mido.Message("note_off", note=p))
+time.sleep(0.05)
+port.close()
+print(json.dumps({"messages": sent, "seconds": round(elapsed, 3), "rate": round(sent / elapsed)}))
+"""
+
+
+def flood(jack: Jack, port: str, rate: float, seconds: float, pitches: tuple[int, int] = (36, 96)) -> dict:
+    """From a process of its own (so that it competes with nobody's GIL here): note-on/note-off
+    pairs (every note-on followed by its note-off, and some CCs that drive nothing) to ``port``
+    at ``rate`` messages per second for ``seconds``; then every key up. Returns what was sent."""
+    import json
+
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOD_CODE, port, str(rate), str(seconds), str(pitches[0]), str(pitches[1])],
+                            env=jack.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+            raise RuntimeError(f"flood sender did not start: {proc.stderr.read()[-500:]}")  # type: ignore[union-attr]
+        out, err = proc.communicate("go\n", timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"flood sender failed: {err[-500:]}")
+    return json.loads(out.strip().splitlines()[-1])
