@@ -91,7 +91,7 @@ def test_sigint_then_resume_matches_uninterrupted_run(jsb, tmp_path):
 def test_ddp_two_cpu_processes_keep_identical_weights(jsb, tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                     str(worker), str(jsb), str(tmp_path / "run"), str(tmp_path)],
                    check=True, capture_output=True, env=env, timeout=300)
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
