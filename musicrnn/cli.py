@@ -479,6 +479,7 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
     options.validate()
     ckpt = load_checkpoint(model_path or default_model_path())
     serve(ckpt, options, seconds=seconds, echo=click.echo)
+    _FAST_EXIT["after_live_session"] = True
 
 
 @cli.command("ports")
@@ -499,9 +500,21 @@ def ports_cmd(midi_api) -> None:
         click.echo("  outputs: " + (", ".join(repr(n) for n in entry.outputs) or "none"))
 
 
+# Set once `serve` has closed every port and sent every note-off: the process then exits without
+# interpreter teardown, during which the MIDI system's threads could still call into Python
+# (seen as a rare SIGSEGV at exit under JACK).
+_FAST_EXIT = {"after_live_session": False}
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
+    except SystemExit as exc:
+        if _FAST_EXIT["after_live_session"]:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+        raise
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
