@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,7 +46,7 @@ from musicrnn.codec import (
 )
 from musicrnn.errors import MusicRNNError
 from musicrnn.live.clock import now_ns
-from musicrnn.model import MusicRNN
+from musicrnn.model import MusicRNN, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
 MAX_NOTE_BEATS = 8.0  # grid codecs: the model may hold a note at most this long (a sampling constraint)
@@ -59,11 +58,9 @@ def configure_torch_for_live() -> None:
     torch.set_num_threads(1)
 
 
-@contextmanager
 def fast_cpu_steps():
-    """oneDNN off for the duration: faster batch-1 RNN steps on CPU."""
-    with torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None):
-        yield
+    """The fast CPU kernels for batch-1 steps (oneDNN off), as compose uses for small batches."""
+    return inference_mode_for("cpu", 1)
 
 
 def _fork(obj: Any) -> Any:
