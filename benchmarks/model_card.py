@@ -30,12 +30,14 @@ def main() -> None:
     ap.add_argument("--card", default=None, help="card path (default: OUT with .md)")
     ap.add_argument("--shown-data", default=None, help="data folder path to print in the card (default: DATA)")
     ap.add_argument("--train-command", default=None, help="training command to print (default: from the checkpoint)")
+    ap.add_argument("--train-seconds", type=float, default=None, help="training time (default: from metrics.jsonl)")
+    ap.add_argument("--notes", default="", help="a paragraph on how the run went, for the card")
     args = ap.parse_args()
 
     src = load_checkpoint(args.run_checkpoint)
     metrics_path = Path(args.run_checkpoint).parent / "metrics.jsonl"
     rows = [json.loads(x) for x in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
-    train_seconds = max((r.get("time", 0.0) for r in rows), default=0.0)
+    train_seconds = args.train_seconds if args.train_seconds is not None else max((r.get("time", 0.0) for r in rows), default=0.0)
     out = export_checkpoint(args.run_checkpoint, args.out, half=True,
                             meta={"train_seconds": train_seconds, "published": time.strftime("%Y-%m-%d")})
     ck = load_checkpoint(out)
@@ -81,6 +83,8 @@ def main() -> None:
         f"{m.get('world_size', 1)} process(es)",
         f"- full training config: `{json.dumps(m.get('train_config'))}`",
     ]
+    if args.notes:
+        lines += ["", args.notes]
     if args.why:
         lines += ["", "## Why this codec and data", "", args.why]
     card = Path(args.card) if args.card else out.with_suffix(".md")

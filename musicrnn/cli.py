@@ -190,6 +190,10 @@ def data_stats_cmd(folder) -> None:
 @click.option("--seq-len", type=int, default=128, show_default=True, help="Tokens per row per step (truncated BPTT).")
 @click.option("--epochs", type=float, default=None, help="Passes over the training pieces.")
 @click.option("--max-steps", type=int, default=None, help="Optimizer steps (stops at whichever of --epochs/--max-steps comes first).")
+@click.option("--time-limit", type=float, default=None, metavar="MINUTES",
+              help="Stop after this many minutes (the cosine schedule then decays by time; not bit-reproducible).")
+@click.option("--init-from", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="CKPT",
+              help="Fine-tune: start from this checkpoint's weights and architecture (same codec as DATA_FOLDER).")
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
 @click.option("--optimizer", type=click.Choice(["adamw", "rmsprop"]), default="adamw", show_default=True)
 @click.option("--clip", type=float, default=1.0, show_default=True, help="Gradient-norm clip (0 = off).")

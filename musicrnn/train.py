@@ -19,7 +19,7 @@ import platform
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +49,8 @@ class TrainConfig:
     seq_len: int = 128  # tokens per row per step (truncated BPTT length)
     epochs: float | None = None  # stop after this many passes over the training pieces
     max_steps: int | None = None  # or after this many steps (whichever comes first)
+    time_limit: float | None = None  # or after this many minutes; the cosine schedule then decays by time too
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning); its architecture wins
     lr: float = 2e-3
     optimizer: str = "adamw"  # adamw | rmsprop
     weight_decay: float = 0.01
@@ -200,12 +202,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+def _lr_lambda(cfg: TrainConfig, total_steps: int, time_progress: Callable[[], float] = lambda: 0.0) -> Callable[[int], float]:
+    """Warm-up, then cosine decay by whichever runs out first: steps or (with a time limit) minutes."""
+
     def f(step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         if cfg.schedule != "cosine" or total_steps <= 0:
             return warm
-        progress = min(1.0, step / max(1, total_steps))
+        progress = min(1.0, max(step / max(1, total_steps), time_progress()))
         return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     return f
@@ -216,7 +220,7 @@ class TrainResult:
     run_dir: Path
     steps: int
     best_valid_nll: float
-    stopped: str  # "done" | "early-stopped" | "interrupted"
+    stopped: str  # "done" | "early-stopped" | "time-limit" | "interrupted"
     model: Any = None  # the trained model as it is at the end (not necessarily the best)
 
 
@@ -293,17 +297,41 @@ def train(
         cfg = TrainConfig(**{**asdict(cfg), **{k: v for k, v in saved["train_config"].items() if k in known},
                              "device": cfg.device})
     torch.manual_seed(cfg.seed)
+    init_weights = None
+    if cfg.init_from and saved is None:
+        init = load_checkpoint(cfg.init_from)
+        if init.codec != codec:
+            raise CheckpointError(f"{cfg.init_from}: trained with {init.codec!r}, but {data_folder} was prepared with "
+                                  f"{codec!r}; prepare the data with the checkpoint's codec options to fine-tune it")
+        c = init.model.config  # the checkpoint's architecture wins; dropout is this run's
+        cfg = replace(cfg, arch=c.arch, layers=c.layers, hidden=c.hidden, embedding=c.embedding,
+                      tie_weights=c.tie_weights, attention=c.attention)
+        init_weights = init.model.state_dict()
     model_cfg = ModelConfig(codec.vocab_size, cfg.arch, cfg.layers, cfg.hidden, cfg.embedding, cfg.dropout,
                             cfg.tie_weights, cfg.attention)
-    model = MusicRNN(model_cfg).to(device)
+    model = MusicRNN(model_cfg)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
+    model = model.to(device)
     streams = PieceStreams(train_data, cfg, rank, world)
     steps_per_epoch = max(1, int(math.ceil(train_data.num_tokens / world / (cfg.batch_size * cfg.seq_len))))
     total_steps = cfg.max_steps or 0
     if cfg.epochs:
         by_epochs = int(math.ceil(cfg.epochs * steps_per_epoch))
         total_steps = min(total_steps, by_epochs) if total_steps else by_epochs
+    if not total_steps and cfg.time_limit:
+        total_steps = 2**62  # the time limit ends training
     if not total_steps:
-        raise MusicRNNError("give --epochs or --max-steps so training knows when to stop")
+        raise MusicRNNError("give --epochs, --max-steps or --time-limit so training knows when to stop")
+    limit_s = cfg.time_limit * 60 if cfg.time_limit else None
+    clock = {"offset": 0.0, "start": time.perf_counter()}  # training seconds so far (offset: before a resume)
+
+    def train_seconds() -> float:
+        return clock["offset"] + time.perf_counter() - clock["start"]
+
+    def time_progress() -> float:
+        return train_seconds() / limit_s if limit_s else 0.0
+
     eval_every = cfg.eval_every or steps_per_epoch
 
     if cfg.optimizer == "adamw":
@@ -313,7 +341,7 @@ def train(
     else:
         raise MusicRNNError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or rmsprop")
     lr_scale = [1.0]  # halved on plateaus (schedule "plateau"); saved for resume
-    base_lambda = _lr_lambda(cfg, total_steps)
+    base_lambda = _lr_lambda(cfg, total_steps, time_progress)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: base_lambda(s) * lr_scale[0])
 
     step, best, bad_evals = 0, float("inf"), 0
@@ -325,6 +353,7 @@ def train(
             sched.load_state_dict(saved["scheduler"])
             t = saved["trainer"]
             step, best, bad_evals, lr_scale[0] = int(t["step"]), float(t["best"]), int(t["bad_evals"]), float(t["plateau_scale"])
+            clock["offset"] = float(t.get("elapsed", 0.0))
             saved_streams = t["streams"] if isinstance(t["streams"], list) else [t["streams"]]
             if len(saved_streams) != world:
                 raise CheckpointError(f"{last_path}: saved with {len(saved_streams)} processes, resumed with {world}; resume with the same number")
@@ -398,7 +427,7 @@ def train(
             optimizer=opt.state_dict(),
             scheduler=sched.state_dict(),
             trainer={"step": step, "best": best, "bad_evals": bad_evals, "plateau_scale": lr_scale[0],
-                     "streams": streams_state},
+                     "streams": streams_state, "elapsed": train_seconds()},
             rng_torch=torch.get_rng_state(),
             carried=_state_to_saved(carried),
         )
@@ -408,6 +437,7 @@ def train(
     window_tokens, window_loss, window_n = 0, 0.0, 0
     compute_time, window_start = 0.0, time.perf_counter()
     start_time = time.perf_counter()
+    clock["start"] = start_time
     with _Interrupt() as interrupt:
         while step < total_steps:
             if interrupt.hit:
@@ -444,7 +474,7 @@ def train(
 
             if step % cfg.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
-                row = {"step": step, "total_steps": total_steps, "epoch": round(streams.epochs_done, 4),
+                row = {"step": step, "total_steps": total_steps if total_steps < 2**62 else None, "epoch": round(streams.epochs_done, 4),
                        "train_loss": window_loss / window_n,
                        "lr": opt.param_groups[0]["lr"], "tokens_per_s": window_tokens / max(elapsed, 1e-9),
                        "compute_share": compute_time / max(elapsed, 1e-9), "time": time.perf_counter() - start_time}
@@ -452,7 +482,8 @@ def train(
                 window_tokens, window_loss, window_n, compute_time = 0, 0.0, 0, 0.0
                 window_start = time.perf_counter()
 
-            if step % eval_every == 0 or step == total_steps:
+            out_of_time = limit_s is not None and _agree(train_seconds() >= limit_s, distributed, device)
+            if step % eval_every == 0 or step == total_steps or out_of_time:
                 v = validate()
                 improved = v < best - 1e-6
                 if improved:
@@ -470,6 +501,9 @@ def train(
                 if cfg.patience and bad_evals >= cfg.patience:
                     stopped = "early-stopped"
                     break
+                if out_of_time:
+                    stopped = "time-limit"
+                    break
                 window_start = time.perf_counter()
                 compute_time = 0.0
                 window_tokens, window_loss, window_n = 0, 0.0, 0
@@ -480,6 +514,17 @@ def train(
 
         dist.barrier()
     return TrainResult(run_dir, step, best, stopped, model)
+
+
+def _agree(flag: bool, distributed: bool, device: torch.device | None = None) -> bool:
+    """Under DDP every rank must stop at the same step: true if any rank says so."""
+    if not distributed:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _state_to_saved(state):

@@ -147,3 +147,33 @@ def test_checkpoint_version_mismatch_names_both_versions(tmp_path):
     torch.save(raw, tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match=r"version 99.*version 1"):
         load_checkpoint(tmp_path / "m.pt")
+
+
+def test_time_limit_stops_training_and_decays_the_schedule(jsb, tmp_path):
+    cfg = TrainConfig(**TINY, time_limit=0.05, eval_every=10**6, eval_max_pieces=4, log_every=1)  # 3 seconds
+    t0 = time.perf_counter()
+    result = train(jsb, tmp_path / "run", cfg)
+    assert result.stopped == "time-limit"
+    assert 2.5 < time.perf_counter() - t0 < 30
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert lrs[-1] < 0.2 * max(lrs)  # the cosine ran out with the clock, not with a step count
+    assert any("valid_nll" in r for r in rows) and (tmp_path / "run" / "best.pt").exists()
+
+
+def test_init_from_fine_tunes_a_checkpoint_with_its_architecture(jsb, tmp_path):
+    first = train(jsb, tmp_path / "a", TrainConfig(**TINY, max_steps=4, eval_every=4, eval_max_pieces=4))
+    ft = train(jsb, tmp_path / "b", TrainConfig(**{**TINY, "hidden": 999, "dropout": 0.5}, max_steps=1, lr=0.0,
+                                                 eval_every=1, eval_max_pieces=4, init_from=str(tmp_path / "a" / "best.pt")))
+    ck = load_checkpoint(tmp_path / "b" / "best.pt")
+    assert ck.model.config.hidden == 32 and ck.model.config.dropout == 0.5  # architecture from the checkpoint
+    for name, w in _weights(tmp_path / "a" / "best.pt").items():  # lr 0: the weights are the starting ones
+        assert torch.equal(w, _weights(tmp_path / "b" / "best.pt")[name]), name
+    assert first.steps == 4 and ft.steps == 1
+
+
+def test_init_from_refuses_a_checkpoint_of_another_codec(jsb, tmp_path):
+    other = MusicRNN(ModelConfig(GridCodec(steps_per_beat=4).vocab_size, hidden=8, embedding=4, layers=1))
+    save_checkpoint(tmp_path / "other.pt", other, GridCodec(steps_per_beat=4))
+    with pytest.raises(CheckpointError, match="codec options"):
+        train(jsb, tmp_path / "b", TrainConfig(**TINY, max_steps=1, init_from=str(tmp_path / "other.pt")))
