@@ -111,26 +111,26 @@ def evaluate_checkpoint(ckpt, data_folder, split: str = "test", device: str = "c
 
 
 def real_excerpts(data_folder, split: str, bars: float, beats_per_bar: float = 4.0, limit: int | None = None) -> list[np.ndarray]:
-    """Held-out pieces cut into excerpts of ``bars`` bars (notes in beats), to compare with
-    generated pieces of the same length."""
+    """The opening ``bars`` bars of each held-out piece (notes in beats).
+
+    Generated pieces start from nothing (BOS), i.e. they are piece openings, so the fair real
+    counterpart is the opening of every held-out piece: one excerpt per piece, all pieces
+    weighted alike (taking every excerpt of the first pieces instead would over-represent long
+    pieces and whichever corpus comes first in a mixed folder)."""
     from musicrnn.corpus import TokenData
 
     data = TokenData(data_folder, split)
     span = bars * beats_per_bar
     out = []
     for i in range(len(data)):
-        piece = data.codec.decode_piece(data.piece(i))
-        notes = piece.notes
-        end = piece.duration_beats
-        for s in np.arange(0.0, end - span + 1e-9, span):
-            sel = notes[(notes["start"] >= s) & (notes["start"] < s + span)].copy()
-            sel["start"] -= s
-            sel["end"] = np.minimum(sel["end"] - s, span)
-            if len(sel):
-                out.append(sel)
+        notes = data.codec.decode_piece(data.piece(i)).notes
+        sel = notes[notes["start"] < span].copy()
+        sel["end"] = np.minimum(sel["end"], span)
+        if len(sel):
+            out.append(sel)
         if limit and len(out) >= limit:
             break
-    return out[:limit] if limit else out
+    return out
 
 
 def music_stats_comparison(ckpt, data_folder, split: str = "test", samples: int = 64, bars: float = 8.0,
@@ -154,7 +154,7 @@ def music_stats_comparison(ckpt, data_folder, split: str = "test", samples: int 
     ours = notes_of(generate(ckpt.model, codec, samples, steps, cfg, seed))
     lm = fit_ngram(data_folder, ngram_order)
     base = notes_of(generate(NGramStepper(lm), codec, samples, steps, cfg, seed))  # type: ignore[arg-type]
-    real = real_excerpts(data_folder, split, bars, limit=max(samples, 256))
+    real = real_excerpts(data_folder, split, bars)
     table = {"real": mean_stats(real), "ours": mean_stats(ours), f"{ngram_order}-gram": mean_stats(base)}
     wins, total = closer_count(table["real"], table["ours"], table[f"{ngram_order}-gram"])
     return {"stats": table, "ours_closer": wins, "compared": total, "samples": samples, "bars": bars,

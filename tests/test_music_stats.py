@@ -1,0 +1,47 @@
+"""`musicrnn eval --music-stats`: real piece openings vs our samples vs the n-gram's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from musicrnn.cli import cli
+from musicrnn.codec import GridCodec
+from musicrnn.corpus import TokenData, prepare
+from musicrnn.evaluate import real_excerpts
+from musicrnn.music_stats import mean_stats
+
+STATS = {"pitch_class_entropy", "scale_consistency", "polyphony", "polyphony_rate", "empty_beat_rate",
+         "groove_consistency", "pitch_range", "note_density"}
+
+
+@pytest.fixture(scope="module")
+def jsb(tmp_path_factory, jsb_path):
+    out = tmp_path_factory.mktemp("data") / "jsb"
+    prepare([str(jsb_path)], out, GridCodec(steps_per_beat=2, mark_restrikes=True))
+    return out
+
+
+def test_real_excerpts_are_the_opening_of_every_piece(jsb):
+    test = TokenData(jsb, "test")
+    excerpts = real_excerpts(jsb, "test", bars=2)
+    assert len(excerpts) == len(test)  # one per piece: no piece counts more than another
+    first = test.codec.decode_piece(test.piece(0)).notes
+    assert np.array_equal(np.sort(excerpts[0]["pitch"]), np.sort(first[first["start"] < 8]["pitch"]))
+    for ex in excerpts:
+        assert (ex["start"] >= 0).all() and (ex["start"] < 8).all() and (ex["end"] <= 8).all()
+    stats = mean_stats(excerpts)
+    assert set(stats) == STATS and 3.0 < stats["polyphony"] < 4.5  # chorales: four voices
+
+
+def test_eval_music_stats_cli_prints_the_comparison(jsb):
+    res = CliRunner().invoke(cli, ["eval", "musicrnn/models/default.pt", str(jsb), "--split", "test", "--json",
+                                   "--music-stats", "--samples", "4", "--bars", "2"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)["music_stats"]
+    assert set(out["stats"]) == {"real", "ours", "5-gram"}
+    assert all(set(t) == STATS for t in out["stats"].values())
+    assert 0 <= out["ours_closer"] <= out["compared"] == 8 and out["samples"] == 4
