@@ -80,17 +80,60 @@ class Jack:
 
 
 class Recorder:
-    """The DAW: every message from the server's output, with its arrival time."""
+    """The DAW: every message from the server's output, with its arrival time.
+
+    It reads through python-rtmidi's own queue (filled in C inside JACK's process thread) and a
+    Python thread that drains it, not through a Python callback (mido's way). A callback runs in
+    JACK's process thread and must take the GIL first; when that wait outlasts a JACK period,
+    the sender has already rewritten the port buffer, ``jack_midi_event_get`` fails, and RtMidi
+    (which ignores that) hands the previous event again in place of the rest of the period's
+    events (and the periods it missed are lost). Ten note-ons 40..49 sent while the GIL was held
+    arrived as ten note-ons 40: phantom re-strikes, lost note-offs. That is what the 10-minute
+    soak's one "re-strike without a note-off" was (tests/test_live_stress.py reproduces it).
+
+    Arrival times: RtMidi stamps each message in the JACK thread (a delta to the previous one,
+    from ``jack_get_time``); the drain's clock is an upper bound for each message, so a message
+    arrived at ``min(drained, previous arrival + delta)``.
+    """
+
+    QUEUE = 65536  # messages RtMidi may hold for the drain thread
 
     def __init__(self, backend, port: str) -> None:
+        import rtmidi
+
         self.lock = threading.Lock()
         self.messages: list[tuple[int, mido.Message]] = []
-        self.port = backend.open_input(port, callback=self._got)
+        self.overflow = False
+        api = getattr(rtmidi, f"API_{getattr(backend, 'api', None) or 'UNIX_JACK'}")
+        self._rt = rtmidi.MidiIn(api, name=f"recorder-{uuid.uuid4().hex[:5]}", queue_size_limit=self.QUEUE)
+        self._rt.ignore_types(sysex=True, timing=True, active_sense=True)
+        names = self._rt.get_ports()
+        if port not in names:
+            self._rt.delete()
+            raise RuntimeError(f"input port {port!r} not among {names}")
+        self._rt.open_port(names.index(port), name="in")
+        self._last: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="recorder", daemon=True)
+        self._thread.start()
 
-    def _got(self, msg: mido.Message) -> None:
-        t = now_ns()
-        with self.lock:
-            self.messages.append((t, msg))
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            got = self._rt.get_message()
+            if got is None:
+                time.sleep(0.0003)
+                continue
+            data, delta = got
+            t = now_ns()
+            if self._last is not None:
+                t = min(t, self._last + int(delta * S))
+            self._last = t
+            try:
+                msg = mido.Message.from_bytes(data)
+            except ValueError:
+                continue
+            with self.lock:
+                self.messages.append((t, msg))
 
     def note_ons(self, after: int = 0) -> list[int]:
         with self.lock:
@@ -98,45 +141,61 @@ class Recorder:
 
     def sounding(self) -> set[int]:
         """Notes whose note-on has had no note-off (yet); a re-strike without an off counts as stuck."""
-        on: set[int] = set()
         with self.lock:
-            for _, m in self.messages:
-                if m.type == "note_on" and m.velocity > 0:
-                    on.add(m.note)
-                elif m.type in ("note_on", "note_off"):
-                    on.discard(m.note)
-                elif m.type == "control_change" and m.control == 123:  # all notes off (panic)
-                    on.clear()
-        return on
+            return sounding([m for _, m in self.messages])
 
     def restrikes_without_off(self) -> int:
-        on: set[int] = set()
-        bad = 0
         with self.lock:
-            for _, m in self.messages:
-                if m.type == "note_on" and m.velocity > 0:
-                    bad += m.note in on
-                    on.add(m.note)
-                elif m.type in ("note_on", "note_off"):
-                    on.discard(m.note)
-        return bad
+            return restrikes_without_off([m for _, m in self.messages])
 
     def close(self) -> None:
-        self.port.close()
+        self._stop.set()
+        self._thread.join(5)
+        self._rt.close_port()
+        self._rt.delete()
+
+
+def sounding(messages: Iterable[mido.Message]) -> set[int]:
+    """Pitches left on after ``messages`` (All Notes Off, CC 123, ends them all)."""
+    on: set[int] = set()
+    for m in messages:
+        if m.type == "note_on" and m.velocity > 0:
+            on.add(m.note)
+        elif m.type in ("note_on", "note_off"):
+            on.discard(m.note)
+        elif m.type == "control_change" and m.control == 123:  # all notes off (panic)
+            on.clear()
+    return on
+
+
+def restrikes_without_off(messages: Iterable[mido.Message]) -> int:
+    """Note-ons for a pitch whose earlier note-on had no note-off yet (CC 123 does not count as
+    one: the server sends each note-off itself before it)."""
+    on: set[int] = set()
+    bad = 0
+    for m in messages:
+        if m.type == "note_on" and m.velocity > 0:
+            bad += m.note in on
+            on.add(m.note)
+        elif m.type in ("note_on", "note_off"):
+            on.discard(m.note)
+    return bad
 
 
 class Serve:
-    """``python -m musicrnn serve`` on virtual JACK ports, watched from outside; always stopped."""
+    """``python -m musicrnn serve`` on virtual JACK ports (``jack`` None: no MIDI at all, for
+    OSC-only runs), watched from outside; always stopped."""
 
-    def __init__(self, jack: Jack, model: str | Path, port_name: str, *args: str, osc: bool = False) -> None:
+    def __init__(self, jack: Jack | None, model: str | Path, port_name: str, *args: str, osc: bool = False) -> None:
         import psutil
 
         self.port_name = port_name
-        cmd = [sys.executable, "-m", "musicrnn", "serve", "--model", str(model), "--midi-api", "jack",
-               "--midi-in", "virtual", "--midi-out", "virtual", "--port-name", port_name, *args]
+        midi = (["--midi-api", "jack", "--midi-in", "virtual", "--midi-out", "virtual", "--port-name", port_name]
+                if jack is not None else ["--midi-in", "none", "--midi-out", "none"])
+        cmd = [sys.executable, "-m", "musicrnn", "serve", "--model", str(model), *midi, *args]
         if osc:
             cmd += ["--osc-port", "0"]
-        env = {**jack.env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**(jack.env if jack is not None else os.environ), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)
         self.ps = psutil.Process(self.proc.pid)
@@ -191,25 +250,33 @@ class Serve:
 
 
 class Session:
-    """A JACK server (own or given), a serve process, a recorder and a player, closed together."""
+    """A JACK server (own or given), a serve process, a recorder and a player, closed together.
+    With ``osc``: an OSC client for requests and a :class:`NoteListener` subscribed to the
+    generated notes (a second witness of the output, beside the MIDI recording). With
+    ``midi=False``: no JACK, no MIDI ports (``serve --midi-in none --midi-out none``): OSC only."""
 
     def __init__(self, model: str | Path, *serve_args: str, jack: Jack | None = None, osc: bool = False,
-                 port_name: str | None = None) -> None:
-        self._own_jack = jack is None
-        self.jack = jack or Jack()
+                 port_name: str | None = None, midi: bool = True) -> None:
+        self._own_jack = midi and jack is None
+        self.jack = (jack or Jack()) if midi else None
         self.serve: Serve | None = None
         self.rec: Recorder | None = None
         self.player = None
         self.osc: OscClient | None = None
+        self.listener: NoteListener | None = None
         try:
             name = port_name or f"mrs{uuid.uuid4().hex[:5]}"
             self.serve = Serve(self.jack, model, name, *serve_args, osc=osc)
             self.serve.wait_ready()
-            self.rec = Recorder(self.jack.backend, self._port("input", f"{name} out"))
-            self.player_port = self._port("output", f"{name} in")
-            self.player = self.jack.backend.open_output(self.player_port)
+            if self.jack is not None:
+                self.rec = Recorder(self.jack.backend, self._port("input", f"{name} out"))
+                self.player_port = self._port("output", f"{name} in")
+                self.player = self.jack.backend.open_output(self.player_port)
             if osc and self.serve.osc_port:
                 self.osc = OscClient(self.serve.osc_port)
+                self.listener = NoteListener(self.serve.osc_port)
+                if not self.listener.wait_subscribed():
+                    raise RuntimeError("the OSC note listener got no answer to /musicrnn/subscribe")
         except BaseException:
             self.close()
             raise
@@ -255,14 +322,114 @@ class Session:
             except subprocess.TimeoutExpired:
                 self.serve.kill()
             self.serve.kill()
-        time.sleep(0.05)
-        for client in (self.rec, self.player):
+        time.sleep(0.1)  # the last note-offs (MIDI and OSC) arrive
+        for client in (self.rec, self.player, self.listener):
             if client is not None:
                 client.close()
         self.rec_closed = True
-        if self._own_jack:
+        if self._own_jack and self.jack is not None:
             self.jack.close()
         return rc
+
+
+def udp_drops(port: int) -> int | None:
+    """Datagrams the kernel dropped for the UDP socket bound to ``port`` on 127.0.0.1 (its
+    receive buffer was full): the ``drops`` column of /proc/net/udp (Linux), else None."""
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    want = f"0100007F:{port:04X}"
+    for line in lines:
+        cols = line.split()
+        if len(cols) > 12 and cols[1] == want:
+            return int(cols[-1])
+    return None
+
+
+class NoteListener:
+    """An OSC subscriber on 127.0.0.1 that records every generated note (``/musicrnn/out/...``)
+    as MIDI messages, with arrival times, from a thread of its own. The scheduler hands its OSC
+    sink exactly what the MIDI output gets, so this is a second witness of the output. Its
+    receive buffer is large; :meth:`drops` says whether the kernel still dropped anything."""
+
+    def __init__(self, server_port: int) -> None:
+        self.server = ("127.0.0.1", server_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if opt is None:
+                continue
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 2**20)
+                break
+            except OSError:
+                continue
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.messages: list[tuple[int, mido.Message]] = []
+        self.statuses = 0
+        self.final_drops: int | None = None  # drops() when closed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="note-listener", daemon=True)
+        self._thread.start()
+        OscClient.send_from(self.sock, self.server, "/musicrnn/subscribe")
+
+    def _read(self) -> None:
+        from pythonosc.osc_message import OscMessage
+
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+            t = now_ns()
+            try:
+                m = OscMessage(data)
+            except Exception:
+                continue
+            if m.address == "/musicrnn/out/note_on":
+                msg = mido.Message("note_on", note=int(m.params[0]), velocity=int(m.params[1]))
+            elif m.address == "/musicrnn/out/note_off":
+                msg = mido.Message("note_off", note=int(m.params[0]))
+            else:
+                if m.address == "/musicrnn/status":
+                    self.statuses += 1
+                continue
+            with self.lock:
+                self.messages.append((t, msg))
+
+    def wait_subscribed(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.statuses and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return bool(self.statuses)
+
+    def note_ons(self, after: int = 0) -> list[int]:
+        with self.lock:
+            return [t for t, m in self.messages if m.type == "note_on" and t >= after]
+
+    def sounding(self) -> set[int]:
+        with self.lock:
+            return sounding([m for _, m in self.messages])
+
+    def restrikes_without_off(self) -> int:
+        with self.lock:
+            return restrikes_without_off([m for _, m in self.messages])
+
+    def drops(self) -> int | None:
+        return udp_drops(self.port)
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self.final_drops = self.drops()
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
 
 
 class OscClient:
@@ -274,12 +441,16 @@ class OscClient:
         self.sock.bind(("127.0.0.1", 0))
 
     def send(self, address: str, *args) -> None:
+        self.send_from(self.sock, self.addr, address, *args)
+
+    @staticmethod
+    def send_from(sock: socket.socket, addr: tuple[str, int], address: str, *args) -> None:
         from pythonosc.osc_message_builder import OscMessageBuilder
 
         b = OscMessageBuilder(address)
         for a in args:
             b.add_arg(a)
-        self.sock.sendto(b.build().dgram, self.addr)
+        sock.sendto(b.build().dgram, addr)
 
     def request(self, address: str, *args, want: str = "/musicrnn/status", timeout: float = 10.0):
         """Send, then wait for a reply to ``want`` (or /musicrnn/error): (address, args) or None."""

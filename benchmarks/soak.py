@@ -13,7 +13,9 @@ Each cycle (about 8 s):
 4. every other cycle, a model reload over OSC, alternating between two checkpoints (the
    second has another codec unless given), timed until the status reply;
 5. the server's RSS.
-At the end SIGTERM: every note-on the server sent must have had its note-off.
+At the end SIGTERM: every note-on the server sent must have had its note-off, with no second
+note-on of a pitch before it ("re-strike without note-off"); checked on the MIDI output (recorded
+over JACK) and on the OSC note stream of a subscriber (the scheduler sends both from one thread).
 
 The server's status does not carry its step times (over OSC or MIDI), so the p99 reported is
 that of the reaction time measured from outside.
@@ -132,10 +134,16 @@ def run_soak(sess: Session, seconds: float, models: list[str], log=None) -> dict
 
 
 def finish(sess: Session, result: dict) -> dict:
+    """Stop the server; what its MIDI output (recorded over JACK) and its OSC note stream (the
+    same notes, from the same thread) carried: every note-on must have had its note-off."""
     rc = sess.close()
     time.sleep(0.1)
     result.update(exit_status=rc, notes_out=len(sess.rec.note_ons()), stuck_notes=sorted(sess.rec.sounding()),  # type: ignore[union-attr]
                   restrikes_without_off=sess.rec.restrikes_without_off(), errors=sess.serve.tracebacks())  # type: ignore[union-attr]
+    lis = sess.listener
+    if lis is not None:
+        result["osc_notes"] = {"notes_out": len(lis.note_ons()), "stuck_notes": sorted(lis.sounding()),
+                               "restrikes_without_off": lis.restrikes_without_off(), "datagrams_dropped": lis.final_drops}
     return result
 
 

@@ -209,3 +209,76 @@ def test_input_queue_keeps_player_events_and_commands_in_arrival_order() -> None
     items = inbox.take(0)
     assert [i() if callable(i) else i[1].type for i in items] == ["first", "note_on", "answer now", "note_off"]
     assert items[1][0] == 5 and not inbox.take(0)
+
+
+# --- the output invariant, driven without a thread: a fake clock, any order of requests -------
+def _drive(monkeypatch, steps, max_note_ms: int = 40, late_ms: int = 30) -> list[mido.Message]:
+    """Run ``steps`` through the scheduler's own request and send code, on a clock of our own:
+    ("play", [(offset ms, pitch, velocity)]), ("advance", ms), ("stop",), ("panic",); then
+    everything due, and close. Returns what the output got."""
+    import musicrnn.live.scheduler as scheduler_mod
+
+    clock = [10_000 * MS]
+    monkeypatch.setattr(scheduler_mod, "now_ns", lambda: clock[0])
+    out = RecordingOutput()
+    sched = Scheduler(out, max_note_s=max_note_ms / 1000, late_s=late_ms / 1000, max_pending=8)
+    for step in steps:
+        if step[0] == "play":
+            sched._apply(("play", [(clock[0] + dt * MS, p, v) for dt, p, v in step[1]]))
+        elif step[0] == "advance":
+            for _ in range(step[1]):  # one wake-up per ms, as the thread would do (or fewer)
+                clock[0] += MS
+                sched._send_due(clock[0])
+        else:
+            sched._apply(step)
+        sched._send_due(clock[0])
+    clock[0] += 10_000 * MS
+    sched._send_due(clock[0])
+    sched._all_off()  # what close() does
+    return out.messages()
+
+
+def test_no_note_on_is_sent_for_a_pitch_that_sounds(monkeypatch) -> None:
+    """Issue 7: every note-on for a pitch is preceded by the note-off of any earlier note-on
+    of that pitch, whatever the engine asks for (re-strikes of grid frames, a note-off arriving
+    after the next note-on of its pitch, notes at the same instant, late notes, cut notes, stop
+    and panic in between). A fixed schedule of the awkward cases; the property test below tries
+    many more."""
+    steps = [
+        ("play", [(0, 60, 100), (0, 60, 0), (0, 60, 90)]),  # on, off and on again at one instant
+        ("advance", 2),
+        ("play", [(5, 60, 80), (10, 60, 0)]),  # a re-strike while 60 sounds, its off later
+        ("play", [(2, 62, 100), (1, 62, 100)]),  # two ons of one pitch, the later one queued first
+        ("advance", 12),
+        ("play", [(-50, 64, 100), (0, 64, 0)]),  # too late: dropped, and its off then ends nothing
+        ("play", [(0, 65, 100)]),
+        ("advance", 60),  # 65 is cut at the maximum note length...
+        ("play", [(0, 65, 90), (1, 65, 0)]),  # ...and struck again; the stale off ends the new note
+        ("stop",),
+        ("play", [(0, 67, 100)]),
+        ("advance", 1),
+        ("panic",),
+        ("play", [(0, 67, 100)]),
+    ]
+    msgs = _drive(monkeypatch, steps)
+    assert not hanging_notes(msgs)  # also fails on any note-on of a sounding pitch
+    ons = [m.note for m in msgs if m.type == "note_on"]
+    assert ons.count(60) == 3 and 64 not in ons and ons.count(65) == 2
+
+
+def test_no_note_on_is_sent_for_a_pitch_that_sounds_property(monkeypatch) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    note = st.tuples(st.integers(-60, 80), st.sampled_from([60, 61, 62]), st.sampled_from([0, 0, 64, 100]))
+    step = st.one_of(st.tuples(st.just("play"), st.lists(note, min_size=1, max_size=6)),
+                     st.tuples(st.just("advance"), st.integers(0, 70)),
+                     st.just(("stop",)), st.just(("panic",)))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(step, max_size=25))
+    def check(steps):
+        msgs = _drive(monkeypatch, steps)
+        assert not hanging_notes(msgs)
+
+    check()

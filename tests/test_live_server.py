@@ -164,3 +164,33 @@ def test_cli_serve_runs_without_ports_and_stops_cleanly(tiny_grid_model) -> None
                                       "--mode", "autoplay", "--seconds", "0.5"])
     assert result.exit_code == 0, result.output
     assert "autoplay" in result.output and "all notes off" in result.output
+
+
+def test_an_osc_note_whose_note_off_cannot_be_scheduled_is_refused_whole(tiny_grid_model) -> None:
+    """Under an OSC flood the timers of /musicrnn/note can be full (4096 waiting). The note-on
+    used to go in before its note-off was refused: the key stayed "held" for good, and
+    call-response never answered again. Now the whole note is refused."""
+    from musicrnn.live import osc
+
+    class FullTimers:
+        sender = ("127.0.0.1", 5555)
+
+        def __init__(self) -> None:
+            self.errors: list[str] = []
+
+        def later(self, delay_s, fn):
+            raise MusicRNNError("more than 4096 messages wait for their time; try again later")
+
+        def error(self, reason):
+            self.errors.append(reason)
+
+    srv, out = server(tiny_grid_model)
+    with srv:
+        ctx = FullTimers()
+        osc.handle(osc.route_for("/musicrnn/note"), srv, ctx, "/musicrnn/note", [60, 90, 0.1])
+        assert ctx.errors and "4096" in ctx.errors[0]
+        time.sleep(0.1)
+        assert srv.status()["notes_in"] == 0
+        phrase(srv, (62,))  # and the next call is answered after a beat of silence: no key is held
+        assert wait_until(lambda: srv.status()["activity"] == "answering", timeout=5)
+    assert not hanging_notes(out.messages())

@@ -18,12 +18,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import mido
 
 from musicrnn.errors import MusicRNNError
+from musicrnn.live.clock import now_ns
 
 APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "windows": "WINDOWS_MM"}
 API_LABELS = {"alsa": "ALSA", "jack": "JACK", "coremidi": "CoreMIDI", "windows": "Windows MIDI"}
@@ -169,21 +172,88 @@ def _check_virtual(api: str) -> None:
         raise MidiPortError(f"Windows MIDI has no virtual ports; install {LOOPMIDI}, create a port there and pass its name")
 
 
-def open_input(spec: str, api: str, port_name: str, callback: Callable[[mido.Message], None]):
-    """Open the input ``spec`` (a port name, ``virtual`` or ``none``); messages go to
-    ``callback`` in the MIDI system's thread. Returns the port, or None for ``none``."""
+class QueuedInput:
+    """A MIDI input read through python-rtmidi's own queue by a Python thread.
+
+    Not mido's callback: that runs in the MIDI system's thread (JACK's process thread) and must
+    take the GIL first; when the wait outlasts a JACK period, RtMidi hands the period's previous
+    event again in place of the rest and the periods it missed are lost (a chord can come back as
+    one note repeated, a note-off can vanish and leave a key held). RtMidi's queue is filled in C
+    without the GIL; this thread drains it and stamps each message from RtMidi's deltas, so the
+    times stay those of arrival even when the drain runs late.
+    """
+
+    QUEUE = 8192  # messages RtMidi may hold while Python is busy (a flood beyond it is dropped there)
+    POLL_S = 0.00025  # the drain's nap when the queue is empty: the most a message waits
+
+    def __init__(self, api: str, port: str | None, name: str, callback: Callable[..., None]) -> None:
+        import rtmidi
+
+        self.name = port if port is not None else name  # what the user sees: the port we listen to
+        self.closed = False
+        self._callback = callback
+        with _quiet_stderr():
+            self._rt = rtmidi.MidiIn(getattr(rtmidi, f"API_{APIS[api]}"), name=name, queue_size_limit=self.QUEUE)
+        self._rt.ignore_types(sysex=True, timing=False, active_sense=True)  # MIDI clock is wanted
+        try:
+            if port is None:
+                self._rt.open_virtual_port(name)
+            else:
+                self._rt.open_port(self._rt.get_ports().index(port), name="in")
+        except BaseException:
+            self._rt.delete()
+            raise
+        self._last: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name=f"midi-in {name}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            got = self._rt.get_message()
+            if got is None:
+                time.sleep(self.POLL_S)
+                continue
+            data, delta = got
+            t = now_ns()
+            if self._last is not None:  # RtMidi's delta says when it arrived; our clock is an upper bound
+                t = min(t, self._last + int(delta * 1e9))
+            self._last = t
+            try:
+                msg = mido.Message.from_bytes(data)
+            except ValueError:  # a malformed message from the wire: not ours to crash on
+                continue
+            self._callback(msg, t)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+        self._rt.close_port()
+        self._rt.delete()
+
+
+def open_input(spec: str, api: str, port_name: str, callback: Callable[..., None]):
+    """Open the input ``spec`` (a port name, ``virtual`` or ``none``); each message goes to
+    ``callback(msg, t_ns)`` (``t_ns``: its arrival on :func:`musicrnn.live.clock.now_ns`'s clock)
+    from a reader thread (see :class:`QueuedInput`). Returns the port, or None for ``none``."""
     if spec == "none":
         return None
-    backend = _backend(api)
     try:
         if spec == "virtual":
             _check_virtual(api)
             name = virtual_names(port_name)[0]
-            return backend.open_input(name, client_name=name, callback=callback)
+            return QueuedInput(api, None, name, callback)
         with _quiet_stderr():
-            available = backend.get_input_names()
-        return backend.open_input(_resolve(spec, available, "input", api), callback=callback)
-    except (OSError, RuntimeError) as exc:
+            available = _backend(api).get_input_names()
+        port = _resolve(spec, available, "input", api)
+        return QueuedInput(api, port, port_name, callback)
+    except MidiPortError:
+        raise
+    except Exception as exc:  # OSError, and rtmidi's own errors (RtMidiError and its subclasses)
         raise MidiPortError(f"could not open MIDI input {spec!r} ({API_LABELS[api]}): {' '.join(str(exc).split())}") from None
 
 

@@ -158,8 +158,10 @@ def _note_off(server, ctx: Context, pitch: int, channel: int = 1) -> None:
 
 
 def _note(server, ctx: Context, pitch: int, velocity: int, duration: float) -> None:
-    server.note_on(pitch, velocity)
+    # the note-off first: if it cannot be scheduled (too many waiting), the note is refused whole
+    # rather than struck with no end (the key would stay "held" and call-response never answer)
     ctx.later(duration, lambda: server.note_off(pitch))
+    server.note_on(pitch, velocity)
 
 
 def _generate(server, ctx: Context, bars: float | None = None) -> None:

@@ -88,7 +88,7 @@ class _RateLimitedLog:
         self._hidden = 0
         self._lock = threading.Lock()
 
-    def warning(self, text: str) -> None:
+    def warning(self, text: str, exc_info: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             if now - self._window >= 1.0:
@@ -99,7 +99,7 @@ class _RateLimitedLog:
                 self._hidden += 1
                 return
             self._count += 1
-        log.warning("%s", text)
+        log.warning("%s", text, exc_info=exc_info)
 
 
 class Subscribers:
@@ -362,8 +362,8 @@ class OscServer:
                     self._wake_r.recv(4096)
                 if self.sock in ready:
                     self._receive()
-            except Exception as exc:  # nothing a client sends may end this thread
-                log.exception("OSC thread: %s", exc)
+            except Exception as exc:  # nothing a client sends may end this thread (nor fill the log)
+                self._log.warning(f"OSC thread: {type(exc).__name__}: {exc}", exc_info=True)
                 time.sleep(0.01)
 
     def _receive(self) -> None:
@@ -416,8 +416,8 @@ class OscServer:
         for h in handlers:
             try:
                 h.invoke(sender, msg)
-            except Exception as exc:  # a bug in a handler: report it, keep serving
-                log.exception("OSC handler for %s failed", address)
+            except Exception as exc:  # a bug in a handler: report it (the log at a bounded rate), keep serving
+                self._log.warning(f"OSC handler for {address} failed", exc_info=True)
                 self.problem(sender, f"{address}: internal error: {type(exc).__name__}: {exc}")
 
     def _run_timers(self) -> None:
@@ -429,7 +429,7 @@ class OscServer:
             except MusicRNNError as exc:
                 self._log.warning(f"OSC: {exc}")
             except Exception:
-                log.exception("OSC timer failed")
+                self._log.warning("OSC timer failed", exc_info=True)
 
 
 def _ipv4(host: str, what: str) -> str:

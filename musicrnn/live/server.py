@@ -283,8 +283,8 @@ class Server:
         return Engine(model, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
 
     # --- input thread --------------------------------------------------------------------------
-    def _on_midi(self, msg: mido.Message) -> None:
-        t = now_ns()
+    def _on_midi(self, msg: mido.Message, t: int | None = None) -> None:
+        t = now_ns() if t is None else t
         kind = msg.type
         if kind in CLOCK_TYPES:
             if isinstance(self.clock, MidiClock):
