@@ -2,12 +2,15 @@
 
 Measures:
 1. Per generated event for a model, through the live engine (the code `musicrnn serve` runs):
-   - token: one sample + one model step (sample_next on the masked logits, then feed the token);
+   - token: one generated token as the engine makes it (constraint mask, sample_next, one model
+     step, constraint and decoder updates); the issue's "per generated event" figure;
    - decision: one engine decision (a performance event, or a whole grid frame, with the fork
      and mask work around it), and per generated note (decision time / notes in it);
    - feed: one player note (note-on or note-off) heard by the model.
    for the given model (default: the bundled one), and for a notochord-sized backbone
-   (2x1024 GRU, embedding 512, random weights, the same codec).
+   (2x1024 GRU, embedding 512, random weights, the same codec). The engine steps these with
+   the numpy fast stepper (musicrnn/fast_step.py); the "torch step" rows force ``model.step``
+   (the path of int8 models and models with attention) for comparison.
 2. notochord 0.8 itself, if importable (random weights; feed, query, query_feed); skipped
    with a message otherwise.
 3. Over JACK (needs `jackd`; a private dummy server is started and stopped here):
@@ -40,7 +43,7 @@ import torch
 from musicrnn.live.clock import now_ns
 from musicrnn.live.engine import Engine, configure_torch_for_live, fast_cpu_steps
 from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint, quantized
-from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
+from musicrnn.sample import SamplingConfig
 
 
 def pct(values, unit: float = 1e6) -> dict:
@@ -53,25 +56,32 @@ def pct(values, unit: float = 1e6) -> dict:
 
 
 # --- 1. the engine ------------------------------------------------------------------------------
-def token_times(model: MusicRNN, codec, events: int, seed: int = 0) -> list[int]:
-    """ns per (sample + step), the inner loop of every generated token."""
-    cfg = SamplingConfig()
-    cons = Constraints.for_codec(codec, 1, cfg)
-    rand = RowRandom([seed])
+def make_engine(model: MusicRNN, codec, torch_step: bool = False, seed: int = 0) -> Engine:
+    """The engine `musicrnn serve` builds; ``torch_step``: step through ``model.step`` even where
+    the numpy fast stepper applies (the path of models with attention, and of int8 models)."""
+    engine = Engine(model, codec, SamplingConfig(), seed=seed)
+    if torch_step:
+        engine.fast = None
+        engine.reset()  # the state is now the torch path's
+    return engine
+
+
+def token_times(engine: Engine, events: int) -> list[int]:
+    """ns per generated token, made the way the engine makes each token of a decision: the
+    constraint mask, one draw, one model step with the constraint and decoder updates (the
+    engine's own methods, on a fork of its stream)."""
+    stream = engine.stream.fork()
     out = []
-    with torch.no_grad(), fast_cpu_steps():
-        logits, state = model.step(torch.tensor([0]), None)
+    with fast_cpu_steps():
         for _ in range(events):
             t0 = now_ns()
-            x = sample_next(logits, cfg, rand.next(), cons.mask())
-            logits, state = model.step(x, state)
-            cons.update(x)
+            x = engine._sample(stream, engine._mask(stream, False))
+            engine._feed(stream, [x])
             out.append(now_ns() - t0)
     return out
 
 
-def engine_times(model: MusicRNN, codec, events: int, seed: int = 0) -> dict:
-    engine = Engine(model, codec, SamplingConfig(), seed=seed)
+def engine_times(engine: Engine, events: int) -> dict:
     decisions, per_note, tokens = [], [], 0
     t = 0.0
     for _ in range(events):  # autoplay: the model decides, nobody interrupts
@@ -97,12 +107,15 @@ def engine_times(model: MusicRNN, codec, events: int, seed: int = 0) -> dict:
             "tokens_per_decision": round(tokens / max(1, events), 2)}
 
 
-def measure_model(name: str, model: MusicRNN, codec, events: int, params: int | None = None) -> dict:
+def measure_model(name: str, model: MusicRNN, codec, events: int, params: int | None = None,
+                  torch_step: bool = False) -> dict:
     model.eval()
-    token_times(model, codec, min(200, events))  # warm-up
+    engine = make_engine(model, codec, torch_step)
+    token_times(engine, min(200, events))  # warm-up
     return {"model": name, "params": params or model.num_parameters,
             "arch": f"{model.config.layers}x{model.config.hidden} {model.config.arch}",
-            "token": pct(token_times(model, codec, events)), **engine_times(model, codec, events)}
+            "step": "numpy" if engine.fast is not None else "torch",
+            "token": pct(token_times(engine, events)), **engine_times(engine, events)}
 
 
 # --- 2. notochord ------------------------------------------------------------------------------
@@ -248,6 +261,8 @@ def main() -> None:
     result: dict = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "codec": repr(ckpt.codec)}
     result["default_model"] = measure_model(Path(args.model).name, ckpt.model, ckpt.codec, args.events)
+    result["default_model_torch_step"] = measure_model(Path(args.model).name + " torch step", ckpt.model, ckpt.codec,
+                                                       args.events, torch_step=True)
     big = MusicRNN(ModelConfig(ckpt.codec.vocab_size, arch="gru", layers=2, hidden=1024, embedding=512))
     result["notochord_sized"] = measure_model("2x1024 GRU (random)", big, ckpt.codec, args.events)
     # the fast path (`musicrnn serve --quantize int8`): a step reads a quarter of the weight bytes
@@ -271,10 +286,10 @@ def main() -> None:
         print(json.dumps(result, indent=1))
         return
     print(f"one torch thread, {result['cpu']}, torch {result['torch']}; codec {result['codec']}")
-    print(f"{'model':<28}{'params':>11}  {'token p50/p99':>16}  {'decision p50/p99':>18}  {'per note p50/p99':>18}  {'feed p50/p99':>15}  ms")
-    for key in ("default_model", "default_model_int8", "notochord_sized", "notochord_sized_int8"):
+    print(f"{'model':<28}{'params':>11} {'step':>6}  {'token p50/p99':>16}  {'decision p50/p99':>18}  {'per note p50/p99':>18}  {'feed p50/p99':>15}  ms")
+    for key in ("default_model", "default_model_torch_step", "default_model_int8", "notochord_sized", "notochord_sized_int8"):
         r = result[key]
-        print(f"{r['model'][:27]:<28}{r['params']:>11,}  {r['token']['p50']:>7.3f}/{r['token']['p99']:<7.3f}  "
+        print(f"{r['model'][:27]:<28}{r['params']:>11,} {r['step']:>6}  {r['token']['p50']:>7.3f}/{r['token']['p99']:<7.3f}  "
               f"{r['decision']['p50']:>8.3f}/{r['decision']['p99']:<8.3f}  "
               f"{r['per_note'].get('p50', float('nan')):>8.3f}/{r['per_note'].get('p99', float('nan')):<8.3f}  "
               f"{r['feed']['p50']:>6.3f}/{r['feed']['p99']:<7.3f}")

@@ -11,10 +11,15 @@ Holds:
 - :class:`RowRandom`: one random stream per sequence, so piece i of a batch depends only on
   its own seed, not on how many pieces are generated with it.
 - :func:`sample_next`: masked temperature/top-k/top-p sampling of one token per sequence.
+
+Sampling and constraints run in numpy on the CPU whatever the batch: live play asks for one
+row per token, where torch's per-op call overhead (a few us per op on tensors this small)
+would cost more than the arithmetic.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,53 +125,83 @@ class RowRandom:
         return torch.from_numpy(u)
 
 
-def sample_next(logits: torch.Tensor, cfg: SamplingConfig, uniform: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+Array = torch.Tensor | np.ndarray
+
+
+def _np(a: Array) -> np.ndarray:
+    """A tensor's data as numpy (no copy for a CPU tensor; numpy arrays pass through)."""
+    return a.numpy(force=True) if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def sample_next(logits: Array, cfg: SamplingConfig, uniform: Array, mask: Array | None = None) -> torch.Tensor:
     """One token per row from ``logits`` [B, V]: mask, temperature, top-k, top-p, then the
-    inverse-CDF draw with this row's ``uniform`` number in [0, 1)."""
-    x = logits.float()
-    if mask is not None:
-        x = x.masked_fill(~mask, float("-inf"))
+    inverse-CDF draw with this row's ``uniform`` number in [0, 1). Each row must allow at
+    least one token (:class:`Constraints` masks always do).
+
+    numpy in float64 on the CPU, for every batch size: for one row (live play) a torch op's
+    call overhead would cost more than its arithmetic, and one code path for all batch sizes
+    keeps row i's result independent of how many rows are sampled with it.
+    """
+    x32 = _np(logits)
+    x = x32.astype(np.float64) if mask is None else np.where(_np(mask), x32, np.float64(-np.inf))
     if cfg.temperature == 0:
-        return x.argmax(-1)
-    x = x / cfg.temperature
-    if cfg.top_k and cfg.top_k < x.shape[-1]:
-        kth = torch.topk(x, cfg.top_k, dim=-1).values[:, -1:]
-        x = x.masked_fill(x < kth, float("-inf"))
-    probs = torch.softmax(x, dim=-1)
-    if cfg.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
-        before = torch.cumsum(sorted_p, dim=-1) - sorted_p
-        sorted_p = sorted_p.masked_fill(before >= cfg.top_p, 0.0)  # always keeps the top token
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    cdf = torch.cumsum(probs.double(), dim=-1)
-    total = cdf[:, -1:]
-    target = uniform.to(cdf.device).double()[:, None] * total
-    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # never lands on a zero-probability token
-    return idx.clamp(max=logits.shape[-1] - 1)
+        return torch.from_numpy(x.argmax(-1))
+    x /= cfg.temperature
+    v = x.shape[-1]
+    if cfg.top_k and cfg.top_k < v:
+        kth = np.partition(x, v - cfg.top_k, axis=-1)[:, v - cfg.top_k, None]
+        x[x < kth] = -np.inf
+    x -= x.max(-1, keepdims=True)
+    p = np.exp(x, out=x)  # unnormalised probabilities; 0 where masked
+    if cfg.top_p < 1.0:  # the likeliest tokens until their mass reaches top_p (all of a tie at the edge)
+        sorted_p = -np.sort(-p, axis=-1)
+        before = np.add.accumulate(sorted_p, -1) - sorted_p
+        kept = (before < cfg.top_p * p.sum(-1, keepdims=True)).sum(-1)  # >= 1: the top token always stays
+        p[p < sorted_p[np.arange(len(p)), kept - 1][:, None]] = 0.0
+    cdf = np.add.accumulate(p, -1)
+    target = np.asarray(_np(uniform), dtype=np.float64)[:, None] * cdf[:, -1:]
+    idx = (cdf <= target).sum(-1)  # searchsorted(right=True): never lands on a zero-probability token
+    return torch.from_numpy(np.minimum(idx, v - 1))
+
+
+def _ids(tokens: Array | list[int]) -> np.ndarray:
+    return np.asarray(_np(tokens) if isinstance(tokens, torch.Tensor) else tokens, dtype=np.int64)
 
 
 class Constraints:
-    """Masks for a batch of sequences of one codec; ``update`` with each sampled token."""
+    """Masks for a batch of sequences of one codec; ``update`` with each sampled token.
+
+    numpy inside (a live session asks for one row per token, where torch's per-op overhead
+    would dominate); :meth:`mask` gives a numpy bool array [B, vocab], :attr:`steps` a tensor.
+    """
+
+    _state: tuple[str, ...] = ()  # the arrays that change as tokens come in (copied by fork)
 
     def __init__(self, codec: Codec, batch: int, cfg: SamplingConfig) -> None:
         self.codec, self.batch, self.cfg = codec, batch, cfg
-        self.kind = torch.from_numpy(codec.token_kind.astype(np.int64))
+        self.kind = codec.token_kind.astype(np.int64)
         pitch = codec.token_pitch.astype(np.int64)
-        self.pidx = torch.from_numpy(np.where(pitch >= 0, pitch - codec.min_pitch, 0))
-        self.has_pitch = torch.from_numpy(pitch >= 0)
-        self.allowed = torch.from_numpy(cfg.allowed_pitches(codec))
-        self.rows = torch.arange(batch)
+        self.pidx = np.where(pitch >= 0, pitch - codec.min_pitch, 0)
+        self.allowed = cfg.allowed_pitches(codec)  # replace (never edit) to change the pitches
+        self.rows = np.arange(batch)
 
-    def mask(self) -> torch.Tensor:
+    def mask(self) -> np.ndarray:
         raise NotImplementedError
 
-    def update(self, tokens: torch.Tensor) -> None:
+    def update(self, tokens: Array | list[int]) -> None:
         raise NotImplementedError
 
     @property
     def steps(self) -> torch.Tensor:
         """Codec steps generated so far per row (frames, or time-shift steps)."""
         raise NotImplementedError
+
+    def fork(self) -> "Constraints":
+        """An independent copy (the live engine samples ahead on one)."""
+        new = copy.copy(self)
+        for name in self._state:
+            setattr(new, name, getattr(self, name).copy())
+        return new
 
     @staticmethod
     def for_codec(codec: Codec, batch: int, cfg: SamplingConfig) -> "Constraints":
@@ -182,71 +217,72 @@ class GridConstraints(Constraints):
     range, polyphony and note-length limits in frames."""
 
     codec: GridCodec
+    _state = ("last", "count", "prev", "cur", "struck", "age", "frames")
 
     def __init__(self, codec: GridCodec, batch: int, cfg: SamplingConfig) -> None:
         super().__init__(codec, batch, cfg)
         p = codec.num_pitches
-        self.last = torch.full((batch,), -1, dtype=torch.long)
-        self.count = torch.zeros(batch, dtype=torch.long)
-        self.prev = torch.zeros(batch, p, dtype=torch.bool)
-        self.cur = torch.zeros(batch, p, dtype=torch.bool)
-        self.struck = torch.zeros(batch, p, dtype=torch.bool)
-        self.age = torch.zeros(batch, p, dtype=torch.long)  # frames sounded so far, per note
-        self.frames = torch.zeros(batch, dtype=torch.long)
+        self.last = np.full(batch, -1, dtype=np.int64)
+        self.count = np.zeros(batch, dtype=np.int64)
+        self.prev = np.zeros((batch, p), dtype=bool)
+        self.cur = np.zeros((batch, p), dtype=bool)
+        self.struck = np.zeros((batch, p), dtype=bool)
+        self.age = np.zeros((batch, p), dtype=np.int64)  # frames sounded so far, per note
+        self.frames = np.zeros(batch, dtype=np.int64)
         self.is_on = self.kind == KIND_NOTE_ON
-        self.is_hold = self.kind == KIND_HOLD
-        self.is_pitch = self.is_on | self.is_hold
-        self.pitch_ids = torch.arange(p)
+        self.is_pitch = self.is_on | (self.kind == KIND_HOLD)
+        self.is_step = self.kind == KIND_STEP
+        self.pitch_ids = np.arange(p)
 
     @property
     def steps(self) -> torch.Tensor:
-        return self.frames
+        return torch.from_numpy(self.frames)
 
-    def mask(self) -> torch.Tensor:
+    def mask(self) -> np.ndarray:
         c, cfg = self.codec, self.cfg
         after_last = self.pitch_ids[None, :] > self.last[:, None]  # [B, P]
-        room = (self.count < cfg.max_polyphony)[:, None] if cfg.max_polyphony else torch.ones(self.batch, 1, dtype=torch.bool)
+        base = after_last & (self.count < cfg.max_polyphony)[:, None] if cfg.max_polyphony else after_last
         continuing = self.prev  # a pitch token for these continues the note (no restrike marking)
-        too_long = (self.age >= cfg.max_note_steps) if cfg.max_note_steps else torch.zeros_like(self.prev)
-        required = (self.prev & (self.age < cfg.min_note_steps) & after_last) if cfg.min_note_steps else torch.zeros_like(self.prev)
-        # a pitch must not be skipped while a younger-than-minimum note waits below it
-        big = c.num_pitches
-        lowest_req = torch.where(required, self.pitch_ids[None, :], torch.full_like(self.pitch_ids[None, :], big)).min(1).values
-        below_req = self.pitch_ids[None, :] <= lowest_req[:, None]
-        base = after_last & below_req & room
-        next_required = required & below_req  # the lowest waiting note: always allowed, even past the key
+        may_continue = continuing & (self.age < cfg.max_note_steps) if cfg.max_note_steps else continuing
+        m = np.zeros((self.batch, c.vocab_size), dtype=bool)
+        if cfg.min_note_steps:
+            required = self.prev & (self.age < cfg.min_note_steps) & after_last
+            # a pitch must not be skipped while a younger-than-minimum note waits below it
+            lowest_req = np.where(required, self.pitch_ids[None, :], c.num_pitches).min(1)
+            below_req = self.pitch_ids[None, :] <= lowest_req[:, None]
+            base = base & below_req
+            next_required = required & below_req  # the lowest waiting note: always allowed, even past the key
+            m[:, c.step_token] = ~required.any(1)
+        else:
+            next_required = None
+            m[:, c.step_token] = True
         if c.mark_restrikes:
             on_ok = base & self.allowed[None, :]
-            hold_ok = (base & continuing & ~too_long) | next_required
-        else:
-            on_ok = base & ((self.allowed[None, :] & ~continuing) | (continuing & ~too_long))
-            on_ok |= next_required
-        m = torch.zeros(self.batch, c.vocab_size, dtype=torch.bool)
-        m[:, c.pitch0 : c.pitch0 + c.num_pitches] = on_ok
-        if c.mark_restrikes:
+            hold_ok = base & may_continue
+            if next_required is not None:
+                hold_ok |= next_required
             m[:, c.hold0 : c.hold0 + c.num_pitches] = hold_ok
-        m[:, c.step_token] = ~required.any(1)
+        else:
+            on_ok = base & ((self.allowed[None, :] & ~continuing) | may_continue)
+            if next_required is not None:
+                on_ok |= next_required
+        m[:, c.pitch0 : c.pitch0 + c.num_pitches] = on_ok
         return m
 
-    def update(self, tokens: torch.Tensor) -> None:
-        tokens = tokens.long()
-        is_step = self.kind[tokens] == KIND_STEP
+    def update(self, tokens: Array | list[int]) -> None:
+        tokens = _ids(tokens)
         is_pitch = self.is_pitch[tokens]
-        p = self.pidx[tokens]
-        rows = self.rows[is_pitch]
-        if len(rows):
-            pp = p[is_pitch]
+        if is_pitch.any():
+            rows, pp = self.rows[is_pitch], self.pidx[tokens[is_pitch]]
             self.cur[rows, pp] = True
-            struck = self.is_on[tokens][is_pitch]
-            if not self.codec.mark_restrikes:
-                struck = ~self.prev[rows, pp]
-            self.struck[rows, pp] = struck
+            self.struck[rows, pp] = self.is_on[tokens[is_pitch]] if self.codec.mark_restrikes else ~self.prev[rows, pp]
             self.last[rows] = pp
             self.count[rows] += 1
+        is_step = self.is_step[tokens]
         if is_step.any():
             r = self.rows[is_step]
-            cur, struck = self.cur[r], self.struck[r]
-            self.age[r] = torch.where(cur, torch.where(struck, torch.ones_like(self.age[r]), self.age[r] + 1), torch.zeros_like(self.age[r]))
+            cur, struck, age = self.cur[r], self.struck[r], self.age[r]
+            self.age[r] = np.where(cur, np.where(struck, 1, age + 1), 0)
             self.prev[r] = cur
             self.cur[r] = False
             self.struck[r] = False
@@ -260,55 +296,55 @@ class PerformanceConstraints(Constraints):
     range, polyphony and note-length limits in time-shift steps."""
 
     codec: PerformanceCodec
+    _state = ("sounding", "onset", "time")
 
     def __init__(self, codec: PerformanceCodec, batch: int, cfg: SamplingConfig) -> None:
         super().__init__(codec, batch, cfg)
         p = codec.num_pitches
-        self.sounding = torch.zeros(batch, p, dtype=torch.bool)
-        self.onset = torch.zeros(batch, p, dtype=torch.long)
-        self.time = torch.zeros(batch, dtype=torch.long)
-        self.shift_k = torch.from_numpy(codec.shift_steps.astype(np.int64))
+        self.sounding = np.zeros((batch, p), dtype=bool)
+        self.onset = np.zeros((batch, p), dtype=np.int64)
+        self.time = np.zeros(batch, dtype=np.int64)
+        self.shift_k = np.where(self.kind == KIND_SHIFT, codec.shift_steps.astype(np.int64), 0)
+        self.shift_lengths = np.arange(1, codec.max_shift_steps + 1)
 
     @property
     def steps(self) -> torch.Tensor:
-        return self.time
+        return torch.from_numpy(self.time)
 
-    def mask(self) -> torch.Tensor:
+    def mask(self) -> np.ndarray:
         c, cfg = self.codec, self.cfg
-        n_sound = self.sounding.sum(1, keepdim=True)
-        room = (n_sound < cfg.max_polyphony) if cfg.max_polyphony else torch.ones(self.batch, 1, dtype=torch.bool)
-        age = (self.time[:, None] - self.onset)
-        on_ok = self.allowed[None, :] & ~self.sounding & room
-        off_ok = self.sounding & ((age >= cfg.min_note_steps) if cfg.min_note_steps else True)
-        m = torch.zeros(self.batch, c.vocab_size, dtype=torch.bool)
+        on_ok = self.allowed[None, :] & ~self.sounding
+        if cfg.max_polyphony:
+            on_ok &= (self.sounding.sum(1, keepdims=True) < cfg.max_polyphony)
+        age = self.time[:, None] - self.onset
+        off_ok = self.sounding & (age >= cfg.min_note_steps) if cfg.min_note_steps else self.sounding
+        m = np.zeros((self.batch, c.vocab_size), dtype=bool)
         m[:, c.on0 : c.on0 + c.num_pitches] = on_ok
         m[:, c.off0 : c.off0 + c.num_pitches] = off_ok
         if cfg.max_note_steps:
-            oldest = torch.where(self.sounding, age, torch.zeros_like(age)).max(1).values
-            longest_shift = (cfg.max_note_steps - oldest).clamp(min=0)
-            m[:, c.shift0 : c.vel0] = torch.arange(1, c.max_shift_steps + 1)[None, :] <= longest_shift[:, None]
+            oldest = np.where(self.sounding, age, 0).max(1)
+            longest_shift = np.maximum(cfg.max_note_steps - oldest, 0)
+            m[:, c.shift0 : c.vel0] = self.shift_lengths[None, :] <= longest_shift[:, None]
         else:
             m[:, c.shift0 : c.vel0] = True
         m[:, c.vel0 :] = True
         # a row that may do nothing else may always wait
-        stuck = ~m.any(1)
-        m[stuck, c.shift0] = True
+        m[~m.any(1), c.shift0] = True
         return m
 
-    def update(self, tokens: torch.Tensor) -> None:
-        tokens = tokens.long()
+    def update(self, tokens: Array | list[int]) -> None:
+        tokens = _ids(tokens)
         kind = self.kind[tokens]
         p = self.pidx[tokens]
         on = kind == KIND_NOTE_ON
-        off = kind == KIND_NOTE_OFF
         if on.any():
             r = self.rows[on]
             self.sounding[r, p[on]] = True
             self.onset[r, p[on]] = self.time[r]
+        off = kind == KIND_NOTE_OFF
         if off.any():
             self.sounding[self.rows[off], p[off]] = False
-        shift = kind == KIND_SHIFT
-        self.time += torch.where(shift, self.shift_k[tokens], torch.zeros_like(tokens))
+        self.time += self.shift_k[tokens]
 
 
 __all__ = [

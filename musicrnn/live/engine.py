@@ -4,9 +4,14 @@ token, the same sampling function as ``musicrnn compose``.
 Holds:
 - :class:`Engine`: human notes in (:meth:`~Engine.human_note_on`, ...), the model's notes out
   (:meth:`~Engine.next_time` then :meth:`~Engine.decide`). Use it from one thread only.
-- :func:`configure_torch_for_live`: one torch thread (two threads gave 15-120 ms spikes here).
-- :func:`fast_cpu_steps`: oneDNN off around batch-1 steps (a 2x512 LSTM step: ~0.64 ms instead
-  of ~2.0 ms on this machine).
+- :func:`configure_torch_for_live`: one torch thread and one BLAS thread for numpy (two
+  threads gave 15-120 ms spikes here).
+- :func:`fast_cpu_steps`: oneDNN off around batch-1 torch steps (a 2x512 LSTM step: ~0.64 ms
+  instead of ~2.0 ms on this machine).
+
+Model steps go through :class:`~musicrnn.fast_step.FastStepper` (numpy, batch 1) where the
+model allows it (lstm/gru/rnn without attention, float32), else through ``model.step``; the
+two compute the same function. Masks and sampling are numpy too (see :mod:`musicrnn.sample`).
 
 How the token stream stays one story. Human and model notes share one token stream, written by
 the codec's stream encoder, so the model always hears what really happened, in the codec it was
@@ -45,6 +50,7 @@ from musicrnn.codec import (
     PerformanceCodec,
 )
 from musicrnn.errors import MusicRNNError
+from musicrnn.fast_step import FastStepper, single_thread_blas
 from musicrnn.live.clock import now_ns
 from musicrnn.model import MusicRNN, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
@@ -54,8 +60,10 @@ CLOSE_MARGIN = 0.05  # grid: a frame counts as complete this many steps after it
 
 
 def configure_torch_for_live() -> None:
-    """Single-threaded torch for real-time paths (call once per process that plays live)."""
+    """Single-threaded torch and numpy BLAS for real-time paths (call once per process that
+    plays live)."""
     torch.set_num_threads(1)
+    single_thread_blas()
 
 
 def fast_cpu_steps():
@@ -64,18 +72,19 @@ def fast_cpu_steps():
 
 
 def _fork(obj: Any) -> Any:
-    """A copy that shares nothing mutable with ``obj`` (for encoders, decoders, constraints)."""
+    """A copy that shares nothing mutable with ``obj`` (for encoders and decoders)."""
     new = copy.copy(obj)
     for key, value in vars(obj).items():
         if isinstance(value, torch.Tensor):
             setattr(new, key, value.clone())
-        elif isinstance(value, (set, dict, list)):
+        elif isinstance(value, (set, dict, list, np.ndarray)):
             setattr(new, key, copy.copy(value))
     return new
 
 
 class _Stream:
-    """The model's view of the music so far: RNN state, next-token logits, constraints, decoder."""
+    """The model's view of the music so far: RNN state (the fast stepper's, where the engine has
+    one), next-token logits [1, vocab], constraints, decoder."""
 
     __slots__ = ("state", "logits", "cons", "decoder")
 
@@ -83,7 +92,7 @@ class _Stream:
         self.state, self.logits, self.cons, self.decoder = state, logits, cons, decoder
 
     def fork(self) -> "_Stream":
-        return _Stream(self.state, self.logits, _fork(self.cons), _fork(self.decoder))  # states are never mutated in place
+        return _Stream(self.state, self.logits, self.cons.fork(), _fork(self.decoder))  # states are never mutated in place
 
 
 @dataclass
@@ -119,6 +128,7 @@ class Engine:
     def __init__(self, model: MusicRNN, codec: Codec, sampling: SamplingConfig | None = None, seed: int = 0,
                  max_note_beats: float = MAX_NOTE_BEATS) -> None:
         self.model = model.eval()
+        self.fast = FastStepper.for_model(model)  # a copy of the weights as they are now; None: model.step
         self.codec = codec
         self.is_grid = isinstance(codec, GridCodec)
         if not self.is_grid and not isinstance(codec, PerformanceCodec):
@@ -180,7 +190,7 @@ class Engine:
     def _set_pitches(self, new: SamplingConfig) -> None:
         new.validate(self.codec)  # refuses a key and range with no pitch in common, changing nothing
         self.cfg.key, self.cfg.pitch_range = new.key, new.pitch_range
-        self.stream.cons.allowed = torch.from_numpy(self.cfg.allowed_pitches(self.codec))
+        self.stream.cons.allowed = self.cfg.allowed_pitches(self.codec)
         self._proposal = None  # sampled ahead under the old pitches: decide again
         self._spec = None
 
@@ -278,14 +288,24 @@ class Engine:
     def _feed(self, stream: _Stream, tokens: list[int]) -> list[NoteEvent]:
         events: list[NoteEvent] = []
         for tok in tokens:
-            x = torch.tensor([tok])
             t0 = now_ns()
-            stream.logits, stream.state = self.model.step(x, stream.state)
+            stream.logits, stream.state = self._step(tok, stream.state)
             self.step_ns.append(now_ns() - t0)
             self.steps += 1
-            stream.cons.update(x)
+            stream.cons.update((tok,))
             events += stream.decoder.feed(tok)
         return events
+
+    def _step(self, tok: int, state):
+        """One model step: (logits [1, vocab], state)."""
+        fast = self.fast
+        if fast is None:
+            return self.model.step(torch.tensor([tok]), state)
+        if "step" in vars(self.model):  # model.step was wrapped (a profiler, a test spy): it sees every step
+            logits, model_state = self.model.step(torch.tensor([tok]), fast.to_model_state(state))
+            return logits, fast.from_model_state(model_state)
+        logits, state = fast.step(tok, state)
+        return torch.from_numpy(logits[None]), state
 
     def _commit(self, tokens: list[int]) -> list[NoteEvent]:
         """Tokens of the real stream: adopt the fork that predicted them, feed the rest."""
@@ -299,33 +319,33 @@ class Engine:
             return spec.events + self._feed(self.stream, tokens[len(spec.tokens):])
         return self._feed(self.stream, tokens)
 
-    def _sample(self, stream: _Stream, mask: torch.Tensor) -> int:
-        return int(sample_next(stream.logits, self.cfg, self.rand.next(), mask)[0])
+    def _sample(self, stream: _Stream, mask: np.ndarray) -> int:
+        return int(sample_next(stream.logits, self.cfg, self.rand.next(), mask).item())
 
-    def _mask(self, stream: _Stream, force_note: bool, after_velocity: bool = False) -> torch.Tensor:
+    def _mask(self, stream: _Stream, force_note: bool, after_velocity: bool = False) -> np.ndarray:
         c = self.codec
         base = stream.cons.mask()
         if isinstance(c, GridCodec) and not self.human_notes and not force_note:
             return base  # the common case while answering: nothing to add
-        m = base.clone()
+        m = base.copy()
         if isinstance(c, GridCodec):
             for p in self.human_notes:  # the player holds it: the model does not strike it too
                 m[0, c.pitch0 + p - c.min_pitch] = False
             if force_note:
-                forced = m.clone()
+                forced = m.copy()
                 forced[0, c.step_token] = False
                 if forced.any():
                     m = forced
         else:
             assert isinstance(c, PerformanceCodec)
-            own = torch.zeros(c.num_pitches, dtype=torch.bool)
+            own = np.zeros(c.num_pitches, dtype=bool)
             for p in self.model_notes:
                 own[p - c.min_pitch] = True
             m[0, c.off0 : c.off0 + c.num_pitches] &= own  # the model ends only its own notes
             if after_velocity:
                 m[0, c.vel0 :] = False
             if force_note:
-                forced = m.clone()
+                forced = m.copy()
                 forced[0, c.off0 : c.vel0] = False  # no note-off, no time shift: a note now
                 if forced[0, c.on0 : c.off0].any():
                     m = forced

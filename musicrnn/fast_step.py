@@ -1,0 +1,215 @@
+"""Batch-1 model steps in numpy: the live engine's path for one token at a time on a CPU.
+
+Why: for one sequence, a ``MusicRNN.step`` spends most of its time in torch's per-call
+overhead, not in arithmetic (the default 2x256 LSTM's matvecs take ~0.05 ms of a ~0.3 ms
+step here). :class:`FastStepper` does the same arithmetic on the model's own weights in numpy
+float32, on preallocated buffers:
+
+- layer 0's input projection depends only on the token, so it is a table
+  (vocab x gates: ``embedding @ W_ih0.T`` + biases): a step reads one row of it;
+- upper LSTM / RNN layers do one matvec on ``[h_below; h_l]`` with ``[W_ih | W_hh]``; the
+  state keeps the layers' ``h`` side by side, so that pair is one contiguous slice;
+- sigmoid(x) is computed as 0.5 + 0.5 * tanh(x / 2) with the halving folded into the weights
+  (exact in floating point), so one tanh covers all gates and nothing can overflow;
+- a projection before a tied head is folded into the head.
+
+It computes the function of :meth:`MusicRNN.step` in eval mode, to float32 rounding. Models
+with attention, quantized models and batches > 1 keep the torch path (:meth:`FastStepper.for_model`
+says which). numpy's BLAS must run on one thread for real-time use: :func:`single_thread_blas`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from musicrnn.model import MusicRNN
+
+def single_thread_blas() -> bool:
+    """Run numpy's BLAS on one thread (OpenBLAS starts one per core even for matvecs this size,
+    and a second busy thread costs latency spikes, as it does for torch). True when a BLAS
+    library was found and limited (threadpoolctl does the finding, on every platform)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if not any(info.get("user_api") == "blas" for info in threadpool_info()):
+        return False
+    threadpool_limits(limits=1, user_api="blas")
+    return True
+
+
+def _f32(a: torch.Tensor | np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+class FastStepper:
+    """One token at a time through a MusicRNN (lstm | gru | rnn, no attention), batch 1.
+
+    ``state`` is a float32 array of shape ``(2, layers * hidden)`` for an LSTM (h, then c) or
+    ``(1, layers * hidden)`` otherwise, or None for the start. :meth:`step` never changes the
+    state it is given (it returns a new one), so streams may share states freely. The object
+    itself holds scratch buffers: use it from one thread at a time.
+    """
+
+    def __init__(self, model: MusicRNN) -> None:
+        if not self.supports(model):
+            raise ValueError("FastStepper needs a float32 CPU MusicRNN (lstm, gru or rnn) without attention")
+        c = model.config
+        rnn = model.rnn
+        self.arch, self.layers, self.hidden, self.vocab_size = c.arch, c.layers, c.hidden, c.vocab_size
+        self.relu = c.arch == "rnn" and rnn.nonlinearity == "relu"
+        hsz = c.hidden
+        gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.arch]
+        # LSTM rows i, f, g, o -> i, f, o, g (sigmoids first); sigmoid rows halved (see module doc)
+        order = np.r_[0:2 * hsz, 3 * hsz:4 * hsz, 2 * hsz:3 * hsz] if c.arch == "lstm" else np.arange(gates * hsz)
+        scale = np.ones(gates * hsz)
+        if c.arch in ("lstm", "gru"):
+            scale[: (3 if c.arch == "lstm" else 2) * hsz] = 0.5
+
+        def p(name: str, layer: int) -> np.ndarray:
+            return _f64(getattr(rnn, f"{name}_l{layer}"))[order] * (scale if name.startswith("bias") else scale[:, None])
+
+        emb = _f64(model.embed.weight)
+        self.table = _f32(emb @ p("weight_ih", 0).T + p("bias_ih", 0) + (0 if c.arch == "gru" else p("bias_hh", 0)))
+        self.w: list[np.ndarray] = []  # per layer: the matvec on the recurrent input
+        self.b: list[np.ndarray] = []
+        self.w_in: list[np.ndarray] = []  # GRU upper layers: the input matvec (kept apart: r gates only W_hh h)
+        self.b_in: list[np.ndarray] = []
+        for layer in range(c.layers):
+            w_hh, b_hh = p("weight_hh", layer), p("bias_hh", layer)
+            if c.arch == "gru":
+                self.w.append(_f32(w_hh))
+                self.b.append(_f32(b_hh))
+                if layer:
+                    self.w_in.append(_f32(p("weight_ih", layer)))
+                    self.b_in.append(_f32(p("bias_ih", layer)))
+            elif layer == 0:
+                self.w.append(_f32(w_hh))
+                self.b.append(np.zeros(0, np.float32))  # in the table
+            else:
+                self.w.append(_f32(np.concatenate([p("weight_ih", layer), w_hh], axis=1)))
+                self.b.append(_f32(p("bias_ih", layer) + b_hh))
+        head_w, head_b = _f64(model.head.weight), _f64(model.head.bias)
+        if hasattr(model, "proj"):
+            head_w, head_b = head_w @ _f64(model.proj.weight), head_w @ _f64(model.proj.bias) + head_b
+        self.head_w, self.head_b = _f32(head_w), _f32(head_b)
+        self._g = np.empty(gates * hsz, np.float32)
+        self._gi = np.empty(gates * hsz, np.float32)
+        self._t = np.empty(hsz, np.float32)
+        self._cell = {"lstm": self._lstm, "gru": self._gru, "rnn": self._rnn}[c.arch]
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """Whether :class:`FastStepper` can step ``model`` (else use ``model.step``)."""
+        if not isinstance(model, MusicRNN) or model.config.attention:
+            return False
+        rnn = model.rnn
+        if type(rnn) not in (nn.LSTM, nn.GRU, nn.RNN) or not rnn.bias or rnn.bidirectional or getattr(rnn, "proj_size", 0):
+            return False
+        if type(model.head) is not nn.Linear or (hasattr(model, "proj") and type(model.proj) is not nn.Linear):
+            return False
+        return all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+
+    @classmethod
+    def for_model(cls, model: Any) -> "FastStepper | None":
+        """The fast stepper for ``model``, or None where the torch path must be used."""
+        return cls(model) if cls.supports(model) else None
+
+    def initial_state(self) -> np.ndarray:
+        return np.zeros((2 if self.arch == "lstm" else 1, self.layers * self.hidden), np.float32)
+
+    def step(self, token: int, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Feed ``token``: (next-token logits [vocab], new state). ``state`` is left as it was."""
+        s = self.initial_state() if state is None else state.copy()
+        self._cell(token, s)
+        top = s[0, (self.layers - 1) * self.hidden:]
+        logits = self.head_w @ top
+        logits += self.head_b
+        return logits, s
+
+    def _lstm(self, token: int, s: np.ndarray) -> None:
+        hsz, g, t = self.hidden, self._g, self._t
+        h, c = s[0], s[1]
+        for layer in range(self.layers):
+            lo, hi = layer * hsz, (layer + 1) * hsz
+            if layer == 0:
+                np.dot(self.w[0], h[:hsz], out=g)
+                g += self.table[token]
+            else:  # h[lo - hsz:hi] is [new h of the layer below; this layer's old h]
+                np.dot(self.w[layer], h[lo - hsz:hi], out=g)
+                g += self.b[layer]
+            np.tanh(g, out=g)
+            sig = g[: 3 * hsz]
+            sig *= 0.5
+            sig += 0.5
+            cl, hl = c[lo:hi], h[lo:hi]
+            cl *= g[hsz:2 * hsz]  # forget
+            np.multiply(g[:hsz], g[3 * hsz:], out=t)  # input * candidate
+            cl += t
+            np.tanh(cl, out=hl)
+            hl *= g[2 * hsz:3 * hsz]  # output
+
+    def _gru(self, token: int, s: np.ndarray) -> None:
+        hsz, g, t = self.hidden, self._g, self._t
+        h = s[0]
+        for layer in range(self.layers):
+            lo, hi = layer * hsz, (layer + 1) * hsz
+            hl = h[lo:hi]
+            if layer == 0:
+                gi = self.table[token]
+            else:
+                gi = self._gi
+                np.dot(self.w_in[layer - 1], h[lo - hsz:lo], out=gi)
+                gi += self.b_in[layer - 1]
+            np.dot(self.w[layer], hl, out=g)  # W_hh h + b_hh: r, z (halved), then n
+            g += self.b[layer]
+            rz = g[: 2 * hsz]
+            rz += gi[: 2 * hsz]
+            np.tanh(rz, out=rz)
+            rz *= 0.5
+            rz += 0.5
+            np.multiply(g[:hsz], g[2 * hsz:], out=t)  # r * (W_hn h + b_hn)
+            t += gi[2 * hsz:]
+            np.tanh(t, out=t)  # n
+            hl -= t  # h' = n + z * (h - n)
+            hl *= g[hsz:2 * hsz]
+            hl += t
+
+    def _rnn(self, token: int, s: np.ndarray) -> None:
+        hsz, g = self.hidden, self._g
+        h = s[0]
+        for layer in range(self.layers):
+            lo, hi = layer * hsz, (layer + 1) * hsz
+            if layer == 0:
+                np.dot(self.w[0], h[:hsz], out=g)
+                g += self.table[token]
+            else:
+                np.dot(self.w[layer], h[lo - hsz:hi], out=g)
+                g += self.b[layer]
+            if self.relu:
+                np.maximum(g, 0.0, out=h[lo:hi])
+            else:
+                np.tanh(g, out=h[lo:hi])
+
+    # --- conversion to and from MusicRNN's state ------------------------------------------------
+    def to_model_state(self, state: np.ndarray | None):
+        """The same state as :meth:`MusicRNN.step` holds it (rnn state, no attention history)."""
+        if state is None:
+            return None
+        shape = (self.layers, 1, self.hidden)
+        parts = [torch.from_numpy(state[i].reshape(shape).copy()) for i in range(state.shape[0])]
+        return (tuple(parts) if self.arch == "lstm" else parts[0]), None
+
+    def from_model_state(self, model_state) -> np.ndarray | None:
+        """A :meth:`MusicRNN.step` state (batch 1) as this stepper's state."""
+        if model_state is None:
+            return None
+        rnn_state = model_state[0]
+        parts = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
+        return np.stack([_f32(p.detach().cpu().reshape(-1)) for p in parts])
