@@ -2,7 +2,7 @@
 
 Holds :func:`generate` (tokens for a batch; each row stops on its own when it reaches its
 length) and :func:`compose` (primer handling, MIDI/PNG/WAV files, a summary per piece). Row i
-draws its random numbers from ``seed + i`` only, so a command run twice writes the same bytes.
+draws its random numbers from ``(seed, i)`` only, so a command run twice writes the same bytes.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_
     if primer is not None and len(primer):  # the constraints see the primer's last notes
         _replay_primer(cons, primer)
     base_steps = cons.steps.clone()
-    rand = RowRandom([seed + i for i in range(batch)])
+    rand = RowRandom([(seed, i) for i in range(batch)])
     out = torch.zeros(batch, 0, dtype=torch.long)
     done = torch.zeros(batch, dtype=torch.bool)
     lengths = torch.zeros(batch, dtype=torch.long)

@@ -108,10 +108,14 @@ class SamplingConfig:
 
 
 class RowRandom:
-    """Independent uniform streams, one per sequence, drawn in blocks for speed."""
+    """Independent uniform streams, one per sequence, drawn in blocks for speed.
 
-    def __init__(self, seeds: list[int], block: int = 1024) -> None:
-        self.gens = [np.random.default_rng(s) for s in seeds]
+    A seed may be a tuple such as ``(seed, row)``: numpy's SeedSequence mixes its parts, so
+    ``(1, 1)`` and ``(2, 0)`` are unrelated streams (``seed + row`` would make piece 2 of seed 1
+    piece 1 of seed 2)."""
+
+    def __init__(self, seeds: list[int] | list[tuple[int, ...]], block: int = 1024) -> None:
+        self.gens = [np.random.default_rng(list(s) if isinstance(s, tuple) else s) for s in seeds]
         self.block = block
         self.buf = np.stack([g.random(block) for g in self.gens])
         self.pos = 0

@@ -224,3 +224,13 @@ def test_note_length_limits_are_honoured(ckpt, tmp_path):
         # the last notes may be cut by the end of the piece; all others are at least half a beat
         inner = notes["end"] < notes["end"].max() - 1e-6
         assert (lengths[inner] >= 0.5 - step / 2 - 1e-6).all(), lengths[inner].min()
+
+
+def test_neighbouring_seeds_write_unrelated_pieces():
+    """Piece i of --seed s must not be piece i+1 of --seed s-1 (a producer running seed 1, then
+    seed 2, wants new music)."""
+    model = MusicRNN(ModelConfig(CODECS["grid"].vocab_size, hidden=16, embedding=8, layers=1))
+    a = generate(model, CODECS["grid"], 3, 8, SamplingConfig(), seed=1)
+    b = generate(model, CODECS["grid"], 3, 8, SamplingConfig(), seed=2)
+    first = [t.tolist() for t in a.tokens]
+    assert not any(t.tolist() in first for t in b.tokens)
