@@ -7,7 +7,8 @@ Measures:
    (``/musicrnn/note_off`` previous, ``/musicrnn/note_on`` new, ``/musicrnn/generate``) and
    times it until the first ``/musicrnn/out/note_on`` of the answer arrives: OSC parse, the
    model hearing the note, deciding the answer's first note (sampling + model steps; a grid
-   codec decides a whole frame before its first note sounds), the scheduler thread, OSC send.
+   codec first closes the player's frame, then hands each struck note to the scheduler the
+   moment its token is sampled), the scheduler thread, OSC send.
    The new note also stops the previous answer (the player is back). Also timed:
    ``/musicrnn/status`` round trips, the same path without the model's work (OSC thread ->
    engine thread's queue -> reply), so transport and model cost can be told apart.

@@ -195,3 +195,71 @@ def test_key_range_and_top_p_change_live_and_an_impossible_one_changes_nothing(w
     assert engine.stream.cons.allowed.all()
     with pytest.raises(Exception, match="top-p"):
         engine.set_top_p(0)
+
+
+def test_grid_notes_are_handed_out_as_sampled_with_the_same_bookkeeping(grid) -> None:
+    """decide(on_note): a struck note goes out the moment its token is sampled (before the
+    frame's later tokens, STEP included, are fed); the notes, the model's notes, the encoder
+    and the token stream are exactly those of decide() without it, and no note comes twice."""
+    cfg = SamplingConfig(temperature=1.5)
+    plain = Engine(grid.model, grid.codec, SamplingConfig(**vars(cfg)), seed=5)
+    eager = Engine(grid.model, grid.codec, SamplingConfig(**vars(cfg)), seed=5)
+    early_total, restrikes_late = 0, 0
+    t = 0.0
+    for i in range(240):
+        if i % 9 == 0:  # the player joins in now and then (a pitch the model may also be sounding)
+            pitch = 60 + (i % 5)
+            for e in (plain, eager):
+                e.human_note_on(t, pitch, 90)
+                e.human_note_off(t + 0.3, pitch)
+        force = i % 7 == 0
+        t_plain = plain.next_time(t, force)
+        assert eager.next_time(t, force) == t_plain
+        sounding_before = set(eager.model_notes)
+        early: list = []
+        early_steps: list[int] = []
+
+        def hand(ev, early=early, early_steps=early_steps) -> None:
+            early.append(ev)
+            early_steps.append(eager.steps)
+            assert ev.pitch in eager.model_notes  # the bookkeeping is done before the note goes out
+
+        expected = plain.decide()
+        steps_before = eager.steps
+        rest = eager.decide(on_note=hand)
+        assert rest is not None
+        early_total += len(early)
+        assert all(ev.velocity > 0 and ev.time == t_plain and ev.pitch not in sounding_before for ev in early)
+        assert all(s < eager.steps for s in early_steps)  # out before the frame's last token (STEP) was fed
+        assert steps_before <= min(early_steps, default=steps_before)
+        got = early + rest
+        assert len(got) == len({(e.pitch, e.velocity > 0) for e in got})  # no note twice
+        assert sorted(got) == sorted(expected)
+        restrikes_late += sum(1 for e in rest if e.velocity > 0)
+        assert eager.model_notes == plain.model_notes
+        assert eager.encoder._sounding == plain.encoder._sounding and eager.encoder._struck == plain.encoder._struck
+        assert eager.steps == plain.steps
+        t = t_plain
+    eager.catch_up(t + 2)
+    plain.catch_up(t + 2)
+    assert np.allclose(eager.stream.logits, plain.stream.logits)  # one and the same token stream
+    assert early_total > 20  # the test saw notes handed out early
+
+
+def test_grid_frame_decided_ahead_gives_way_to_a_waiting_event(grid) -> None:
+    engine = Engine(grid.model, grid.codec, SamplingConfig(temperature=1.5), seed=2)
+    t = engine.next_time(0.0, True)
+    notes_before = dict(engine.model_notes)
+    asked = []
+    assert engine.decide(interrupt=lambda: asked.append(1) or True) is None
+    assert asked and engine.model_notes == notes_before
+    assert engine.next_time(0.0, True) == t  # the same frame comes again
+    engine.human_note_on(t, 60, 90)  # the waiting event: heard, then the frame is decided
+    out = engine.decide(interrupt=lambda: False)
+    assert out is not None and engine.next_time(0.0) > t
+    # once a note of the frame is out, the frame is finished whatever interrupt says
+    for _ in range(50):
+        t = engine.next_time(t, True)
+        handed: list = []
+        out = engine.decide(on_note=handed.append, interrupt=lambda: bool(handed))
+        assert out is not None

@@ -199,3 +199,50 @@ def test_stop_silences_every_mode_until_generate_which_answers_for_the_bars_give
     assert max(n[0] for n in notes) <= t + 2 * BEAT + 1000
     check_closed(notes)
     assert cond.activity == "listening"
+
+
+def test_grid_answer_note_reaches_the_scheduler_while_its_frame_is_still_being_decided(tiny_grid_model) -> None:
+    ckpt = load_checkpoint(tiny_grid_model)
+    cond, sched = make(ckpt, answer_start="now", answer_bars=2)
+    engine = cond.engine
+    in_decide = {"now": False}
+    seen: list[bool] = []
+    decide = engine.decide
+
+    def spy(*args, **kwargs):
+        in_decide["now"] = True
+        try:
+            return decide(*args, **kwargs)
+        finally:
+            in_decide["now"] = False
+
+    engine.decide = spy
+    play = sched.play
+    sched.play = lambda notes: (seen.extend(in_decide["now"] for _, _, v in notes if v > 0), play(notes))
+    last = play_phrase(cond, 0)
+    cond.end_call(last + 1000)
+    run(cond, last + 4 * S, start_ns=last + 1000)
+    notes = sched.notes()
+    assert seen and seen[0]  # the answer's first note went out from inside the frame's decision
+    assert any(seen)
+    ons = [(t, p) for t, p, v in notes if v]
+    assert len(ons) == len(set(ons))  # no note handed twice
+    check_closed(notes + [(last + 10 * S, p, 0) for p in cond.engine.model_notes])
+    assert cond.notes_out == len(ons)
+
+
+def test_grid_frame_decided_ahead_waits_for_player_events_but_not_past_its_time(tiny_grid_model) -> None:
+    ckpt = load_checkpoint(tiny_grid_model)
+    cond, sched = make(ckpt, mode="autoplay")
+    cond.interrupt = lambda: True  # an event is always waiting
+    cond.tick(0)
+    assert cond.decisions == 1  # the frame due now is decided regardless
+    step_ns = BEAT // ckpt.codec.steps_per_beat
+    t = step_ns - int(0.4 * step_ns)  # the next frame's lookahead: decided ahead, so it gives way
+    cond.tick(t)
+    assert cond.decisions == 1 and cond.next_wakeup() == t
+    cond.tick(step_ns - 1_000_000)  # 1 ms before its time: decided, waiting events or not
+    assert cond.decisions == 2
+    cond.interrupt = None
+    run(cond, 3 * S, start_ns=step_ns)
+    check_closed(sched.notes() + [(10 * S, p, 0) for p in cond.engine.model_notes])

@@ -23,17 +23,22 @@ costs one model step. If the player did something in between, the real tokens di
 is dropped, and only the real tokens are fed. Either way the cost per event does not grow with
 the length of the session.
 
+Latency (grid): ``decide(on_note=...)`` hands a frame's struck notes out as their tokens are
+sampled, so the first note of an answer does not wait for the rest of its frame; and
+``decide(interrupt=...)`` lets a frame decided ahead give way to a player's waiting event.
+
 Ownership: the model only ends notes it started, and (grid) does not strike a pitch the player
 is holding; a player striking a pitch the model holds ends the model's note.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -150,7 +155,7 @@ class Engine:
         cons = Constraints.for_codec(self.codec, 1, self.cfg)
         self.stream = _Stream(None, None, cons, self.codec.stream_decoder())
         self.encoder = self.codec.stream_encoder()
-        self.rand = RowRandom([self.seed + self._resets])  # a fresh stream per reset: a new session, new ideas
+        self.rand = RowRandom([(self.seed, self._resets)])  # a fresh stream per reset: a new session, new ideas
         self._resets += 1
         self.model_notes: dict[int, float] = {}  # pitch -> onset (codec time), notes the model is sounding
         self.human_notes: set[int] = set()
@@ -159,7 +164,7 @@ class Engine:
         self._frame: tuple[int, bool] | None = None  # grid: the frame next_time() chose, and force_note
         self._next_frame = 0
         self.latest = 0.0  # the latest codec time handed to the encoder
-        with fast_cpu_steps():
+        with self._kernels():
             self._feed(self.stream, [BOS])
 
     def set_temperature(self, value: float) -> None:
@@ -206,7 +211,7 @@ class Engine:
         if not self.codec.min_pitch <= pitch <= self.codec.max_pitch:
             return []
         ended = []
-        with fast_cpu_steps():
+        with self._kernels():
             if pitch in self.model_notes:
                 del self.model_notes[pitch]
                 self._commit(self.encoder.note_off(t, pitch))
@@ -220,7 +225,7 @@ class Engine:
         if pitch not in self.human_notes:
             return
         self.human_notes.discard(pitch)
-        with fast_cpu_steps():
+        with self._kernels():
             self._commit(self.encoder.note_off(t, pitch))
         self._seen(t)
 
@@ -233,7 +238,7 @@ class Engine:
         """Let the model hear that time passed up to ``t`` with nothing new, as far as it can be
         written already (complete grid frames; whole longest time shifts), so a long silence
         does not cost a burst of steps later."""
-        with fast_cpu_steps():
+        with self._kernels():
             if self.is_grid:
                 k = math.floor(t * self.spu + 0.5 - CLOSE_MARGIN)
                 if k > self.encoder.frame:
@@ -258,13 +263,26 @@ class Engine:
             p = self._proposal = self._propose_event(not_before, force_note)
         return p.time
 
-    def decide(self) -> list[NoteEvent]:
-        """Play the decision :meth:`next_time` announced; returns the model's note events."""
+    def decide(self, on_note: Callable[[NoteEvent], None] | None = None,
+               interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
+        """Play the decision :meth:`next_time` announced; returns the model's note events.
+
+        ``on_note`` (grid codecs): called with a note-on of the frame the moment its token is
+        sampled, before the frame's other tokens, so it can sound while the model decides the
+        rest (a note-on the model then has already started; it is not in the returned list).
+        Only a pitch the model is not sounding goes out early (a re-strike needs its note-off,
+        which is known at the end of the frame): those, and every note-off, are returned, all
+        at the frame's time.
+
+        ``interrupt`` (grid codecs): asked before each token while no note of the frame is out
+        yet; if it returns True the frame is dropped (None is returned, nothing changed but
+        what the model heard) and :meth:`next_time` announces it again. For a frame decided
+        ahead while the player's next event is already waiting."""
         if self.is_grid:
             if self._frame is None:
                 raise RuntimeError("decide() without next_time()")
             (k, force), self._frame = self._frame, None
-            return self._decide_frame(k, force)
+            return self._decide_frame(k, force, on_note, interrupt)
         if self._proposal is None:
             raise RuntimeError("decide() without next_time()")
         return self._decide_event(self._proposal)
@@ -272,7 +290,7 @@ class Engine:
     def release_model_notes(self, t: float) -> list[NoteEvent]:
         """End every model note at ``t`` (in the model's view); returns the note-offs."""
         out = []
-        with fast_cpu_steps():
+        with self._kernels():
             for pitch in sorted(self.model_notes):
                 self._commit(self.encoder.note_off(t, pitch))
                 out.append(NoteEvent(t, pitch, 0))
@@ -282,6 +300,13 @@ class Engine:
         return out
 
     # --- inside --------------------------------------------------------------------------------
+    def _kernels(self):
+        """The torch settings for model steps: none at all on the numpy fast path (entering
+        them costs ~10 us, a real share of a player's note), else :func:`fast_cpu_steps`."""
+        if self.fast is not None and "step" not in vars(self.model):
+            return contextlib.nullcontext()
+        return fast_cpu_steps()
+
     def _seen(self, t: float) -> None:
         self.latest = max(self.latest, t)
 
@@ -354,7 +379,7 @@ class Engine:
     def _propose_event(self, not_before: float, force_note: bool) -> _Proposal:
         c = self.codec
         assert isinstance(c, PerformanceCodec)
-        with fast_cpu_steps():
+        with self._kernels():
             enc = _fork(self.encoder)
             fork = self.stream.fork()
             tokens = [int(t) for t in enc.advance(not_before)]
@@ -386,7 +411,7 @@ class Engine:
         else:
             tokens += enc.advance(p.time)
         self._spec = p.spec
-        with fast_cpu_steps():
+        with self._kernels():
             self._commit(tokens)
         t = self.time
         self._seen(t)
@@ -398,26 +423,43 @@ class Engine:
             return [NoteEvent(t, p.pitch, 0)]
         return []
 
-    def _decide_frame(self, k: int, force_note: bool) -> list[NoteEvent]:
+    def _decide_frame(self, k: int, force_note: bool, on_note: Callable[[NoteEvent], None] | None = None,
+                      interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
         c = self.codec
         assert isinstance(c, GridCodec)
         t = k / self.spu
-        with fast_cpu_steps():
+        early: set[int] = set()  # note-ons handed to on_note while the frame was being sampled
+        with self._kernels():
             self._commit(self.encoder.advance(t))
             fork = self.stream.fork()
+            before = fork.decoder._sounding  # the frame before (the decoder swaps in a new set at STEP)
             tokens: list[int] = []
             events: list[NoteEvent] = []
             struck: set[int] = set()
             for _ in range(c.num_pitches + 1):
+                if interrupt is not None and not early and interrupt():
+                    return None  # the fork is dropped; the frame stays the next one
                 x = self._sample(fork, self._mask(fork, force_note and not struck))
-                tokens.append(x)
-                events += self._feed(fork, [x])
                 if x == c.step_token:
+                    tokens.append(x)
+                    events += self._feed(fork, [x])
                     break
                 if c.token_kind[x] == KIND_NOTE_ON:
-                    struck.add(int(c.token_pitch[x]))
+                    p = int(c.token_pitch[x])
+                    struck.add(p)
+                    # the decoder will strike p at STEP (a marked strike, or p silent the frame before);
+                    # the model's own sounding pitch needs its note-off first: that waits for STEP
+                    if on_note is not None and p not in self.model_notes and (c.mark_restrikes or p not in before):
+                        early.add(p)
+                        self.model_notes[p] = t
+                        self.encoder.note_on(t, p, c.velocity)
+                        on_note(NoteEvent(t, p, c.velocity))
+                tokens.append(x)
+                events += self._feed(fork, [x])
         out = []
         for ev in events:  # the decoder's view of the frame, cut down to the model's own notes
+            if ev.pitch in early:
+                continue  # already out (and a note-off for it here was the player's, not ours)
             if ev.velocity == 0 and ev.pitch in self.model_notes:
                 del self.model_notes[ev.pitch]
                 self.encoder.note_off(t, ev.pitch)

@@ -24,6 +24,7 @@ with made-up times.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from musicrnn.codec import NoteEvent
@@ -38,6 +39,7 @@ GRID_LOOKAHEAD = 0.45  # grid codecs: decide a frame this many steps early (< 0.
 LATE_S = 0.03  # a decision this late is skipped (grid frames) rather than played out of time
 IDLE_WAKE_S = 0.1  # while listening, let the model hear the silence this often
 MAX_DECISIONS_PER_TICK = 256  # a safety valve: one tick never loops forever
+INTERRUPT_AHEAD_S = 0.005  # a grid frame due later than this may give way to waiting player events
 
 
 @dataclass
@@ -76,6 +78,9 @@ class Conductor:
         self.notes_out = 0
         self.decisions = 0
         self._wake: int | None = None
+        # "is a player's event or a command waiting?" (the server's inbox): a frame decided
+        # ahead is dropped for it and decided again after it, so it does not wait for the frame
+        self.interrupt: Callable[[], bool] | None = None
 
     # --- what is going on ----------------------------------------------------------------------
     @property
@@ -250,7 +255,13 @@ class Conductor:
             if t_ns - la > at_ns:
                 self._wake_at(t_ns - la)
                 return
-            events = self.engine.decide()
+            # a grid frame's notes go out as they are sampled; a frame decided ahead gives way
+            # to a player's event that is already waiting (it is decided again after it)
+            interrupt = self.interrupt if t_ns - now > int(INTERRUPT_AHEAD_S * 1e9) else None
+            events = self.engine.decide(self._play_now, interrupt)
+            if events is None:
+                self._wake_at(at_ns)
+                return
             self.decisions += 1
             if any(e.velocity > 0 for e in events):
                 self.first_note = False
@@ -274,6 +285,11 @@ class Conductor:
             if e.velocity > 0:
                 self.notes_out += 1
         self.scheduler.play(notes)
+
+    def _play_now(self, event: NoteEvent) -> None:
+        """A note-on the engine hands out in the middle of a decision: to the scheduler at once."""
+        self.first_note = False
+        self._play([event])
 
     def _silence(self, t_ns: int) -> None:
         """End the model's notes now (scheduled ones too) and stop any answer."""

@@ -166,6 +166,10 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._events)
 
+    def waiting(self) -> bool:
+        """Is anything waiting (a hint, read without the lock)?"""
+        return bool(self._events or self._commands or self._released)
+
 
 class Server:
     """A live session. ``start()`` it, talk to it from any thread, and always ``close()`` it
@@ -219,6 +223,7 @@ class Server:
                                        on_sent=self.echo.sent, sinks=sinks).start()
             settings = Settings(opts.mode, opts.silence_beats, opts.answer_bars, opts.beats_per_bar, opts.answer_start)
             self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns())
+            self.conductor.interrupt = self.inbox.waiting
             self._publish()
             self._thread = threading.Thread(target=self._run, name="musicrnn-engine", daemon=True)
             self._thread.start()
