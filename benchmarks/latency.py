@@ -32,7 +32,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +40,9 @@ import numpy as np
 import torch
 
 from musicrnn.live.clock import now_ns
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live_session import Recorder  # noqa: E402
 from musicrnn.live.engine import Engine, configure_torch_for_live, fast_cpu_steps
 from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint, quantized
 from musicrnn.sample import SamplingConfig
@@ -208,15 +210,9 @@ def measure_answer_latency(jack: Jack, model: str, answers: int) -> dict:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         if "Ctrl-C to stop" not in line:
             raise RuntimeError(f"serve did not start: {line} {proc.stderr.read() if proc.poll() is not None else ''}")  # type: ignore[union-attr]
-        first: list[int] = []
-        armed = threading.Event()
-
-        def got(msg) -> None:
-            if armed.is_set() and msg.type == "note_on" and msg.velocity > 0:
-                first.append(now_ns())
-                armed.clear()
-
-        rec = jack.backend.open_input("bench-serve out:bench-serve out", callback=got)
+        # the DAW side reads RtMidi's queue and stamps arrivals in JACK's thread (live_session.Recorder):
+        # a Python callback would add this process's own GIL waits to the server's latency
+        rec = Recorder(jack.backend, "bench-serve out:bench-serve out")
         player = jack.backend.open_output("bench-serve in:bench-serve in")
         latencies = []
         for i in range(answers):
@@ -224,16 +220,15 @@ def measure_answer_latency(jack: Jack, model: str, answers: int) -> dict:
             time.sleep(0.05)
             player.send(mido.Message("note_off", note=60 + i % 12))
             time.sleep(0.05)
-            first.clear()
-            armed.set()
             t0 = now_ns()
             player.send(mido.Message("control_change", control=24, value=127))  # end of call
             player.send(mido.Message("control_change", control=24, value=0))
             deadline = time.monotonic() + 1.0
-            while not first and time.monotonic() < deadline:
+            while not rec.note_ons(after=t0) and time.monotonic() < deadline:
                 time.sleep(0.001)
-            if first:
-                latencies.append(first[0] - t0)
+            got = rec.note_ons(after=t0)
+            if got:
+                latencies.append(got[0] - t0)
             time.sleep(0.1)
         rec.close()
         player.close()
