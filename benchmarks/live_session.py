@@ -79,7 +79,28 @@ class Jack:
         self.close()
 
 
-class Recorder:
+class _NoteLog:
+    """Notes heard, with their arrival times, and the checks every witness runs on them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[tuple[int, mido.Message]] = []
+
+    def note_ons(self, after: int = 0) -> list[int]:
+        with self.lock:
+            return [t for t, m in self.messages if m.type == "note_on" and m.velocity > 0 and t >= after]
+
+    def sounding(self) -> set[int]:
+        """Notes whose note-on has had no note-off (yet); a re-strike without an off counts as stuck."""
+        with self.lock:
+            return sounding([m for _, m in self.messages])
+
+    def restrikes_without_off(self) -> int:
+        with self.lock:
+            return restrikes_without_off([m for _, m in self.messages])
+
+
+class Recorder(_NoteLog):
     """The DAW: every message from the server's output, with its arrival time.
 
     It reads through python-rtmidi's own queue (filled in C inside JACK's process thread) and a
@@ -101,8 +122,7 @@ class Recorder:
     def __init__(self, backend, port: str) -> None:
         import rtmidi
 
-        self.lock = threading.Lock()
-        self.messages: list[tuple[int, mido.Message]] = []
+        super().__init__()
         self.overflow = False
         api = getattr(rtmidi, f"API_{getattr(backend, 'api', None) or 'UNIX_JACK'}")
         self._rt = rtmidi.MidiIn(api, name=f"recorder-{uuid.uuid4().hex[:5]}", queue_size_limit=self.QUEUE)
@@ -135,18 +155,6 @@ class Recorder:
             with self.lock:
                 self.messages.append((t, msg))
 
-    def note_ons(self, after: int = 0) -> list[int]:
-        with self.lock:
-            return [t for t, m in self.messages if m.type == "note_on" and m.velocity > 0 and t >= after]
-
-    def sounding(self) -> set[int]:
-        """Notes whose note-on has had no note-off (yet); a re-strike without an off counts as stuck."""
-        with self.lock:
-            return sounding([m for _, m in self.messages])
-
-    def restrikes_without_off(self) -> int:
-        with self.lock:
-            return restrikes_without_off([m for _, m in self.messages])
 
     def close(self) -> None:
         self._stop.set()
@@ -347,7 +355,7 @@ def udp_drops(port: int) -> int | None:
     return None
 
 
-class NoteListener:
+class NoteListener(_NoteLog):
     """An OSC subscriber on 127.0.0.1 that records every generated note (``/musicrnn/out/...``)
     as MIDI messages, with arrival times, from a thread of its own. The scheduler hands its OSC
     sink exactly what the MIDI output gets, so this is a second witness of the output. Its
@@ -367,8 +375,7 @@ class NoteListener:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.messages: list[tuple[int, mido.Message]] = []
+        super().__init__()
         self.statuses = 0
         self.final_drops: int | None = None  # drops() when closed
         self._stop = threading.Event()
@@ -408,17 +415,6 @@ class NoteListener:
             time.sleep(0.01)
         return bool(self.statuses)
 
-    def note_ons(self, after: int = 0) -> list[int]:
-        with self.lock:
-            return [t for t, m in self.messages if m.type == "note_on" and t >= after]
-
-    def sounding(self) -> set[int]:
-        with self.lock:
-            return sounding([m for _, m in self.messages])
-
-    def restrikes_without_off(self) -> int:
-        with self.lock:
-            return restrikes_without_off([m for _, m in self.messages])
 
     def drops(self) -> int | None:
         return udp_drops(self.port)
@@ -515,23 +511,30 @@ print(json.dumps({"messages": sent, "seconds": round(elapsed, 3), "rate": round(
 """
 
 
-def flood(jack: Jack, port: str, rate: float, seconds: float, pitches: tuple[int, int] = (36, 96)) -> dict:
-    """From a process of its own (so that it competes with nobody's GIL here): note-on/note-off
-    pairs (every note-on followed by its note-off, and some CCs that drive nothing) to ``port``
-    at ``rate`` messages per second for ``seconds``; then every key up. Returns what was sent."""
+def run_sender(code: str, args: list[str], seconds: float, what: str, env: dict | None = None) -> dict:
+    """Run a load generator (``python -c code args``) in a process of its own, so it competes
+    with nobody's GIL here: it prints "ready", waits for "go" on stdin, sends for ``seconds``,
+    and prints one JSON line of what it sent, which is returned."""
     import json
 
-    proc = subprocess.Popen([sys.executable, "-c", _FLOOD_CODE, port, str(rate), str(seconds), str(pitches[0]), str(pitches[1])],
-                            env=jack.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
-            raise RuntimeError(f"flood sender did not start: {proc.stderr.read()[-500:]}")  # type: ignore[union-attr]
+            raise RuntimeError(f"{what} did not start: {proc.stderr.read()[-500:]}")  # type: ignore[union-attr]
         out, err = proc.communicate("go\n", timeout=seconds + 60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
     if proc.returncode != 0:
-        raise RuntimeError(f"flood sender failed: {err[-500:]}")
+        raise RuntimeError(f"{what} failed: {err[-500:]}")
     return json.loads(out.strip().splitlines()[-1])
+
+
+def flood(jack: Jack, port: str, rate: float, seconds: float, pitches: tuple[int, int] = (36, 96)) -> dict:
+    """From a process of its own (so that it competes with nobody's GIL here): note-on/note-off
+    pairs (every note-on followed by its note-off, and some CCs that drive nothing) to ``port``
+    at ``rate`` messages per second for ``seconds``; then every key up. Returns what was sent."""
+    return run_sender(_FLOOD_CODE, [port, str(rate), str(seconds), str(pitches[0]), str(pitches[1])], seconds,
+                      "flood sender", env=jack.env)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from live_session import OscClient, Session, now_ns, udp_drops  # noqa: E402
+from live_session import OscClient, Session, now_ns, run_sender, udp_drops  # noqa: E402
 
 SERVE_ARGS = ("--tempo", "120", "--silence-beats", "1", "--answer-bars", "1", "--answer-start", "now")
 PITCHES = (36, 96)
@@ -118,19 +117,8 @@ print(json.dumps({"packets": sent, "seconds": round(elapsed, 3), "rate": round(s
 def flood(port: int, rate: float, seconds: float, pitches: tuple[int, int] = PITCHES) -> dict:
     """From a process of its own (its own GIL): the packet mix above to 127.0.0.1:``port`` at
     ``rate`` packets per second for ``seconds``. Returns what was sent."""
-    proc = subprocess.Popen([sys.executable, "-c", _FLOOD_CODE, str(port), str(rate), str(seconds), str(pitches[0]), str(pitches[1])],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
-            raise RuntimeError(f"OSC flood sender did not start: {proc.stderr.read()[-500:]}")  # type: ignore[union-attr]
-        out, err = proc.communicate("go\n", timeout=seconds + 60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-    if proc.returncode != 0:
-        raise RuntimeError(f"OSC flood sender failed: {err[-500:]}")
-    return json.loads(out.strip().splitlines()[-1])
+    return run_sender(_FLOOD_CODE, [str(port), str(rate), str(seconds), str(pitches[0]), str(pitches[1])], seconds,
+                      "OSC flood sender")
 
 
 def status_rtt(client: OscClient, timeout: float = 0.5) -> float | None:
