@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +40,7 @@ import torch
 from musicrnn.live.clock import now_ns
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_session import Recorder  # noqa: E402
+from live_session import Jack, Recorder  # noqa: E402
 from musicrnn.live.engine import Engine, configure_torch_for_live, fast_cpu_steps
 from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint, quantized
 from musicrnn.sample import SamplingConfig
@@ -146,35 +144,6 @@ def measure_notochord(events: int) -> dict:
 
 
 # --- 3. over JACK ------------------------------------------------------------------------------
-class Jack:
-    """A private ``jackd -d dummy`` for the measurements below."""
-
-    def __init__(self) -> None:
-        self.name = f"musicrnn-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": self.name}
-        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "64"], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        os.environ["JACK_DEFAULT_SERVER"] = self.name
-        from musicrnn.live.midi_ports import _probe
-
-        deadline = time.monotonic() + 10
-        while _probe("jack") is not None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("jackd did not start")
-            time.sleep(0.05)
-        import mido
-
-        self.backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 def measure_output_timing(jack: Jack, notes: int, spacing_s: float = 0.02) -> dict:
     from musicrnn.live import midi_ports
     from musicrnn.live.scheduler import Scheduler
