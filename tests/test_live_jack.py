@@ -7,7 +7,6 @@ those are measured by benchmarks/latency.py, not on a busy CI machine.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -21,90 +20,25 @@ from click.testing import CliRunner
 from musicrnn.cli import cli
 from musicrnn.live.clock import PPQN, now_ns
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from live_session import Recorder, Serve  # noqa: E402  (RtMidi's queue, not a Python callback: see its docstring)
+
 TOLERANCE_S = 0.015
 S = 1e9
 
 
-class Recorder:
-    """The DAW: records every message from the server's output with its arrival time."""
-
-    def __init__(self, backend, port: str) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[tuple[int, mido.Message]] = []
-        self.port = backend.open_input(port, callback=self._got)
-
-    def _got(self, msg: mido.Message) -> None:
-        t = now_ns()
-        with self.lock:
-            self.messages.append((t, msg))
-
-    def note_ons(self, after: int = 0) -> list[tuple[int, int]]:
-        with self.lock:
-            return [(t, m.note) for t, m in self.messages if m.type == "note_on" and m.velocity > 0 and t >= after]
-
-    def hanging(self) -> set[int]:
-        on: set[int] = set()
-        with self.lock:
-            for _, m in self.messages:
-                if m.type == "note_on" and m.velocity > 0:
-                    assert m.note not in on, f"note {m.note} struck again without its note-off"
-                    on.add(m.note)
-                elif m.type in ("note_on", "note_off"):
-                    on.discard(m.note)
-        return on
-
-    def close(self) -> None:
-        self.port.close()
-
-
-class ServeProcess:
-    """``python -m musicrnn serve`` with virtual JACK ports; always killed at the end."""
-
-    def __init__(self, jack, model: Path, port_name: str, *args: str) -> None:
-        self.port_name = port_name
-        cmd = [sys.executable, "-m", "musicrnn", "serve", "--model", str(model), "--midi-api", "jack",
-               "--midi-in", "virtual", "--midi-out", "virtual", "--port-name", port_name, *args]
-        self.proc = subprocess.Popen(cmd, env=jack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(s, d), daemon=True)
-                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for r in self._readers:
-            r.start()
-
-    @staticmethod
-    def _read(stream, dest: list[str]) -> None:
-        for line in stream:
-            dest.append(line.rstrip("\n"))
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any("Ctrl-C to stop" in line for line in self.out):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"musicrnn serve did not start (rc {self.proc.poll()}): {' | '.join(self.err[-5:])}")
-            time.sleep(0.02)
-
-    def terminate(self, timeout: float = 20) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout)
-        for r in self._readers:
-            r.join(5)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+def assert_every_note_closed(rec: Recorder) -> None:
+    """Every note-on the DAW heard has had its note-off, and none was struck again before it."""
+    assert rec.restrikes_without_off() == 0 and not rec.sounding(), rec.sounding()
 
 
 @pytest.fixture
 def serve(jack_server):
-    started: list[ServeProcess] = []
+    started: list[Serve] = []
     clients: list = []
 
-    def start(model: Path, *args: str, port_name: str = "mrtest") -> tuple[ServeProcess, Recorder, mido.ports.BaseOutput]:
-        proc = ServeProcess(jack_server, model, port_name, *args)
+    def start(model: Path, *args: str, port_name: str = "mrtest") -> tuple[Serve, Recorder, mido.ports.BaseOutput]:
+        proc = Serve(jack_server, model, port_name, *args)
         started.append(proc)
         proc.wait_ready()
         rec = Recorder(jack_server.backend, jack_server.port("input", f"{port_name} out"))
@@ -147,7 +81,7 @@ def off_grid_s(t: int, origin: int, step_s: float) -> float:
     return abs(x - round(x)) * step_s
 
 
-def assert_clean_exit(proc: ServeProcess, rc: int) -> None:
+def assert_clean_exit(proc: Serve, rc: int) -> None:
     assert rc in (0, 143, -15), (rc, proc.err)
     assert not any("Traceback" in line for line in proc.err), "\n".join(proc.err)
     assert any("all notes off" in line for line in proc.out)
@@ -164,13 +98,13 @@ def test_call_response_answers_on_the_grid_and_sigterm_mid_answer_closes_every_n
     assert wait_for(lambda: rec.note_ons(), timeout=5), "no answer"
     time.sleep(2.3)  # the one-bar answer (2 s at 120 BPM) plays out
     ons = rec.note_ons()
-    first = ons[0][0]
+    first = ons[0]
     # after the silence of one beat, on the next beat: 0.5-1.0 s after the release
     assert 0.5 - TOLERANCE_S <= (first - released) / S <= 1.0 + TOLERANCE_S
     step_s = 0.25  # grid codec, 2 steps per beat at 120 BPM
-    assert max(off_grid_s(t, first, step_s) for t, _ in ons) <= TOLERANCE_S
-    assert all((t - first) / S <= 2.0 + TOLERANCE_S for t, _ in ons)  # one bar long
-    assert not rec.hanging()
+    assert max(off_grid_s(t, first, step_s) for t in ons) <= TOLERANCE_S
+    assert all((t - first) / S <= 2.0 + TOLERANCE_S for t in ons)  # one bar long
+    assert_every_note_closed(rec)
 
     # play again; SIGTERM as soon as the answer sounds
     mark = now_ns()
@@ -179,7 +113,7 @@ def test_call_response_answers_on_the_grid_and_sigterm_mid_answer_closes_every_n
     rc = proc.terminate()
     time.sleep(0.1)
     assert_clean_exit(proc, rc)
-    assert not rec.hanging()
+    assert_every_note_closed(rec)
     assert any("stopped: 6 notes in" in line for line in proc.out), proc.out  # the loop's echoes were not heard
 
 
@@ -224,7 +158,7 @@ def test_follows_midi_clock_and_stops_when_the_player_comes_back(serve, tiny_per
         assert wait_for(lambda: rec.note_ons(), timeout=5), "no answer"
         beat_s = 60.0 / bpm
         origin = first_pulse[0]
-        first = rec.note_ons()[0][0]
+        first = rec.note_ons()[0]
         # the answer starts on one of the DAW's beats, the first after one beat of silence
         assert off_grid_s(first, origin, beat_s) <= TOLERANCE_S
         assert beat_s - TOLERANCE_S <= (first - released) / S <= 2 * beat_s + TOLERANCE_S
@@ -235,7 +169,7 @@ def test_follows_midi_clock_and_stops_when_the_player_comes_back(serve, tiny_per
         back = now_ns()
         time.sleep(0.6)
         assert not rec.note_ons(after=back + int(0.05 * S))
-        assert not rec.hanging()
+        assert_every_note_closed(rec)
         with lock:
             player.send(mido.Message("note_off", note=70))
     finally:
@@ -277,7 +211,7 @@ def test_mixed_session_with_mode_switches_panic_and_sigterm_leaves_no_note_hangi
     rc = proc.terminate()
     time.sleep(0.1)
     assert_clean_exit(proc, rc)
-    assert not rec.hanging()
+    assert_every_note_closed(rec)
     with rec.lock:
         assert any(m.type == "control_change" and m.control == 123 for _, m in rec.messages)  # the panic
     assert len(rec.note_ons()) > 5

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -20,44 +19,12 @@ import pytest
 
 from musicrnn.live import osc
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from live_session import Serve  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
 PD_ERRORS = ("couldn't create", "error:", "bad arguments", "no method", "stack overflow")
-
-
-class ServeOsc:
-    """``python -m musicrnn serve`` with OSC on a free port and no MIDI; always ended."""
-
-    def __init__(self, model: Path, *args: str) -> None:
-        cmd = [sys.executable, "-m", "musicrnn", "serve", "--model", str(model), "--midi-in", "none", "--midi-out", "none",
-               "--osc-port", "0", *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [threading.Thread(target=_read, args=(s, d), daemon=True)
-                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for r in self._readers:
-            r.start()
-        deadline = time.monotonic() + 60
-        while not any("Ctrl-C to stop" in line for line in self.out):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"musicrnn serve did not start: {' | '.join(self.err[-5:])}")
-            time.sleep(0.02)
-        self.port = int(re.search(r"OSC on 127\.0\.0\.1:(\d+)", self.out[0]).group(1))  # type: ignore[union-attr]
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(20)
-        for r in self._readers:
-            r.join(5)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def _read(stream, dest: list[str]) -> None:
@@ -67,11 +34,13 @@ def _read(stream, dest: list[str]) -> None:
 
 @pytest.fixture
 def serve_osc():
-    started: list[ServeOsc] = []
+    """``musicrnn serve`` with OSC on a free port and no MIDI (its OSC port: ``.osc_port``); always ended."""
+    started: list[Serve] = []
 
-    def start(model: Path, *args: str) -> ServeOsc:
-        proc = ServeOsc(model, *args)
+    def start(model: Path, *args: str) -> Serve:
+        proc = Serve(None, model, "plugin", *args, osc=True)
         started.append(proc)
+        proc.wait_ready()
         return proc
 
     try:
@@ -168,7 +137,7 @@ def test_pd_example_patch_plays_a_phrase_and_the_answer_comes_back_into_pd(serve
     probe.close()
     patch = host([pd, "-nogui", "-noaudio", "-nomidi", "-stderr", "-path", str(PLUGINS / "puredata"),
                   "-open", str(PLUGINS / "puredata" / "musicrnn-example.pd"),
-                  "-send", f"musicrnn-example server 127.0.0.1 {server.port}",
+                  "-send", f"musicrnn-example server 127.0.0.1 {server.osc_port}",
                   "-send", f"musicrnn-example listen {reply_port}"])  # replies through [netreceive -u -b]
     # a second after opening, the patch plays 4 notes and asks for a one-bar answer (1 s at 240 BPM)
     assert patch.wait_for(lambda: sum(v > 0 for _, v in note_lines(patch.lines, "musicrnn-note")) >= 2, timeout=20), \
@@ -240,7 +209,7 @@ def test_supercollider_class_plays_a_phrase_and_gets_the_answer(serve_osc, host,
     conf = tmp_path / "sclang_conf.yaml"
     conf.write_text(f"includePaths:\n    - {PLUGINS / 'supercollider'}\nexcludePaths: []\npostInlineWarnings: false\n")
     script = tmp_path / "jam.scd"
-    script.write_text(SC_SCRIPT % {"port": server.port})
+    script.write_text(SC_SCRIPT % {"port": server.osc_port})
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
     import socket
