@@ -105,6 +105,25 @@ def test_players_all_notes_off_releases_a_key_whose_note_off_was_lost(tiny_grid_
         assert srv.status()["activity"] == "answering"
 
 
+def _burst_while_python_stalls(src) -> tuple[list[mido.Message], int]:
+    """Send five note-on/note-off pairs through ``src``, then hold the GIL for 0.25 s (no other
+    thread gets it for up to 0.2 s: a busy benchmark, exaggerated). Returns (what was sent, when)."""
+    sent = [mido.Message(kind, note=p, velocity=90 if kind == "note_on" else 0)
+            for p in range(60, 65) for kind in ("note_on", "note_off")]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.2)
+    try:
+        t_sent = time.perf_counter_ns()
+        for m in sent:
+            src.send(m)
+        end = time.perf_counter() + 0.25
+        while time.perf_counter() < end:
+            pass
+    finally:
+        sys.setswitchinterval(old)
+    return sent, t_sent
+
+
 def test_a_stalled_python_side_does_not_corrupt_what_the_recorder_hears(jack_server):
     """Issue 7: the 10-minute soak counted one "re-strike without a note-off" on the server's
     MIDI output. The server never sent one (its scheduler ends a sounding pitch before striking
@@ -125,18 +144,7 @@ def test_a_stalled_python_side_does_not_corrupt_what_the_recorder_hears(jack_ser
     rec = Recorder(be, port)
     try:
         time.sleep(0.2)
-        sent = [mido.Message(kind, note=p, velocity=90 if kind == "note_on" else 0)
-                for p in range(60, 65) for kind in ("note_on", "note_off")]
-        old = sys.getswitchinterval()
-        sys.setswitchinterval(0.2)  # no other thread gets the GIL for up to 0.2 s: a busy benchmark, exaggerated
-        try:
-            for m in sent:
-                src.send(m)
-            end = time.perf_counter() + 0.25
-            while time.perf_counter() < end:
-                pass
-        finally:
-            sys.setswitchinterval(old)
+        sent, _ = _burst_while_python_stalls(src)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and (len(rec.messages) < len(sent) or len(heard_by_callback) < len(sent)):
             time.sleep(0.01)
@@ -169,19 +177,7 @@ def test_the_servers_midi_input_hears_a_burst_exactly_while_python_is_stalled(ja
         while not heard:
             time.sleep(0.01)
         heard.clear()
-        sent = [mido.Message(kind, note=p, velocity=90 if kind == "note_on" else 0)
-                for p in range(60, 65) for kind in ("note_on", "note_off")]
-        old = sys.getswitchinterval()
-        sys.setswitchinterval(0.2)
-        try:
-            t_sent = time.perf_counter_ns()
-            for m in sent:
-                src.send(m)
-            end = time.perf_counter() + 0.25
-            while time.perf_counter() < end:
-                pass
-        finally:
-            sys.setswitchinterval(old)
+        sent, t_sent = _burst_while_python_stalls(src)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and len(heard) < len(sent):
             time.sleep(0.01)
