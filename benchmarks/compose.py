@@ -73,7 +73,7 @@ def main() -> None:
     if "music_stats" in result:
         ms = result["music_stats"]
         names = list(ms["stats"])
-        print(f"\n| statistic | " + " | ".join(names) + " |")
+        print("\n| statistic | " + " | ".join(names) + " |")
         print("|---|" + "---|" * len(names))
         for stat in ms["stats"]["real"]:
             print(f"| {stat} | " + " | ".join(f"{ms['stats'][n][stat]:.3f}" for n in names) + " |")

@@ -34,7 +34,6 @@ def main() -> None:
     ap.add_argument("--notes", default="", help="a paragraph on how the run went, for the card")
     args = ap.parse_args()
 
-    src = load_checkpoint(args.run_checkpoint)
     metrics_path = Path(args.run_checkpoint).parent / "metrics.jsonl"
     rows = [json.loads(x) for x in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
     train_seconds = args.train_seconds if args.train_seconds is not None else max((r.get("time", 0.0) for r in rows), default=0.0)
