@@ -274,6 +274,9 @@ class GridConstraints(Constraints):
         return m
 
     def update(self, tokens: Array | list[int]) -> None:
+        if self.batch == 1 and isinstance(tokens, (list, tuple)):
+            self._update_one(int(tokens[0]))
+            return
         tokens = _ids(tokens)
         is_pitch = self.is_pitch[tokens]
         if is_pitch.any():
@@ -293,6 +296,29 @@ class GridConstraints(Constraints):
             self.last[r] = -1
             self.count[r] = 0
             self.frames[r] += 1
+
+    def _update_one(self, tok: int) -> None:
+        """:meth:`update` for one row and one token in plain Python: a live session updates
+        once per model step, where a dozen numpy calls on one row cost more than the step's
+        bookkeeping itself."""
+        if self.is_pitch[tok]:
+            p = int(self.pidx[tok])
+            self.cur[0, p] = True
+            self.struck[0, p] = bool(self.is_on[tok]) if self.codec.mark_restrikes else not self.prev[0, p]
+            self.last[0] = p
+            self.count[0] += 1
+        elif self.is_step[tok]:
+            cur, struck = self.cur[0], self.struck[0]
+            age = self.age[0]
+            age += 1
+            age[struck] = 1
+            age[~cur] = 0
+            self.prev[0] = cur
+            cur[:] = False
+            struck[:] = False
+            self.last[0] = -1
+            self.count[0] = 0
+            self.frames[0] += 1
 
 
 class PerformanceConstraints(Constraints):

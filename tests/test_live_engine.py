@@ -264,3 +264,68 @@ def test_grid_frame_decided_ahead_gives_way_to_a_waiting_event(grid) -> None:
         handed: list = []
         out = engine.decide(on_note=handed.append, interrupt=lambda: bool(handed))
         assert out is not None
+
+
+def test_grid_idle_preparation_makes_the_answer_wait_for_no_step_and_changes_nothing(grid) -> None:
+    """prepare(): the close of the player's frame is stepped in idle time on a fork; when the
+    call ends, the answer's first note goes out before any model step, and the session (notes,
+    token stream, state) is exactly the one without preparation, also when the player goes on
+    playing after a preparation (the fork is then dropped)."""
+    cfg = SamplingConfig(temperature=1.2)
+    plain = Engine(grid.model, grid.codec, SamplingConfig(**vars(cfg)), seed=3)
+    ready = Engine(grid.model, grid.codec, SamplingConfig(**vars(cfg)), seed=3)
+    log = StepLog(ready)
+    t, waited = 0.0, []
+    for call in range(12):
+        for i in range(3):  # the call: notes inside frames (2 steps per beat), each followed by idle time
+            pitch = 55 + (call * 5 + i * 3) % 20
+            for e in (plain, ready):
+                e.human_note_on(t + 0.1, pitch, 80)
+            assert ready.prepare() and not ready.prepare()  # a second call finds the frame prepared
+            for e in (plain, ready):
+                e.human_note_off(t + 0.3, pitch)
+            ready.prepare()
+            t += 0.4
+        t_end = max(plain.latest, ready.latest)
+        before = len(log.tokens)
+        first: list[int] = []
+        assert ready.next_time(t_end, True) == plain.next_time(t_end, True)
+        ready.decide(on_note=lambda ev: first.append(len(log.tokens)))
+        plain.decide(on_note=lambda ev: None)
+        if first:
+            waited.append(first[0] - before)
+        for _ in range(3):  # the answer goes on a little
+            tt = plain.next_time(0.0)
+            assert ready.next_time(0.0) == tt
+            assert sorted(ready.decide() or []) == sorted(plain.decide() or [])
+        assert ready.model_notes == plain.model_notes
+        t_off = max(plain.latest, ready.latest)
+        assert ready.release_model_notes(t_off) == plain.release_model_notes(t_off)
+        t = t_off + 0.5
+    assert waited and all(w == 0 for w in waited)  # no step between the end of the call and its first note
+    for e in (plain, ready):
+        e.catch_up(t + 2)
+    assert np.allclose(ready.stream.logits, plain.stream.logits)
+
+
+def test_grid_model_holds_only_pitches_that_really_sound(grid) -> None:
+    """A pitch the player struck and released inside a frame sounds in that frame only: the
+    model may not "hold" it into the next (the real stream will not), and its own frames
+    decided ahead are adopted without re-feeding while nobody interrupts."""
+    for seed in range(6):
+        engine = Engine(grid.model, grid.codec, SamplingConfig(temperature=2.0), seed=seed)
+        for i in range(4):
+            engine.human_note_on(i * 0.5 + 0.1, 60 + i, 90)
+            engine.human_note_off(i * 0.5 + 0.2, 60 + i)
+        engine.catch_up(2.0)
+        c = grid.codec
+        for _ in range(8):
+            engine.next_time(0.0, True)
+            sounding = set(engine.model_notes) | engine.human_notes
+            mask = engine._mask(engine.stream, force_note=False)
+            held = {int(c.token_pitch[c.hold0 + i]) for i in np.flatnonzero(mask[0, c.hold0 : c.hold0 + c.num_pitches])}
+            assert held <= sounding
+            steps = engine.steps
+            engine.decide()
+            frame = engine._spec.tokens
+            assert engine.steps - steps == len(frame)  # only the frame's own tokens were stepped

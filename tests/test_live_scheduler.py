@@ -70,6 +70,21 @@ def test_notes_play_on_time_and_close_ends_what_sounds() -> None:
     assert not hanging_notes(msgs) and not sched.alive
 
 
+def test_notes_due_now_go_out_before_play_returns_after_what_was_queued_before() -> None:
+    """A caller's note that is due already is sent in the caller's thread (no hand-off to the
+    scheduler thread), after the requests queued before it (here: a stop ending a note)."""
+    out = RecordingOutput()
+    with Scheduler(out) as sched:
+        sched.play([(now_ns(), 60, 100)])
+        assert [(m.type, m.note) for m in out.messages()] == [("note_on", 60)]
+        sched.play([(now_ns() + 60_000 * MS, 62, 100)])  # not due: left to the thread
+        with sched._cv:  # a stop queued while the thread is held off, then a note due now
+            sched._requests.append(("stop",))
+        sched.play([(now_ns(), 64, 100)])
+        assert [(m.type, m.note) for m in out.messages()] == [("note_on", 60), ("note_off", 60), ("note_on", 64)]
+    assert not hanging_notes(out.messages()) and 62 not in {m.note for m in out.messages()}
+
+
 def test_stop_notes_ends_sounding_and_drops_pending() -> None:
     out = RecordingOutput()
     with Scheduler(out) as sched:

@@ -194,3 +194,31 @@ def test_an_osc_note_whose_note_off_cannot_be_scheduled_is_refused_whole(tiny_gr
         phrase(srv, (62,))  # and the next call is answered after a beat of silence: no key is held
         assert wait_until(lambda: srv.status()["activity"] == "answering", timeout=5)
     assert not hanging_notes(out.messages())
+
+
+def test_an_input_thread_works_off_its_own_events_and_the_answer_leaves_from_it(tiny_grid_model) -> None:
+    """Inside ``working_here`` (the OSC and MIDI input threads) a note and "answer now" are
+    handled, and the answer's first note sent, by the input thread itself, before the block
+    returns: no hand-off to the engine or scheduler thread on the way."""
+    import threading
+
+    srv, out = server(tiny_grid_model, answer_start="now", silence_beats=64, answer_bars=4)
+    inline = 0
+    with srv:
+        for i in range(5):
+            def call() -> None:
+                with srv.working_here():
+                    srv.note_on(60 + i, 90)
+                    srv.note_off(60 + i)
+                    srv.end_call()
+
+            sent_before = len(out.messages())
+            t = threading.Thread(target=call)
+            t.start()
+            t.join()
+            # the engine thread may be mid-wake-up when the block ends (it then does the work): mostly not
+            inline += any(m.type == "note_on" and m.velocity > 0 for m in out.messages()[sent_before:])
+            assert wait_until(lambda: srv.status()["activity"] == "answering", timeout=5)
+            time.sleep(0.05)
+    assert inline >= 3
+    assert not hanging_notes(out.messages())

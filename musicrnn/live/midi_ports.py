@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, ContextManager
 from dataclasses import dataclass, field
 
 import mido
@@ -185,13 +186,16 @@ class QueuedInput:
 
     QUEUE = 8192  # messages RtMidi may hold while Python is busy (a flood beyond it is dropped there)
     POLL_S = 0.00025  # the drain's nap when the queue is empty: the most a message waits
+    BURST = 1024  # most messages in one ``around`` block (a flood still gets worked off)
 
-    def __init__(self, api: str, port: str | None, name: str, callback: Callable[..., None]) -> None:
+    def __init__(self, api: str, port: str | None, name: str, callback: Callable[..., None],
+                 around: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
         import rtmidi
 
         self.name = port if port is not None else name  # what the user sees: the port we listen to
         self.closed = False
         self._callback = callback
+        self._around = around  # each burst (what the queue holds when the drain looks) goes in one block
         with _quiet_stderr():
             self._rt = rtmidi.MidiIn(getattr(rtmidi, f"API_{APIS[api]}"), name=name, queue_size_limit=self.QUEUE)
         self._rt.ignore_types(sysex=True, timing=False, active_sense=True)  # MIDI clock is wanted
@@ -209,21 +213,30 @@ class QueuedInput:
         self._thread.start()
 
     def _drain(self) -> None:
+        got = None
         while not self._stop.is_set():
-            got = self._rt.get_message()
             if got is None:
-                time.sleep(self.POLL_S)
-                continue
-            data, delta = got
-            t = now_ns()
-            if self._last is not None:  # RtMidi's delta says when it arrived; our clock is an upper bound
-                t = min(t, self._last + int(delta * 1e9))
-            self._last = t
-            try:
-                msg = mido.Message.from_bytes(data)
-            except ValueError:  # a malformed message from the wire: not ours to crash on
-                continue
-            self._callback(msg, t)
+                got = self._rt.get_message()
+                if got is None:
+                    time.sleep(self.POLL_S)
+                    continue
+            with self._around():
+                for _ in range(self.BURST):
+                    self._deliver(*got)
+                    got = self._rt.get_message()
+                    if got is None or self._stop.is_set():
+                        break
+
+    def _deliver(self, data: list[int], delta: float) -> None:
+        t = now_ns()
+        if self._last is not None:  # RtMidi's delta says when it arrived; our clock is an upper bound
+            t = min(t, self._last + int(delta * 1e9))
+        self._last = t
+        try:
+            msg = mido.Message.from_bytes(data)
+        except ValueError:  # a malformed message from the wire: not ours to crash on
+            return
+        self._callback(msg, t)
 
     def close(self) -> None:
         if self.closed:
@@ -236,21 +249,23 @@ class QueuedInput:
         self._rt.delete()
 
 
-def open_input(spec: str, api: str, port_name: str, callback: Callable[..., None]):
+def open_input(spec: str, api: str, port_name: str, callback: Callable[..., None],
+               around: Callable[[], ContextManager[Any]] = contextlib.nullcontext):
     """Open the input ``spec`` (a port name, ``virtual`` or ``none``); each message goes to
     ``callback(msg, t_ns)`` (``t_ns``: its arrival on :func:`musicrnn.live.clock.now_ns`'s clock)
-    from a reader thread (see :class:`QueuedInput`). Returns the port, or None for ``none``."""
+    from a reader thread (see :class:`QueuedInput`), each burst of messages inside one
+    ``with around():``. Returns the port, or None for ``none``."""
     if spec == "none":
         return None
     try:
         if spec == "virtual":
             _check_virtual(api)
             name = virtual_names(port_name)[0]
-            return QueuedInput(api, None, name, callback)
+            return QueuedInput(api, None, name, callback, around)
         with _quiet_stderr():
             available = _backend(api).get_input_names()
         port = _resolve(spec, available, "input", api)
-        return QueuedInput(api, port, port_name, callback)
+        return QueuedInput(api, port, port_name, callback, around)
     except MidiPortError:
         raise
     except Exception as exc:  # OSError, and rtmidi's own errors (RtMidiError and its subclasses)

@@ -101,6 +101,13 @@ class Conductor:
         """When :meth:`tick` has something to do next (ns), or None for "whenever"."""
         return self._wake
 
+    def prepare(self) -> bool:
+        """Idle time: while listening, let the engine prepare the close of the player's frame
+        (see :meth:`Engine.prepare`), so an answer starts sooner. True if it did model work."""
+        if self.clock.running and self.answer is None and (self.mode == "call-response" or self.stopped):
+            return self.engine.prepare()
+        return False
+
     # --- the player ----------------------------------------------------------------------------
     def human_note(self, t_ns: int, pitch: int, velocity: int) -> None:
         t = self.timebase.to_codec(t_ns)

@@ -4,10 +4,13 @@ Holds:
 - :class:`OscServer`: one UDP socket and one thread. It receives packets (messages and
   bundles), drops those from clients outside ``--osc-allow``, holds messages of future-dated
   bundles until their time tag, and hands each message to the dispatcher built from the table
-  in ``osc.py``. Replies and notes leave from the same socket (so a client sees one address).
+  in ``osc.py``; what the handlers queue for the model it then works off itself
+  (:meth:`~musicrnn.live.server.Server.working_here`), so a note's answer can leave from this
+  thread with no hand-off. Replies and notes leave from the same socket (so a client sees one
+  address).
 - :class:`Subscribers`: where generated notes and status changes go. It is a sink of the
-  :class:`~musicrnn.live.scheduler.Scheduler`: the scheduler thread hands it every note the
-  MIDI output gets, at the same moment, and it keeps, per subscriber, the notes sounding there
+  :class:`~musicrnn.live.scheduler.Scheduler`: whichever thread sends a note (the scheduler's,
+  or one playing a note due now) hands it every note the MIDI output gets, at the same moment, and it keeps, per subscriber, the notes sounding there
   so each one gets its note-off (also when that subscriber unsubscribes).
 
 Nothing a client sends stops the server: a packet that cannot be parsed, an unknown address or
@@ -21,6 +24,7 @@ that reads the wall clock: only to turn a time tag into a delay on the monotonic
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import ipaddress
 import itertools
@@ -65,7 +69,7 @@ def encode(address: str, *args: Any) -> bytes:
     return b.build().dgram
 
 
-# generated notes are sent from the scheduler thread: a fixed head plus packed ints, no builder
+# generated notes are sent for every note played: a fixed head plus packed ints, no builder
 _ON_HEAD = encode(osc.NOTE_ON_OUT, 0, 0)[:-8]
 _OFF_HEAD = encode(osc.NOTE_OFF_OUT, 0)[:-4]
 
@@ -105,8 +109,8 @@ class _RateLimitedLog:
 class Subscribers:
     """Destinations of generated notes and status changes; the scheduler's OSC sink.
 
-    Used from three threads (scheduler: notes; engine: status; OSC: (un)subscribe, replies),
-    so everything is under one lock; sends are non-blocking."""
+    Used from several threads (whoever sends notes; engine: status; OSC: (un)subscribe,
+    replies), so everything is under one lock; sends are non-blocking."""
 
     def __init__(self, send: Callable[[bytes, Address], bool], limit: int = MAX_SUBSCRIBERS) -> None:
         self._send = send
@@ -164,7 +168,7 @@ class Subscribers:
 
     # --- the scheduler's sink --------------------------------------------------------------------
     def send(self, msg: mido.Message) -> None:
-        """A message the MIDI output just got (scheduler thread): notes go to every subscriber."""
+        """A message the MIDI output just got (the thread that sent it): notes go to every subscriber."""
         if msg.type == "note_on" and msg.velocity > 0:
             data = note_on_packet(msg.note, msg.velocity)
             with self._lock:
@@ -227,6 +231,7 @@ class OscServer:
         self.host, self.port = self.sock.getsockname()[:2]
         self.notes = Subscribers(self._sendto)
         self.dispatcher = osc.make_dispatcher(server, lambda sender: _Context(self, sender))
+        self._exact = {r.address: list(self.dispatcher.handlers_for_address(r.address)) for r in osc.ROUTES}
         self.stats = {"packets": 0, "messages": 0, "errors": 0, "refused": 0, "send_dropped": 0}
         self._log = _RateLimitedLog()
         self._timers: list[tuple[int, int, Callable[[], None]]] = []  # (due ns, order, fn): OSC thread only
@@ -351,9 +356,13 @@ class OscServer:
 
     # --- the OSC thread --------------------------------------------------------------------------
     def _run(self) -> None:
+        # what handlers queue for the engine is worked off in this thread when each block ends
+        # (Server.working_here): no hand-off to the engine thread between a note and its answer
+        here = getattr(self.server, "working_here", contextlib.nullcontext)
         while not self._stop.is_set():
             try:
-                self._run_timers()
+                with here():
+                    self._run_timers()
                 timeout = IDLE_S
                 if self._timers:
                     timeout = min(IDLE_S, max(0.0, (self._timers[0][0] - now_ns()) / 1e9))
@@ -361,7 +370,8 @@ class OscServer:
                 if self._wake_r in ready:
                     self._wake_r.recv(4096)
                 if self.sock in ready:
-                    self._receive()
+                    with here():
+                        self._receive()
             except Exception as exc:  # nothing a client sends may end this thread (nor fill the log)
                 self._log.warning(f"OSC thread: {type(exc).__name__}: {exc}", exc_info=True)
                 time.sleep(0.01)
@@ -409,7 +419,9 @@ class OscServer:
         """One OSC message, now."""
         self.stats["messages"] += 1
         address = msg.address
-        handlers = list(self.dispatcher.handlers_for_address(address)) if address.startswith("/") else []
+        handlers = self._exact.get(address)  # a plain address: one dict lookup, not python-osc's pattern match
+        if handlers is None:
+            handlers = list(self.dispatcher.handlers_for_address(address)) if address.startswith("/") else []
         if not handlers:
             self.problem(sender, osc.unknown(address))
             return

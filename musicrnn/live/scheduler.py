@@ -1,10 +1,12 @@
 """The output side of a live session: one thread sends every note, on time, and ends it.
 
 Holds:
-- :class:`Scheduler`: the one timing thread that owns the output port. Other threads hand it
+- :class:`Scheduler`: the timing thread that owns the output port. Other threads hand it
   notes with :meth:`Scheduler.play` (``(time_ns, pitch, velocity)``, velocity 0 = note-off) and
   control it with :meth:`~Scheduler.stop_notes`, :meth:`~Scheduler.panic` and
-  :meth:`~Scheduler.close`; all of these only queue a request and return at once.
+  :meth:`~Scheduler.close`; these queue a request and return at once, except notes that are
+  due already: those the caller sends itself, under the scheduler's lock, after the requests
+  queued before them (the first note of an answer does not wait for a thread switch).
 - :class:`EchoFilter`: remembers what was just sent, so our own notes arriving back on the
   input (a MIDI loop through a DAW) are not heard as the player's.
 - :class:`Sink`: what else hears every message the output gets, at the same moment (the OSC
@@ -39,6 +41,7 @@ MAX_PENDING = 4096  # note-ons waiting to be sent; more are dropped (a runaway p
 EARLY_NS = 200_000  # send when the due time is this close: waking up costs about as much
 ECHO_WINDOW_S = 0.08  # our own message coming back on the input within this window is an echo
 ALL_NOTES_OFF = 123
+AWAKE = -1  # Scheduler._sleep_until while its thread is not waiting
 
 
 class Output(Protocol):
@@ -74,7 +77,10 @@ class Scheduler:
         self._requests: list[tuple] = []  # handed over under the lock, worked off in the thread
         self._thread: threading.Thread | None = None
         self._closing = False
-        # owned by the scheduler thread only
+        self._sleep_until: int | None = AWAKE  # when the thread wakes next (None: only when asked)
+        self._recheck = False  # a caller sent notes while the thread was awake: look again before sleeping
+        # the output side's state: the scheduler thread's, or (under _state) a caller's sending now
+        self._state = threading.Lock()
         self._heap: list[tuple[int, int, int, int, int]] = []  # (at, off-first order, seq, pitch, velocity)
         self._pending_ons = 0
         self._seq = itertools.count()
@@ -98,10 +104,37 @@ class Scheduler:
         self.close()
 
     def play(self, notes: Iterable[tuple[int, int, int]]) -> None:
-        """Queue notes: ``(time_ns, pitch, velocity)``; velocity 0 ends the note."""
+        """Queue notes: ``(time_ns, pitch, velocity)``; velocity 0 ends the note.
+
+        Notes that are all due already are sent at once in the caller's thread (after every
+        request queued before them): handing them to the scheduler thread would cost a thread
+        wake-up and a GIL switch, the largest share of a first answer note's latency."""
         batch = [(int(t), int(p), int(v)) for t, p, v in notes]
-        if batch:
+        if not batch:
+            return
+        if max(b[0] for b in batch) > now_ns() + EARLY_NS or not self.alive or not self._send_here(batch):
             self._request(("play", batch))
+
+    def _send_here(self, batch: list[tuple[int, int, int]]) -> bool:
+        if threading.current_thread() is self._thread:
+            return False
+        with self._state:
+            with self._cv:
+                if self._closing:
+                    return True  # closing: nothing new starts
+                requests, self._requests = self._requests, []
+            for req in requests:
+                self._apply(req)
+            self._apply(("play", batch))
+            now = now_ns()
+            self._send_due(now)
+            due = self._next_due()
+        with self._cv:  # the thread's next wake-up may now be too late (a new note's length limit)
+            if self._sleep_until == AWAKE:
+                self._recheck = True  # it has not gone to sleep yet: it looks again before it does
+            elif due is not None and (self._sleep_until is None or due - EARLY_NS < self._sleep_until):
+                self._cv.notify()
+        return True
 
     def stop_notes(self) -> None:
         """Drop everything not yet sent and end every sounding note now."""
@@ -136,27 +169,31 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while True:
+                with self._state:
+                    with self._cv:
+                        requests, self._requests = self._requests, []
+                        closing, self._recheck = self._closing, False
+                    for req in requests:
+                        self._apply(req)
+                    if closing:
+                        break
+                    now = now_ns()
+                    self._send_due(now)
+                    wake = self._next_due()
                 with self._cv:
-                    requests, self._requests = self._requests, []
-                    closing = self._closing
-                for req in requests:
-                    self._apply(req)
-                if closing:
-                    break
-                now = now_ns()
-                self._send_due(now)
-                wake = self._next_due()
-                with self._cv:
-                    if not self._requests and not self._closing:
+                    if not self._requests and not self._closing and not self._recheck:
                         timeout = None if wake is None else max(0.0, (wake - EARLY_NS - now_ns()) / 1e9)
                         if timeout is None or timeout > 0:
+                            self._sleep_until = None if wake is None else wake - EARLY_NS
                             self._cv.wait(timeout)
+                            self._sleep_until = AWAKE
         except BaseException as exc:  # the thread must not die with notes sounding
             self.error = exc
             log.error("scheduler stopped: %s", exc)
         finally:
-            self._drop_pending()
-            self._all_off()
+            with self._state:
+                self._drop_pending()
+                self._all_off()
 
     def _apply(self, req: tuple) -> None:
         kind = req[0]

@@ -12,17 +12,22 @@ Holds:
 
 Threads and queues::
 
-    MIDI input thread (rtmidi)          any thread (CLI, OSC thread, tests)
-      stamps each message, feeds             │ note_on(), set_mode(), ...
-      MIDI clock, drops echoes               │
-            └──────► Inbox ◄─────────────────┘   events: bounded, oldest dropped and counted
-                       │                         commands: small, bounded, never reordered
-                       ▼
-               engine thread: Conductor + Engine (the model, one torch thread)
-                       │  Scheduler.play / stop_notes / panic (a request queue)
-                       ▼
-               scheduler thread: the only one that sends notes: on the MIDI output port,
-                                 then on its sinks (OSC subscribers), note for note
+    MIDI input thread (RtMidi's queue)   OSC thread              any thread (CLI, tests)
+      stamps each message, feeds           parses, checks,         note_on(), set_mode(), ...
+      MIDI clock, drops echoes             answers errors               │
+            └──────────────────► Inbox ◄──────┘◄────────────────────────┘
+                                   │   events: bounded, oldest dropped and counted
+                                   │   commands: small, bounded, never reordered
+                                   ▼
+        whoever holds the work lock: Conductor + Engine (the model, one torch thread)
+          - the input thread that queued it, at once (Server.working_here): no hand-off
+          - else the engine thread (woken), which also does what time brings (the model's
+            next decision, silence) and idle-time preparation
+                                   │  Scheduler.play / stop_notes / panic
+                                   ▼
+        notes due now: sent by the calling thread (under the scheduler's lock);
+        later ones, note-offs and length limits: the scheduler thread. Every note goes to
+        the MIDI output port, then to its sinks (OSC subscribers), note for note.
 
 Shutdown (signal, error, or normal end) always runs :meth:`Server.close`: the inputs (MIDI,
 OSC) close, the engine thread stops, the scheduler ends every sounding note (MIDI and OSC),
@@ -31,6 +36,7 @@ then the outputs close.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -39,7 +45,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -126,7 +132,8 @@ class Inbox:
         self.dropped = 0
         self.dropped_commands = 0
 
-    def put_event(self, t_ns: int, msg: mido.Message) -> None:
+    def put_event(self, t_ns: int, msg: mido.Message, notify: bool = True) -> None:
+        """``notify=False``: the caller works the inbox off itself (see :meth:`Server.working_here`)."""
         with self._cv:
             if len(self._events) >= self.max_events:
                 _, t_old, old = self._events.popleft()
@@ -134,22 +141,30 @@ class Inbox:
                 if old.type == "note_off" or (old.type == "note_on" and old.velocity == 0):
                     self._released[(old.channel, old.note)] = t_old  # at most 16 x 128 entries
             self._events.append((next(self._seq), t_ns, msg))
-            self._cv.notify()
+            if notify:
+                self._cv.notify()
 
-    def put_command(self, fn: Callable[[], None]) -> bool:
+    def put_command(self, fn: Callable[[], None], notify: bool = True) -> bool:
         with self._cv:
             if len(self._commands) >= self.max_commands:
                 self.dropped_commands += 1
                 return False
             self._commands.append((next(self._seq), fn))
-            self._cv.notify()
+            if notify:
+                self._cv.notify()
             return True
 
     def wake(self) -> None:
         with self._cv:
             self._cv.notify()
 
-    def take(self, timeout: float) -> list[tuple[int, mido.Message] | Callable[[], None]]:
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for anything to arrive (or :meth:`wake`)."""
+        with self._cv:
+            if not self._events and not self._commands and not self._released and timeout > 0:
+                self._cv.wait(timeout)
+
+    def take(self, timeout: float = 0.0) -> list[tuple[int, mido.Message] | Callable[[], None]]:
         """Wait up to ``timeout`` s for anything; return it in arrival order: player events as
         ``(time_ns, message)``, commands as callables (releases of dropped note-offs first)."""
         with self._cv:
@@ -197,6 +212,8 @@ class Server:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self._work = threading.Lock()  # held by whichever thread works the inbox off (see working_here)
+        self._here = threading.local()  # .active: this input thread works off what it queues
         self._status: dict = {}
         self._watchers: list[Callable[[dict], None]] = []
         self._watched: tuple | None = None
@@ -279,7 +296,8 @@ class Server:
             self.output_port = self._given_output
         else:
             self.output_port = midi_ports.open_output(opts.midi_out, self.api or "", opts.port_name)
-        self.input_port = midi_ports.open_input(opts.midi_in, self.api or "", opts.port_name, self._on_midi)
+        self.input_port = midi_ports.open_input(opts.midi_in, self.api or "", opts.port_name, self._on_midi,
+                                                self.working_here)
 
     def _make_engine(self, checkpoint) -> Engine:
         opts = self.options
@@ -289,6 +307,7 @@ class Server:
 
     # --- input thread --------------------------------------------------------------------------
     def _on_midi(self, msg: mido.Message, t: int | None = None) -> None:
+        """One message from the MIDI input (its reader thread, inside :meth:`working_here`)."""
         t = now_ns() if t is None else t
         kind = msg.type
         if kind in CLOCK_TYPES:
@@ -299,16 +318,17 @@ class Server:
         if kind in NOTE_TYPES or kind == "control_change":
             if self.echo.is_echo(msg, t):
                 return
-            self.inbox.put_event(t, msg)
+            self.inbox.put_event(t, msg, self._notify)
 
     # --- the control API (any thread) ----------------------------------------------------------
     def note_on(self, pitch: int, velocity: int = 100, channel: int = 0) -> None:
         self._check_pitch(pitch)
-        self.inbox.put_event(now_ns(), mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, min(velocity, 127))))
+        self.inbox.put_event(now_ns(), mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, min(velocity, 127))),
+                             self._notify)
 
     def note_off(self, pitch: int, channel: int = 0) -> None:
         self._check_pitch(pitch)
-        self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch))
+        self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch), self._notify)
 
     def end_call(self) -> None:
         self._command(lambda c: c.end_call(now_ns()))
@@ -444,7 +464,7 @@ class Server:
     def _command(self, fn: Callable[[Conductor], None]) -> None:
         if self._closed:
             raise MusicRNNError("the server is closed")
-        if not self.inbox.put_command(lambda: fn(self.conductor)):  # type: ignore[arg-type]
+        if not self.inbox.put_command(lambda: fn(self.conductor), self._notify):  # type: ignore[arg-type]
             raise MusicRNNError("too many control requests at once; try again")
 
     @staticmethod
@@ -452,34 +472,96 @@ class Server:
         if not 0 <= int(pitch) <= 127:
             raise MusicRNNError(f"pitch must be 0-127, not {pitch}")
 
-    # --- engine thread -------------------------------------------------------------------------
+    # --- working the inbox off: the engine thread, or an input thread ----------------------------
+    @property
+    def _notify(self) -> bool:
+        """Wake the engine thread for what is queued now? Not from inside :meth:`working_here`
+        (that thread works it off itself when the block ends)."""
+        here = self._here
+        if getattr(here, "active", False):
+            here.queued = True
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def working_here(self) -> Iterator[None]:
+        """For input threads (OSC, MIDI): queue what arrives inside the block, then do the
+        engine's work for it in this thread, right away, instead of waking the engine thread
+        (a hand-off between Python threads costs a wake-up and a GIL switch, often more than
+        the work). If another thread is working already, the engine thread is woken instead."""
+        here = self._here
+        here.active, here.queued = True, False
+        try:
+            yield
+        finally:
+            here.active = False
+            if here.queued:
+                self.work_now()
+
+    def work_now(self) -> None:
+        """Work off the inbox in this thread if no other thread is at it (else wake the engine thread)."""
+        if self._thread is None or self._stop.is_set() or not self._work.acquire(blocking=False):
+            self.inbox.wake()
+            return
+        try:
+            if not self._stop.is_set():
+                self._work_off()
+        finally:
+            self._work.release()
+
     def _run(self) -> None:
+        """The engine thread: time-driven work (the model's next decision, silence), and
+        whatever input threads leave to it."""
         conductor = self.conductor
         assert conductor is not None
         try:
             while not self._stop.is_set():
                 wake = conductor.next_wakeup()
                 wait = IDLE_WAIT_S if wake is None else min(IDLE_WAIT_S, max(0.0, (wake - now_ns()) / 1e9))
-                for item in self.inbox.take(wait):
-                    if callable(item):
-                        try:
-                            item()
-                        except MusicRNNError as exc:
-                            self.events.append(f"refused: {exc}")
-                            log.warning("%s", exc)
-                    else:
-                        t, msg = item
-                        conductor.tick(t, now_ns())
-                        self._handle(t, msg)
-                conductor.tick(now_ns())
-                self._publish()
+                self.inbox.wait(wait)
+                with self._work:
+                    if not self._stop.is_set():
+                        self._work_off()
         except BaseException as exc:
-            self.error = exc
-            log.error("live engine stopped: %s", exc)
+            self._fail(exc)
         finally:
             self._stop.set()
             if self.scheduler is not None:
                 self.scheduler.stop_notes()
+
+    def _work_off(self) -> None:
+        """Everything queued, in arrival order; then what time brings; then idle-time
+        preparation. Holds ``self._work``. An error stops the session (all notes end)."""
+        conductor = self.conductor
+        assert conductor is not None
+        try:
+            for item in self.inbox.take():
+                if callable(item):
+                    try:
+                        item()
+                    except MusicRNNError as exc:
+                        self.events.append(f"refused: {exc}")
+                        log.warning("%s", exc)
+                else:
+                    t, msg = item
+                    conductor.tick(t, now_ns())
+                    self._handle(t, msg)
+            conductor.tick(now_ns())
+            self._publish()
+            if not self.inbox.waiting():
+                conductor.prepare()
+        except BaseException as exc:
+            if threading.current_thread() is self._thread:
+                raise
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        log.error("live engine stopped: %s", exc)
+        self._stop.set()
+        self.inbox.wake()
+        if self.scheduler is not None:
+            self.scheduler.stop_notes()
 
     def _handle(self, t: int, msg: mido.Message) -> None:
         c = self.conductor
