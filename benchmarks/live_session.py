@@ -41,17 +41,18 @@ def pct(values_ns: Iterable[float]) -> dict:
 
 
 class Jack:
-    """A private ``jackd -d dummy``; ``env`` is what clients need (JACK_DEFAULT_SERVER)."""
+    """A private ``jackd -d dummy`` (named ``name``, or a fresh name); ``env`` is what clients
+    need (JACK_DEFAULT_SERVER, also set in this process's environment), ``backend`` (mido,
+    rtmidi UNIX_JACK) is for clients in this process. jackd's output goes to ``log`` (the tests'
+    per-test jackd.log), or nowhere."""
 
-    def __init__(self, name: str | None = None, env: dict[str, str] | None = None, backend=None) -> None:
-        self.proc = None
-        if env is not None:  # an already running server (the tests' jack_server fixture)
-            self.name, self.env, self.backend = name, env, backend
-            return
-        self.name = f"musicrnn-stress-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    def __init__(self, name: str | None = None, log: Path | None = None) -> None:
+        self.name = name or f"musicrnn-stress-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": self.name, "PYTHONUNBUFFERED": "1"}
+        self._log = open(log, "w") if log is not None else None
         self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", "48000", "-p", "64"], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         os.environ["JACK_DEFAULT_SERVER"] = self.name
         from musicrnn.live.midi_ports import _probe
 
@@ -59,18 +60,28 @@ class Jack:
         while _probe("jack") is not None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
-                raise RuntimeError("jackd did not start")
+                raise RuntimeError("jackd did not start" + (f": {log.read_text()[-500:]}" if log is not None else ""))
             time.sleep(0.05)
         self.backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
 
+    def port(self, kind: str, part: str) -> str:
+        """The full name of the input/output port whose name contains ``part``."""
+        names = self.backend.get_input_names() if kind == "input" else self.backend.get_output_names()
+        found = [n for n in names if part in n]
+        if len(found) != 1:
+            raise RuntimeError(f"{kind} port {part!r} among {names}")
+        return found[0]
+
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
 
     def __enter__(self) -> "Jack":
         return self
@@ -277,8 +288,8 @@ class Session:
             self.serve = Serve(self.jack, model, name, *serve_args, osc=osc)
             self.serve.wait_ready()
             if self.jack is not None:
-                self.rec = Recorder(self.jack.backend, self._port("input", f"{name} out"))
-                self.player_port = self._port("output", f"{name} in")
+                self.rec = Recorder(self.jack.backend, self.jack.port("input", f"{name} out"))
+                self.player_port = self.jack.port("output", f"{name} in")
                 self.player = self.jack.backend.open_output(self.player_port)
             if osc and self.serve.osc_port:
                 self.osc = OscClient(self.serve.osc_port)
@@ -288,13 +299,6 @@ class Session:
         except BaseException:
             self.close()
             raise
-
-    def _port(self, kind: str, part: str) -> str:
-        names = self.jack.backend.get_input_names() if kind == "input" else self.jack.backend.get_output_names()
-        found = [n for n in names if part in n]
-        if len(found) != 1:
-            raise RuntimeError(f"{kind} port {part!r} among {names}")
-        return found[0]
 
     def cc(self, control: int, value: int) -> None:
         self.player.send(mido.Message("control_change", control=control, value=value))
@@ -478,20 +482,10 @@ class OscClient:
         self.sock.close()
 
 
-_FLOOD_CODE = r"""
-import json, sys, time
-import mido
-port_name, rate, seconds, lo, hi = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-port = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True).open_output(port_name)
-msgs = []
-for i in range(2000):
-    p = lo + (i * 7) % (hi - lo)
-    msgs += [mido.Message("note_on", note=p, velocity=1 + i % 127), mido.Message("note_off", note=p)]
-    if i % 50 == 0:
-        msgs.append(mido.Message("control_change", control=70, value=i % 128))  # CC 70 drives no control
+_SENDER_LOOP = r"""
 sys.stdout.write("ready\n"); sys.stdout.flush()
 sys.stdin.readline()
-sent, t0 = 0, time.perf_counter()
+sent, n, t0 = 0, len(items), time.perf_counter()
 end = t0 + seconds
 while True:
     now = time.perf_counter()
@@ -499,16 +493,39 @@ while True:
         break
     due = int((now - t0) * rate)
     while sent < due:
-        port.send(msgs[sent % len(msgs)])
+        send(items[sent % n])
         sent += 1
     time.sleep(0.0005)
 elapsed = time.perf_counter() - t0
+"""
+
+
+def sender_code(setup: str, report: str) -> str:
+    """The program of a load generator for :func:`run_sender` (the MIDI and the OSC flood):
+    ``setup`` (after ``import json, sys, time``) defines ``rate``, ``seconds``, ``items`` and
+    ``send(item)``; the paced loop sends ``items`` round and round, ``rate`` per second for
+    ``seconds``; ``report`` (given ``sent``, ``n`` and ``elapsed``) prints the JSON line of what was sent."""
+    return "import json, sys, time\n" + setup + _SENDER_LOOP + report
+
+
+_FLOOD_CODE = sender_code(r"""
+import mido
+port_name, rate, seconds, lo, hi = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+port = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True).open_output(port_name)
+items = []
+for i in range(2000):
+    p = lo + (i * 7) % (hi - lo)
+    items += [mido.Message("note_on", note=p, velocity=1 + i % 127), mido.Message("note_off", note=p)]
+    if i % 50 == 0:
+        items.append(mido.Message("control_change", control=70, value=i % 128))  # CC 70 drives no control
+send = port.send
+""", r"""
 for p in range(lo, hi):  # whatever was cut short: every key up
     port.send(mido.Message("note_off", note=p))
 time.sleep(0.05)
 port.close()
 print(json.dumps({"messages": sent, "seconds": round(elapsed, 3), "rate": round(sent / elapsed)}))
-"""
+""")
 
 
 def run_sender(code: str, args: list[str], seconds: float, what: str, env: dict | None = None) -> dict:

@@ -39,13 +39,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from live_session import OscClient, Session, now_ns, run_sender, udp_drops  # noqa: E402
+from live_session import OscClient, Session, now_ns, run_sender, sender_code, udp_drops  # noqa: E402
 
 SERVE_ARGS = ("--tempo", "120", "--silence-beats", "1", "--answer-bars", "1", "--answer-start", "now")
 PITCHES = (36, 96)
 
-_FLOOD_CODE = r"""
-import json, random, socket, sys, time
+_FLOOD_CODE = sender_code(r"""
+import random, socket
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -64,9 +64,9 @@ def bundle(*messages):
     return b.build().dgram
 
 rng = random.Random(7)
-packets, kinds = [], {}
+items, kinds = [], {}
 def add(kind, data):
-    packets.append(data)
+    items.append(data)
     kinds[kind] = kinds.get(kind, 0) + 1
 for i in range(200):  # 100 packets per round, 2 rounds: 20,000 distinct packet slots per second at most
     for j in range(30):
@@ -89,29 +89,18 @@ sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind(("127.0.0.1", 0))
 sock.setblocking(False)
 dest = ("127.0.0.1", port)
-sys.stdout.write("ready\n"); sys.stdout.flush()
-sys.stdin.readline()
-sent = errors = 0
-t0 = time.perf_counter()
-end = t0 + seconds
-n = len(packets)
-while True:
-    now = time.perf_counter()
-    if now >= end:
-        break
-    due = int((now - t0) * rate)
-    while sent < due:
-        try:
-            sock.sendto(packets[sent % n], dest)
-        except OSError:
-            errors += 1
-        sent += 1
-    time.sleep(0.0005)
-elapsed = time.perf_counter() - t0
+errors = 0
+def send(data):
+    global errors
+    try:
+        sock.sendto(data, dest)
+    except OSError:
+        errors += 1
+""", r"""
 sock.close()
 share = {k: round(v / n, 3) for k, v in sorted(kinds.items())}
 print(json.dumps({"packets": sent, "seconds": round(elapsed, 3), "rate": round(sent / elapsed), "send_errors": errors, "mix": share}))
-"""
+""")
 
 
 def flood(port: int, rate: float, seconds: float, pitches: tuple[int, int] = PITCHES) -> dict:

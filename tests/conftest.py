@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ EDGE_CASES = MIDI_CORPUS / "edge-cases"
 NOTE_SEQ = MIDI_CORPUS / "note-seq"
 PIANOROLL = SHARED / "datasets" / "polyphonic-pianoroll"
 JSB = PIANOROLL / "JSB_Chorales.mat"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _need(path: Path) -> Path:
@@ -48,60 +50,35 @@ def jsb_path() -> Path:
 # --- live play: a private JACK server with real MIDI ports ------------------------------------
 
 
-class JackServer:
-    """A running ``jackd -d dummy`` for one test: ``name``, ``env`` for subprocesses, and
-    ``backend`` (mido, rtmidi UNIX_JACK) for clients in the test process."""
-
-    def __init__(self, name: str, env: dict[str, str], backend) -> None:
-        self.name, self.env, self.backend = name, env, backend
-
-    def port(self, kind: str, part: str) -> str:
-        """The full name of the input/output port whose name contains ``part``."""
-        names = self.backend.get_input_names() if kind == "input" else self.backend.get_output_names()
-        found = [n for n in names if part in n]
-        assert len(found) == 1, f"{kind} port {part!r} among {names}"
-        return found[0]
-
-
 @pytest.fixture
 def jack_server(monkeypatch, tmp_path):
+    """A running ``jackd -d dummy`` for one test (benchmarks/live_session.py's ``Jack``: ``name``,
+    ``env`` for subprocesses, ``backend`` for clients in the test process, ``port()``); its
+    output goes to the test's jackd.log."""
     import os
     import shutil
-    import subprocess
-    import time
     import uuid
 
-    jackd = shutil.which("jackd")
-    if jackd is None:
+    if shutil.which("jackd") is None:
         pytest.skip("jackd not installed (apt-get install --no-install-recommends jackd2)")
-    import mido
     import mido.backends.rtmidi as mido_rtmidi
 
     if "UNIX_JACK" not in mido_rtmidi.get_api_names():
         pytest.skip("python-rtmidi was built without JACK")
-    from musicrnn.live.midi_ports import _probe
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    from live_session import Jack
 
     name = f"musicrnn-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1", "JACK_DEFAULT_SERVER": name, "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "jackd.log", "w")
-    proc = subprocess.Popen([jackd, "-n", name, "-d", "dummy", "-r", "48000", "-p", "64"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # Jack sets it too; this puts the old value back
     try:
-        monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-        deadline = time.monotonic() + 10
-        while _probe("jack") is not None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"jackd did not start: {(tmp_path / 'jackd.log').read_text()[-500:]}")
-            time.sleep(0.05)
-        yield JackServer(name, env, mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True))
+        jack = Jack(name, log=tmp_path / "jackd.log")
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield jack
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        jack.close()
 
 
 def _tiny_checkpoint(path: Path, codec) -> Path:

@@ -29,11 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import flood as flood_bench  # noqa: E402
 import osc_flood as osc_flood_bench  # noqa: E402
 import soak as soak_bench  # noqa: E402
-from live_session import Jack, Recorder, Session, restrikes_without_off  # noqa: E402
-
-@pytest.fixture
-def jack(jack_server) -> Jack:
-    return Jack(jack_server.name, jack_server.env, jack_server.backend)
+from live_session import Recorder, Session, restrikes_without_off  # noqa: E402
 
 
 def _print(result: dict) -> None:
@@ -41,8 +37,8 @@ def _print(result: dict) -> None:
 
 
 @pytest.mark.slow
-def test_midi_flood_leaves_memory_flat_latency_normal_and_no_note_hanging(jack, tiny_grid_model):
-    sess = Session(tiny_grid_model, *flood_bench.SERVE_ARGS, jack=jack)
+def test_midi_flood_leaves_memory_flat_latency_normal_and_no_note_hanging(jack_server, tiny_grid_model):
+    sess = Session(tiny_grid_model, *flood_bench.SERVE_ARGS, jack=jack_server)
     result: dict = {}
     try:
         result = flood_bench.run_flood(sess, seconds=3.0, rate=10_500)
@@ -62,9 +58,9 @@ def test_midi_flood_leaves_memory_flat_latency_normal_and_no_note_hanging(jack, 
 
 
 @pytest.mark.slow
-def test_short_soak_with_mode_switches_panics_and_reloads(jack, tiny_grid_model, tiny_performance_model):
+def test_short_soak_with_mode_switches_panics_and_reloads(jack_server, tiny_grid_model, tiny_performance_model):
     models = [str(Path(tiny_grid_model).resolve()), str(Path(tiny_performance_model).resolve())]
-    sess = Session(models[0], *soak_bench.SERVE_ARGS, jack=jack, osc=True)
+    sess = Session(models[0], *soak_bench.SERVE_ARGS, jack=jack_server, osc=True)
     result: dict = {}
     try:
         result = soak_bench.run_soak(sess, seconds=20.0, models=models)

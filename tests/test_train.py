@@ -91,9 +91,20 @@ def test_sigint_then_resume_matches_uninterrupted_run(jsb, tmp_path):
 def test_ddp_two_cpu_processes_keep_identical_weights(jsb, tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    str(worker), str(jsb), str(tmp_path / "run"), str(tmp_path)],
-                   check=True, capture_output=True, env=env, timeout=300)
+    # torchrun in a session of its own: on a timeout or a failure its workers go with it (killpg)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(worker), str(jsb), str(tmp_path / "run"), str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.returncode != 0:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     init = MusicRNN(ModelConfig(90, hidden=32, embedding=16, layers=1)).state_dict()
     for k in r0:
