@@ -6,7 +6,9 @@ Measures:
      step, constraint and decoder updates); the issue's "per generated event" figure;
    - decision: one engine decision (a performance event, or a whole grid frame, with the fork
      and mask work around it), and per generated note (decision time / notes in it);
-   - feed: one player note (note-on or note-off) heard by the model.
+   - feed: one player note (note-on or note-off) heard by the model;
+   - one model step right after 20 ms idle against one right after another step (the first
+     step of a reaction reads the weights from memory, not from cache).
    for the given model (default: the bundled one), and for a notochord-sized backbone
    (2x1024 GRU, embedding 512, random weights, the same codec). The engine steps these with
    the numpy fast stepper (musicrnn/fast_step.py); the "torch step" rows force ``model.step``
@@ -105,6 +107,23 @@ def engine_times(engine: Engine, events: int) -> dict:
             feeds.append(now_ns() - t0)
     return {"decision": pct(decisions), "per_note": pct(per_note), "feed": pct(feeds),
             "tokens_per_decision": round(tokens / max(1, events), 2)}
+
+
+def idle_step_times(engine: Engine, n: int = 200, idle_s: float = 0.02) -> dict:
+    """One model step right after ``idle_s`` of sleep, and one right after another step: what
+    the first step of a reaction costs when the weights have left the caches (on a VM shared
+    with other tenants they do within ~1 ms of idling) against a warm one."""
+    stream = engine.stream
+    cold, warm = [], []
+    for _ in range(n):
+        time.sleep(idle_s)
+        t0 = now_ns()
+        engine._step(1, stream.state)
+        t1 = now_ns()
+        engine._step(1, stream.state)
+        warm.append(now_ns() - t1)
+        cold.append(t1 - t0)
+    return {"idle_s": idle_s, "step_after_idle": pct(cold), "step_after_step": pct(warm)}
 
 
 def measure_model(name: str, model: MusicRNN, codec, events: int, params: int | None = None,
@@ -225,6 +244,7 @@ def main() -> None:
     result: dict = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "codec": repr(ckpt.codec)}
     result["default_model"] = measure_model(Path(args.model).name, ckpt.model, ckpt.codec, args.events)
+    result["default_model_idle"] = idle_step_times(make_engine(ckpt.model, ckpt.codec))
     result["default_model_torch_step"] = measure_model(Path(args.model).name + " torch step", ckpt.model, ckpt.codec,
                                                        args.events, torch_step=True)
     big = MusicRNN(ModelConfig(ckpt.codec.vocab_size, arch="gru", layers=2, hidden=1024, embedding=512))
@@ -257,6 +277,10 @@ def main() -> None:
               f"{r['decision']['p50']:>8.3f}/{r['decision']['p99']:<8.3f}  "
               f"{r['per_note'].get('p50', float('nan')):>8.3f}/{r['per_note'].get('p99', float('nan')):<8.3f}  "
               f"{r['feed']['p50']:>6.3f}/{r['feed']['p99']:<7.3f}")
+    idle = result["default_model_idle"]
+    print(f"default model, one step after {idle['idle_s'] * 1e3:.0f} ms idle: p50 {idle['step_after_idle']['p50']:.3f} / "
+          f"p99 {idle['step_after_idle']['p99']:.3f} ms; right after another step: p50 {idle['step_after_step']['p50']:.3f} / "
+          f"p99 {idle['step_after_step']['p99']:.3f} ms")
     n = result["notochord"]
     if "skipped" in n:
         print(f"notochord: skipped: {n['skipped']}")
