@@ -2,6 +2,8 @@
 
 Measures, for one model on this machine's CPU (or --device):
 - events/s (tokens generated per second of compute) at batch 1 and batch 64, and the ratio;
+  batch 64 also with bfloat16 weights (``compose --precision bf16``; fast where the CPU has
+  native bfloat16, e.g. AVX512-BF16 or AMX; the NLL it costs: ``musicrnn eval --precision bf16``);
 - seconds of music generated per second of compute at batch 64;
 - MusPy statistics of real held-out excerpts, of our samples, and of n-gram samples
   (``--data`` = a prepared data folder in the model's codec; skipped without it).
@@ -19,7 +21,7 @@ import time
 import torch
 
 from musicrnn.compose import generate
-from musicrnn.model import default_model_path, load_checkpoint
+from musicrnn.model import at_precision, bf16_is_native, default_model_path, load_checkpoint
 from musicrnn.sample import SamplingConfig
 
 
@@ -28,16 +30,17 @@ def seconds_of_music(codec, steps: int, bpm: float = 120.0) -> float:
     return units if codec.time_unit == "seconds" else units * 60.0 / bpm
 
 
-def speed(ckpt, batch: int, bars: float, repeats: int, seed: int = 0) -> dict:
+def speed(ckpt, batch: int, bars: float, repeats: int, seed: int = 0, precision: str = "fp32") -> dict:
     codec = ckpt.codec
+    model = at_precision(ckpt.model, precision)
     steps = int(round(bars * 4 * codec.steps_per_unit)) if codec.time_unit == "beats" else int(round(bars * 2 * codec.steps_per_unit))
     best = None
     for r in range(repeats):
-        g = generate(ckpt.model, codec, batch, steps, SamplingConfig(), seed + 1000 * r)
+        g = generate(model, codec, batch, steps, SamplingConfig(), seed + 1000 * r)
         rate = g.events / g.seconds_compute
         if best is None or rate > best["events_per_s"]:
             music = sum(seconds_of_music(codec, s) for s in g.steps)
-            best = {"batch": batch, "events": g.events, "seconds": g.seconds_compute, "events_per_s": rate,
+            best = {"batch": batch, "precision": precision, "events": g.events, "seconds": g.seconds_compute, "events_per_s": rate,
                     "music_seconds_per_s": music / g.seconds_compute}
     return best  # type: ignore[return-value]
 
@@ -55,8 +58,10 @@ def main() -> None:
     ckpt = load_checkpoint(args.model)
     b1 = speed(ckpt, 1, args.bars, args.repeats)
     b64 = speed(ckpt, 64, args.bars, args.repeats)
+    b64h = speed(ckpt, 64, args.bars, args.repeats, precision="bf16")
     result = {"model": args.model, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-              "batch1": b1, "batch64": b64, "ratio": b64["events_per_s"] / b1["events_per_s"]}
+              "bf16_native": bf16_is_native("cpu"), "batch1": b1, "batch64": b64, "batch64_bf16": b64h,
+              "ratio": b64["events_per_s"] / b1["events_per_s"], "ratio_bf16": b64h["events_per_s"] / b1["events_per_s"]}
     if args.data:
         from musicrnn.evaluate import music_stats_comparison
 
@@ -65,11 +70,12 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"model {args.model}, torch threads {result['threads']}, {time.strftime('%Y-%m-%d')}")
-    print("| batch | events/s | seconds of music per second |")
-    print("|---|---|---|")
-    for b in (b1, b64):
-        print(f"| {b['batch']} | {b['events_per_s']:,.0f} | {b['music_seconds_per_s']:,.1f} |")
-    print(f"\nbatch 64 / batch 1 events/s: {result['ratio']:.1f}x")
+    print("| batch | weights | events/s | seconds of music per second |")
+    print("|---|---|---|---|")
+    for b in (b1, b64, b64h):
+        print(f"| {b['batch']} | {b['precision']} | {b['events_per_s']:,.0f} | {b['music_seconds_per_s']:,.1f} |")
+    print(f"\nbatch 64 / batch 1 events/s: {result['ratio']:.1f}x (fp32), {result['ratio_bf16']:.1f}x (batch 64 in bf16; "
+          f"native bfloat16 on this CPU: {'yes' if result['bf16_native'] else 'no'})")
     if "music_stats" in result:
         ms = result["music_stats"]
         names = list(ms["stats"])

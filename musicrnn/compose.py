@@ -20,7 +20,7 @@ import torch
 from musicrnn.codec import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.midi import Piece, load_midi, write_midi
-from musicrnn.model import MusicRNN, inference_mode_for
+from musicrnn.model import MusicRNN, at_precision, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
@@ -68,7 +68,7 @@ def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_
     for _ in range(limit):
         logits, state = model.step(cur, state)
         mask = cons.mask()
-        nxt = sample_next(logits.cpu(), cfg, rand.next(), mask)
+        nxt = sample_next(logits.float().cpu(), cfg, rand.next(), mask)  # float: a bf16 model's logits too
         nxt = torch.where(done, torch.zeros_like(nxt), nxt)
         cons.update(nxt)  # BOS (given to finished rows) changes no constraint state
         chunks.append(nxt)
@@ -103,6 +103,7 @@ class ComposeOptions:
     png: bool = False
     wav: bool = False
     device: str = "cpu"
+    precision: str = "fp32"  # bf16: bfloat16 weights (see musicrnn.model.at_precision)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
@@ -160,7 +161,8 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions) -> list[PieceSu
     opts.sampling.validate(codec)
     wav_tool = _find_fluidsynth() if opts.wav else None
 
-    gen = generate(model, codec, opts.n, target, opts.sampling, opts.seed, primer_tokens, opts.device)
+    gen = generate(at_precision(model, opts.precision), codec, opts.n, target, opts.sampling, opts.seed, primer_tokens,
+                   opts.device)
     primer_end_units = 0.0
     if primer_tokens is not None:
         dec = codec.stream_decoder()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from musicrnn.codec import BOS, PerformanceCodec
+from musicrnn.codec import PerformanceCodec
 from musicrnn.corpus import TokenData
 from musicrnn.errors import CheckpointError, MusicRNNError
 from musicrnn.evaluate import RNNScorer, evaluate_pieces

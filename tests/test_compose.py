@@ -97,6 +97,21 @@ def test_key_range_and_polyphony_are_honoured_in_every_note(ckpt, tmp_path):
     assert total > 0
 
 
+def test_bf16_compose_honours_the_masks_closes_every_note_and_reproduces(ckpt, tmp_path):
+    path, _ = ckpt
+    args = ("compose", "--model", path, "-n", 4, "--seed", 5, "--bars", 4, "--precision", "bf16",
+            "--key", "A:minor", "--pitch-range", "45-76")
+    r = run(*args, "-o", tmp_path / "a")
+    assert r.exit_code == 0, r.output
+    run(*args, "-o", tmp_path / "b")
+    allowed = parse_key("A:minor")
+    for m in sorted((tmp_path / "a").glob("*.mid")):
+        assert m.read_bytes() == (tmp_path / "b" / m.name).read_bytes()
+        notes = load_midi(m, require_notes=False).notes
+        assert all(int(p) % 12 in allowed and 45 <= p <= 76 for p in notes["pitch"])
+        assert (notes["end"] > notes["start"]).all()
+
+
 def test_primer_is_preserved_then_continued(ckpt, tmp_path):
     path, codec = ckpt
     primer_notes = make_notes([(60, 90, 0.0, 1.0), (64, 80, 1.0, 2.0), (67, 70, 2.0, 3.5), (72, 100, 2.0, 4.0)])

@@ -67,3 +67,24 @@ def test_unknown_quantization_is_a_clear_error():
 
     with pytest.raises(MusicRNNError, match="int8"):
         quantized(MusicRNN(ModelConfig(10, hidden=8, embedding=8)), "int4")
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_bf16_weights_stay_close_to_fp32_and_leave_the_model_alone(arch):
+    from musicrnn.errors import MusicRNNError
+    from musicrnn.model import at_precision
+
+    torch.manual_seed(0)
+    model = MusicRNN(ModelConfig(40, arch=arch, hidden=64, embedding=32)).eval()
+    assert at_precision(model, "fp32") is model
+    half = at_precision(model, "bf16")
+    assert next(model.parameters()).dtype == torch.float32 and next(half.parameters()).dtype == torch.bfloat16
+    tokens = torch.randint(0, 40, (2, 30))
+    with torch.no_grad():
+        ref = torch.softmax(model(tokens)[0], -1)
+        got = torch.softmax(half(tokens)[0].float(), -1)
+        logits, _ = half.step(tokens[:, 0], None)
+    assert (ref - got).abs().max() < 0.02
+    assert logits.shape == (2, 40)
+    with pytest.raises(MusicRNNError, match="bf16"):
+        at_precision(model, "fp8")
