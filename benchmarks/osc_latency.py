@@ -7,11 +7,13 @@ Measures:
    (``/musicrnn/note_off`` previous, ``/musicrnn/note_on`` new, ``/musicrnn/generate``) and
    times it until the first ``/musicrnn/out/note_on`` of the answer arrives: OSC parse, the
    model hearing the note, deciding the answer's first note (sampling + model steps; a grid
-   codec first closes the player's frame, then hands each struck note to the scheduler the
-   moment its token is sampled), the scheduler thread, OSC send.
+   codec first closes the player's frame, then hands each struck note out the moment its token
+   is sampled), OSC send. All of it runs in serve's OSC thread (``Server.working_here``; a note
+   due now is sent by the thread that decides it), unless the engine thread is busy at that
+   moment (a decision of the answer in progress), which then does the work.
    The new note also stops the previous answer (the player is back). Also timed:
-   ``/musicrnn/status`` round trips, the same path without the model's work (OSC thread ->
-   engine thread's queue -> reply), so transport and model cost can be told apart.
+   ``/musicrnn/status`` round trips, the same path without the model's work (parse, queue,
+   work-off, reply), so transport and model cost can be told apart.
 2. notochord 0.8, if importable: ``/notochord/feed_query`` round trip to a server process with
    random weights (``Notochord()`` defaults: 2x1024 GRU), one torch thread. The server is the
    handler of notochord's own ``app/server.py`` (feed_query, then reply
