@@ -4,9 +4,10 @@ Holds:
 - :class:`Scheduler`: the timing thread that owns the output port. Other threads hand it
   notes with :meth:`Scheduler.play` (``(time_ns, pitch, velocity)``, velocity 0 = note-off) and
   control it with :meth:`~Scheduler.stop_notes`, :meth:`~Scheduler.panic` and
-  :meth:`~Scheduler.close`; these queue a request and return at once, except notes that are
-  due already: those the caller sends itself, under the scheduler's lock, after the requests
-  queued before them (the first note of an answer does not wait for a thread switch).
+  :meth:`~Scheduler.close`. The caller carries its request out itself, under the scheduler's
+  lock (what is due now, a note or a stop's note-offs, leaves before the call returns: the
+  first note of an answer does not wait for a thread switch); the thread sends what is due
+  later and ends notes at the maximum length.
 - :class:`EchoFilter`: remembers what was just sent, so our own notes arriving back on the
   input (a MIDI loop through a DAW) are not heard as the player's.
 - :class:`Sink`: what else hears every message the output gets, at the same moment (the OSC
@@ -104,37 +105,11 @@ class Scheduler:
         self.close()
 
     def play(self, notes: Iterable[tuple[int, int, int]]) -> None:
-        """Queue notes: ``(time_ns, pitch, velocity)``; velocity 0 ends the note.
-
-        Notes that are all due already are sent at once in the caller's thread (after every
-        request queued before them): handing them to the scheduler thread would cost a thread
-        wake-up and a GIL switch, the largest share of a first answer note's latency."""
+        """Notes: ``(time_ns, pitch, velocity)``; velocity 0 ends the note. Those due already
+        are sent before this returns (see :meth:`_request`)."""
         batch = [(int(t), int(p), int(v)) for t, p, v in notes]
-        if not batch:
-            return
-        if max(b[0] for b in batch) > now_ns() + EARLY_NS or not self.alive or not self._send_here(batch):
+        if batch:
             self._request(("play", batch))
-
-    def _send_here(self, batch: list[tuple[int, int, int]]) -> bool:
-        if threading.current_thread() is self._thread:
-            return False
-        with self._state:
-            with self._cv:
-                if self._closing:
-                    return True  # closing: nothing new starts
-                requests, self._requests = self._requests, []
-            for req in requests:
-                self._apply(req)
-            self._apply(("play", batch))
-            now = now_ns()
-            self._send_due(now)
-            due = self._next_due()
-        with self._cv:  # the thread's next wake-up may now be too late (a new note's length limit)
-            if self._sleep_until == AWAKE:
-                self._recheck = True  # it has not gone to sleep yet: it looks again before it does
-            elif due is not None and (self._sleep_until is None or due - EARLY_NS < self._sleep_until):
-                self._cv.notify()
-        return True
 
     def stop_notes(self) -> None:
         """Drop everything not yet sent and end every sounding note now."""
@@ -161,9 +136,49 @@ class Scheduler:
         return len(self._sounding)
 
     def _request(self, req: tuple) -> None:
+        """Carry out ``req`` in the caller's thread, under the scheduler's lock and after every
+        request before it: what is due now (a note, the note-offs of a stop) is sent before
+        this returns, and the scheduler thread is woken only if its next wake-up became too
+        late. A hand-off to that thread would cost a wake-up and a GIL switch, the largest
+        share of an answer's first-note latency. From the scheduler thread itself, before
+        :meth:`start`, or once closing, the request is queued for the thread instead."""
+        if self.alive and threading.current_thread() is not self._thread:
+            with self._state:
+                with self._cv:
+                    closing = self._closing
+                    if not closing:
+                        requests, self._requests = self._requests, []
+                if not closing:
+                    try:
+                        for r in requests:
+                            self._apply(r)
+                        self._apply(req)
+                        self._send_due(now_ns())
+                        due = self._next_due()
+                    except BaseException as exc:  # as in the thread: the scheduler stops, every note ends
+                        self._fail(exc)
+                        return
+            if not closing:
+                with self._cv:
+                    if self._sleep_until == AWAKE:
+                        self._recheck = True  # it has not gone to sleep yet: it looks again before it does
+                    elif due is not None and (self._sleep_until is None or due - EARLY_NS < self._sleep_until):
+                        self._cv.notify()
+                return
         with self._cv:
             self._requests.append(req)
             self._cv.notify()
+
+    def _fail(self, exc: BaseException) -> None:
+        """An error while sending, in the caller's thread (holding ``_state``): stop as the
+        thread does on one, ending every sounding note."""
+        self.error = exc
+        log.error("scheduler stopped: %s", exc)
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._drop_pending()
+        self._all_off()
 
     # --- scheduler thread ----------------------------------------------------------------------
     def _run(self) -> None:
