@@ -16,6 +16,7 @@ Augmentation (transposition, time stretch) is applied when training reads the da
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -31,7 +32,7 @@ import numpy as np
 from musicrnn import __version__
 from musicrnn.codec import BOS, Codec, GridCodec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
-from musicrnn.midi import Piece
+from musicrnn.midi import NOTE_DTYPE, Columns, Maps, load_midi_columns
 from musicrnn.sources import (
     MAT_LOWEST_PITCH,
     Item,
@@ -59,7 +60,7 @@ class SplitWriter:
     frames: int = 0
 
     def __post_init__(self) -> None:
-        self.fh = open(self.folder / f"{self.split}.tokens", "wb")
+        self.fh = open(self.folder / f"{self.split}.tokens", "wb", buffering=1 << 20)  # few large writes
 
     def add(self, name: str, tokens: np.ndarray, notes: int, frames: int) -> None:
         self.fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
@@ -95,25 +96,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def trim_leading_silence(piece: Piece) -> Piece:
-    """Move the piece earlier by whole bars so it starts in its first bar (keeps the metre)."""
-    if len(piece.notes) == 0:
-        return piece
-    _, num, den = piece.time_signatures[0]
-    bar = num * 4.0 / den
-    shift = math.floor(float(piece.notes["start"].min()) / bar) * bar
-    if shift <= 0:
-        return piece
-    notes = piece.notes.copy()
-    notes["start"] -= shift
-    notes["end"] -= shift
-    in_force = [t for t in piece.tempos if t[0] <= shift][-1][1]
-    tempos = [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in piece.tempos if b > shift]
-    in_force_sig = [s for s in piece.time_signatures if s[0] <= shift][-1]
-    sigs = [(0.0, in_force_sig[1], in_force_sig[2])] + [(b - shift, n, d) for b, n, d in piece.time_signatures if b > shift]
-    return Piece(notes, tempos, sigs, piece.source)
-
-
 _WORKER_CODEC: tuple[str, Codec] | None = None
 
 
@@ -127,11 +109,23 @@ def _worker_codec(codec_json: str) -> Codec:
 Result = tuple[str, "np.ndarray | None", int, "str | None"]  # (piece name, tokens, notes kept, rejection reason)
 
 
-def encode_piece_tokens(codec: Codec, piece: Piece) -> tuple[np.ndarray | None, int, str | None]:
-    piece = trim_leading_silence(piece)
-    tokens = codec.encode_piece(piece)
-    pitched = piece.pitched()["pitch"]
-    kept = int(np.count_nonzero((pitched >= codec.min_pitch) & (pitched <= codec.max_pitch)))
+def encode_notes(codec: Codec, cols: Columns, maps: Maps) -> tuple[np.ndarray | None, int, str | None]:
+    """One piece's tokens, the number of notes kept, or a rejection reason. The piece (note
+    columns as :func:`~musicrnn.midi.load_midi_columns` gives them, times in beats) is first moved
+    earlier by whole bars so it starts in its first bar (keeps the metre); drums are left out."""
+    tempos, sigs = maps
+    pitched = ~cols["is_drum"]
+    pitch, start, end = cols["pitch"][pitched], cols["start"][pitched], cols["end"][pitched]
+    if len(cols["start"]):
+        _, num, den = sigs[0]
+        bar = num * 4.0 / den
+        shift = math.floor(float(cols["start"].min()) / bar) * bar
+        if shift > 0:
+            start, end = start - shift, end - shift
+            in_force = [t for t in tempos if t[0] <= shift][-1][1]
+            tempos = [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in tempos if b > shift]
+    tokens = codec.encode_columns(pitch, cols["velocity"][pitched], start, end, tempos)
+    kept = int(np.count_nonzero((pitch >= codec.min_pitch) & (pitch <= codec.max_pitch)))
     if len(tokens) == 0 or kept == 0:
         return None, 0, f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
     return tokens, kept, None
@@ -142,7 +136,13 @@ def encode_item(job: tuple[Item, str]) -> list[Result]:
     item, codec_json = job
     codec = _worker_codec(codec_json)
     try:
-        return [(name, *encode_piece_tokens(codec, piece)) for name, piece in load_item(item)]
+        if item.kind == "midi":  # straight to columns: no Piece (structured array) to build
+            return [(item.name, *encode_notes(codec, *load_midi_columns(item.path)))]
+        results: list[Result] = []
+        for name, piece in load_item(item):  # a music21 song book holds several pieces
+            cols = {k: piece.notes[k] for k in NOTE_DTYPE.names}
+            results.append((name, *encode_notes(codec, cols, (piece.tempos, piece.time_signatures))))
+        return results
     except MusicRNNError as exc:
         reason = str(exc)
         prefix = f"{item.path}: "
@@ -225,6 +225,8 @@ def prepare(
         if file_items:
             jobs = [(it, codec_json) for it in file_items]
             if workers > 1 and len(file_items) > 1:
+                importlib.import_module("symusic")  # once here, not in every forked worker
+
                 pool = ProcessPoolExecutor(workers)
                 chunk = max(1, min(64, len(jobs) // (workers * 8)))
                 file_results = pool.map(encode_item, jobs, chunksize=chunk)

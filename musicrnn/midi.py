@@ -7,12 +7,14 @@ Holds:
   :meth:`Piece.seconds` to turn beat times into seconds.
 - :func:`load_midi`: any MIDI file into a :class:`Piece`, or :class:`~musicrnn.errors.MidiError`
   with a one-line reason. symusic parses (about 100x faster than pretty_midi); mido is the
-  fallback for files symusic refuses.
+  fallback for files symusic refuses. :func:`load_midi_columns` is the same without the Piece
+  (notes as plain arrays), for ``prepare``.
 - :func:`write_midi`: a :class:`Piece` back to a standard MIDI file, written atomically.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,9 @@ NOTE_DTYPE = np.dtype(
         ("channel", np.int16),
     ]
 )
+
+Columns = dict[str, np.ndarray]  # notes as one array per NOTE_DTYPE field (contiguous, cheap to index)
+Maps = tuple[list[tuple[float, float]], list[tuple[float, int, int]]]  # (tempos, time signatures)
 
 DEFAULT_BPM = 120.0
 WRITE_TICKS_PER_BEAT = 480
@@ -74,12 +79,7 @@ class Piece:
 
     def seconds(self, beats: np.ndarray | float) -> np.ndarray:
         """Convert beat times to seconds through the tempo map."""
-        b = np.asarray(beats, dtype=np.float64)
-        starts = np.array([t[0] for t in self.tempos], dtype=np.float64)
-        spb = 60.0 / np.array([t[1] for t in self.tempos], dtype=np.float64)
-        seg_secs = np.concatenate([[0.0], np.cumsum(np.diff(starts) * spb[:-1])])
-        i = np.clip(np.searchsorted(starts, b, side="right") - 1, 0, len(starts) - 1)
-        return seg_secs[i] + (b - starts[i]) * spb[i]
+        return beats_to_seconds(self.tempos, beats)
 
     def beats(self, seconds: np.ndarray | float) -> np.ndarray:
         """Convert seconds to beat times through the tempo map (inverse of :meth:`seconds`)."""
@@ -101,6 +101,16 @@ class Piece:
     def pitched(self) -> np.ndarray:
         """Notes that have a pitch (drum-channel notes removed)."""
         return self.notes[~self.notes["is_drum"]]
+
+
+def beats_to_seconds(tempos: list[tuple[float, float]], beats: np.ndarray | float) -> np.ndarray:
+    """Convert beat times to seconds through a tempo map (``Piece.tempos``)."""
+    b = np.asarray(beats, dtype=np.float64)
+    starts = np.array([t[0] for t in tempos], dtype=np.float64)
+    spb = 60.0 / np.array([t[1] for t in tempos], dtype=np.float64)
+    seg_secs = np.concatenate([[0.0], np.cumsum(np.diff(starts) * spb[:-1])])
+    i = np.clip(np.searchsorted(starts, b, side="right") - 1, 0, len(starts) - 1)
+    return seg_secs[i] + (b - starts[i]) * spb[i]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -129,36 +139,42 @@ def _reason_for_bytes(path: Path) -> str | None:
     return None
 
 
-def _from_symusic(path: Path) -> Piece:
+def _from_symusic(path: Path) -> tuple[Columns, Maps]:
     import symusic
 
     score = symusic.Score(str(path), ttype="tick")
     tpq = float(score.ticks_per_quarter)
     if tpq <= 0:
         raise MidiError(f"{path}: corrupt MIDI: SMPTE time division is not supported")
-    parts = []
-    for ti, track in enumerate(score.tracks):
-        arr = track.notes.numpy()
-        n = len(arr["pitch"])
-        if n == 0:
-            continue
-        notes = np.zeros(n, NOTE_DTYPE)
-        notes["pitch"] = arr["pitch"]
-        notes["velocity"] = arr["velocity"]
-        notes["start"] = arr["time"] / tpq
-        notes["end"] = (arr["time"] + arr["duration"]) / tpq
-        notes["program"] = track.program
-        notes["is_drum"] = track.is_drum
-        notes["track"] = ti
-        notes["channel"] = 9 if track.is_drum else 0
-        parts.append(notes)
-    notes = np.concatenate(parts) if parts else np.zeros(0, NOTE_DTYPE)
+    tracks = [(ti, track, track.notes.numpy()) for ti, track in enumerate(score.tracks)]
+    tracks = [t for t in tracks if len(t[2]["pitch"])]
+    counts = [len(arr["pitch"]) for _, _, arr in tracks]
+
+    def joined(key: str, dtype: type | None = None) -> np.ndarray:
+        if not tracks:
+            return np.zeros(0, dtype or np.int32)
+        return np.concatenate([arr[key] for _, _, arr in tracks], dtype=dtype)
+
+    def per_track(values: list) -> np.ndarray:
+        return np.repeat(np.array(values, np.int16), counts)
+
+    time, drum = joined("time"), np.repeat(np.array([t.is_drum for _, t, _ in tracks], np.bool_), counts)
+    cols = {
+        "pitch": joined("pitch", np.int16),
+        "velocity": joined("velocity", np.int16),
+        "start": time / tpq,
+        "end": (time + joined("duration")) / tpq,
+        "program": per_track([t.program for _, t, _ in tracks]),
+        "is_drum": drum,
+        "track": per_track([ti for ti, _, _ in tracks]),
+        "channel": drum * np.int16(9),
+    }
     tempos = [(t.time / tpq, float(t.qpm)) for t in score.tempos]
     sigs = [(s.time / tpq, int(s.numerator), int(s.denominator)) for s in score.time_signatures]
-    return Piece(notes, *_clean_maps(tempos, sigs), source=str(path))
+    return cols, _clean_maps(tempos, sigs)
 
 
-def _from_mido(path: Path) -> Piece:
+def _from_mido(path: Path) -> tuple[Columns, Maps]:
     import mido
 
     mid = mido.MidiFile(str(path), clip=True)
@@ -189,12 +205,12 @@ def _from_mido(path: Path) -> Piece:
                     start, vel = stack.pop(0)
                     rows.append((msg.note, vel, start, beat, programs[msg.channel], msg.channel == 9, ti, msg.channel))
     notes = make_notes(rows) if rows else np.zeros(0, NOTE_DTYPE)
-    return Piece(notes, *_clean_maps(tempos, sigs), source=str(path))
+    return {name: notes[name] for name in NOTE_DTYPE.names}, _clean_maps(tempos, sigs)
 
 
 def _clean_maps(tempos, sigs):
     # stable sort on time only: events at the same time keep their file order (the last wins below)
-    tempos = sorted(((max(0.0, b), float(bpm)) for b, bpm in tempos if bpm > 0 and np.isfinite(bpm)), key=lambda t: t[0])
+    tempos = sorted(((max(0.0, b), float(bpm)) for b, bpm in tempos if bpm > 0 and math.isfinite(bpm)), key=lambda t: t[0])
     if not tempos or tempos[0][0] > 0:
         tempos.insert(0, (0.0, DEFAULT_BPM))  # MIDI's default before the first tempo event
     dedup: dict[float, float] = {}
@@ -212,17 +228,26 @@ def sanitize_notes(notes: np.ndarray) -> np.ndarray:
     Removes pitches outside 0..127, non-finite or negative times and zero-length notes; clips
     velocity to 1..127. Real files contain all of these.
     """
-    ok = (
-        (notes["pitch"] >= 0)
-        & (notes["pitch"] <= 127)
-        & np.isfinite(notes["start"])
-        & np.isfinite(notes["end"])
-        & (notes["start"] >= 0)
-        & (notes["end"] > notes["start"])
-    )
-    out = notes[ok].copy()
-    out["velocity"] = np.clip(out["velocity"], 1, 127)
-    return out[np.lexsort((out["pitch"], out["start"]))]
+    return _sorted_notes(_sanitize_columns({name: notes[name] for name in NOTE_DTYPE.names}))
+
+
+def _sanitize_columns(cols: Columns) -> Columns:
+    """:func:`sanitize_notes` on columns, but sorted by start only (stable: notes that start
+    together keep their order), which is all the codecs need and much cheaper than by
+    (start, pitch): the tracks are already in time order."""
+    pitch, start, end = cols["pitch"], cols["start"], cols["end"]
+    ok = (pitch >= 0) & (pitch <= 127) & np.isfinite(start) & np.isfinite(end) & (start >= 0) & (end > start)
+    idx = np.flatnonzero(ok)
+    idx = idx[np.argsort(start[idx], kind="stable")]
+    out = {name: col[idx] for name, col in cols.items()}
+    out["velocity"] = np.minimum(np.maximum(out["velocity"], 1), 127)
+    return out
+
+
+def _sorted_notes(cols: Columns) -> np.ndarray:
+    """Columns sorted by start -> a note array sorted by (start, pitch)."""
+    order = np.lexsort((cols["pitch"], cols["start"]))
+    return make_notes(**{name: col[order] for name, col in cols.items()})
 
 
 def load_midi(path: str | os.PathLike, require_notes: bool = True) -> Piece:
@@ -232,6 +257,14 @@ def load_midi(path: str | os.PathLike, require_notes: bool = True) -> Piece:
     no notes, too long: a note past :data:`MAX_PIECE_BEATS`). With ``require_notes=False`` a
     valid file without notes loads as an empty piece.
     """
+    cols, (tempos, sigs) = load_midi_columns(path, require_notes)
+    return Piece(_sorted_notes(cols), tempos, sigs, source=str(Path(path)))
+
+
+def load_midi_columns(path: str | os.PathLike, require_notes: bool = True) -> tuple[Columns, Maps]:
+    """:func:`load_midi` without the :class:`Piece`: the notes as columns sorted by start only
+    (see :func:`_sanitize_columns`), and (tempos, time signatures). ``prepare`` reads files this
+    way: building and indexing one structured array per file costs more than parsing it."""
     p = Path(path)
     if not p.exists():
         raise MidiError(f"{p}: file not found; check the path")
@@ -241,28 +274,29 @@ def load_midi(path: str | os.PathLike, require_notes: bool = True) -> Piece:
     if reason:
         raise MidiError(f"{p}: {reason}")
     try:
-        piece = _from_symusic(p)
+        cols, (tempos, sigs) = _from_symusic(p)
     except MidiError:
         raise
     except Exception as first:  # symusic refuses some files mido can read (and vice versa)
         try:
-            piece = _from_mido(p)
+            cols, (tempos, sigs) = _from_mido(p)
         except MidiError:
             raise
         except Exception:
             raise MidiError(f"{p}: corrupt MIDI: {_one_line(first)}") from None
-    piece.notes = sanitize_notes(piece.notes)
-    if require_notes and len(piece.notes) == 0:
+    cols = _sanitize_columns(cols)
+    if require_notes and len(cols["pitch"]) == 0:
         raise MidiError(f"{p}: no notes (the file is valid MIDI but contains no playable notes)")
-    if piece.duration_beats > MAX_PIECE_BEATS:
+    duration = float(cols["end"].max()) if len(cols["end"]) else 0.0
+    if duration > MAX_PIECE_BEATS:
         raise MidiError(
-            f"{p}: too long: a note ends at beat {piece.duration_beats:.6g}, past the {MAX_PIECE_BEATS} beats "
+            f"{p}: too long: a note ends at beat {duration:.6g}, past the {MAX_PIECE_BEATS} beats "
             "(about 9 hours at 120 BPM) musicrnn reads; a corrupt delta time is the usual cause"
         )
     # tempo and metre changes past the limit affect no note (and could not be written back)
-    piece.tempos = [t for t in piece.tempos if t[0] <= MAX_PIECE_BEATS]
-    piece.time_signatures = [s for s in piece.time_signatures if s[0] <= MAX_PIECE_BEATS]
-    return piece
+    tempos = [t for t in tempos if t[0] <= MAX_PIECE_BEATS]
+    sigs = [s for s in sigs if s[0] <= MAX_PIECE_BEATS]
+    return cols, (tempos, sigs)
 
 
 def write_midi(piece: Piece, path: str | os.PathLike, ticks_per_beat: int = WRITE_TICKS_PER_BEAT) -> Path:

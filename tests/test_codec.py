@@ -262,6 +262,31 @@ def test_performance_stream_encoder_clips_loud_velocities() -> None:
     assert tokens == codec.stream_encoder().note_on(0.0, 60, 127)
 
 
+def test_performance_encode_far_in_time_matches_encode_near_zero() -> None:
+    """Times past the packed-key range sort with np.lexsort; both orders must give one encoding
+    (duplicate notes with other velocities included, where the first in input order wins)."""
+    codec = PerformanceCodec(time_unit="beats", steps_per_unit=1000, max_shift_steps=60000, velocity_bins=16)
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(1, 40))
+        start = rng.integers(0, 12, n) / 4.0
+        start[0] = 0.0
+        notes = make_notes(
+            pitch=rng.integers(58, 64, n),  # few pitches: overlaps and duplicates
+            velocity=rng.integers(1, 128, n),
+            start=start,
+            end=start + rng.integers(1, 6, n) / 4.0,
+        )
+        far = notes.copy()
+        offset = 2e5  # beats: 2e8 steps, past the packed range
+        far["start"] += offset
+        far["end"] += offset
+        near_tokens, far_tokens = codec.encode(notes), codec.encode(far)
+        leading = int(np.argmax(codec.token_kind[far_tokens] != KIND_SHIFT))
+        assert codec.shift_steps[far_tokens[:leading]].sum() == offset * 1000
+        np.testing.assert_array_equal(far_tokens[leading:], near_tokens)
+
+
 def test_grid_stream_encoder_advance_emits_empty_frames() -> None:
     codec = GridCodec(steps_per_beat=2)
     enc = codec.stream_encoder()
