@@ -195,11 +195,25 @@ def test_echo_filter_ignores_our_own_messages_once_and_only_within_the_window() 
     echo.sent(sent_on, t)
     echo.sent(mido.Message("note_off", channel=0, note=60), t + 10 * MS)
     assert echo.is_echo(sent_on.copy(), t + 2 * MS)
-    assert not echo.is_echo(sent_on.copy(), t + 3 * MS)  # used up: a second one is the player's
     assert echo.is_echo(mido.Message("note_on", channel=0, note=60, velocity=0), t + 12 * MS)  # a DAW's note-off
+    assert not echo.is_echo(sent_on.copy(), t + 13 * MS)  # used up: a second one is the player's
     echo.sent(sent_on, t + 20 * MS)
     assert not echo.is_echo(sent_on.copy(), t + 200 * MS)  # too late to be an echo
     assert not echo.is_echo(mido.Message("note_on", channel=1, note=60, velocity=100), t + 21 * MS)
+
+
+def test_the_note_off_of_a_key_the_player_holds_is_never_taken_for_an_echo() -> None:
+    """The player strikes 62 while the model sounds it (the model's 62 ends) and releases it right
+    after: that note-off is the player's (dropped, the key would stay held for the model for good)."""
+    echo = EchoFilter(window_s=0.05)
+    t = 10_000 * MS
+    echo.sent(mido.Message("note_on", channel=0, note=62, velocity=100), t - 500 * MS)  # the model's 62, long sounding
+    assert not echo.is_echo(mido.Message("note_on", channel=0, note=62, velocity=90), t)  # the player's
+    echo.sent(mido.Message("note_off", channel=0, note=62), t + 1 * MS)  # the model's 62 ends: the player took it over
+    echo.sent(mido.Message("note_on", channel=0, note=64, velocity=100), t + 2 * MS)
+    assert not echo.is_echo(mido.Message("note_off", channel=0, note=62), t + 8 * MS)
+    assert echo.echoes == 0
+    assert echo.is_echo(mido.Message("note_on", channel=0, note=64, velocity=100), t + 9 * MS)  # a loop still is one
 
 
 def test_input_queue_is_bounded_and_keeps_releases_of_dropped_note_offs() -> None:

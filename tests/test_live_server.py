@@ -222,3 +222,31 @@ def test_an_input_thread_works_off_its_own_events_and_the_answer_leaves_from_it(
             time.sleep(0.05)
     assert inline >= 3
     assert not hanging_notes(out.messages())
+
+
+def test_a_player_taking_over_a_model_note_and_releasing_it_leaves_no_key_held(tiny_grid_model) -> None:
+    """The player strikes a pitch the model sounds (the model's note ends) and lets go at once:
+    that release is the player's, not an echo of the model's note-off, so the key is up again."""
+    srv, out = server(tiny_grid_model, mode="duet", tempo=120)
+    checked = 0
+    with srv:
+        for _ in range(40):
+            if checked >= 3:
+                break
+            msgs = out.messages()
+            sounding = {m.note for m in msgs if m.type == "note_on" and m.velocity > 0} - \
+                {m.note for m in msgs if m.type == "note_off" or (m.type == "note_on" and m.velocity == 0)}
+            on = [m.note for m in msgs if m.type == "note_on" and m.velocity > 0 and m.note in sounding]
+            if not on:
+                time.sleep(0.05)
+                continue
+            p, before = on[-1], len(msgs)
+            srv._on_midi(mido.Message("note_on", note=p, velocity=90))
+            time.sleep(0.02)
+            srv._on_midi(mido.Message("note_off", note=p))
+            time.sleep(0.05)
+            ended = any(m.note == p and (m.type == "note_off" or m.velocity == 0) for m in out.messages()[before:])
+            assert wait_until(lambda: p not in srv.conductor.held, timeout=2), f"key {p} stays held for the model"
+            checked += ended  # the model ended p just before the player's release: the case that matters
+    assert checked >= 1
+    assert not hanging_notes(out.messages())

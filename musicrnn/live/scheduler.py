@@ -314,6 +314,7 @@ class EchoFilter:
         self.window_ns = int(window_s * 1e9)
         self._sent: deque[tuple[int, tuple]] = deque(maxlen=1024)
         self._lock = threading.Lock()
+        self._held: set[tuple[int, int]] = set()  # (channel, note) the player holds: their note-on was no echo
         self.echoes = 0
 
     @staticmethod
@@ -332,16 +333,24 @@ class EchoFilter:
                 self._sent.append((t_ns, key))
 
     def is_echo(self, msg: mido.Message, t_ns: int) -> bool:
-        """True (and the sent message is used up) if ``msg`` is one we sent within the window."""
+        """True (and the sent message is used up) if ``msg`` is one we sent within the window.
+        The note-off of a key the player holds (its note-on was not an echo) is the player's:
+        without that rule, a player releasing a pitch the model has just ended would lose the
+        release, and the key would stay held for the model (call-response waiting for it)."""
         key = self._key(msg)
         if key is None:
             return False
         with self._lock:
             while self._sent and t_ns - self._sent[0][0] > self.window_ns:
                 self._sent.popleft()
+            if key[0] == "off" and key[1:] in self._held:
+                self._held.discard(key[1:])
+                return False
             for i, (t, k) in enumerate(self._sent):
                 if k == key and t <= t_ns + 1_000_000:
                     del self._sent[i]
                     self.echoes += 1
                     return True
+            if key[0] == "on":
+                self._held.add(key[1:])  # at most 16 x 128 entries
         return False
