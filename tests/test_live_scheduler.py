@@ -224,7 +224,7 @@ def test_input_queue_is_bounded_and_keeps_releases_of_dropped_note_offs() -> Non
         inbox.put_event(3 + i, mido.Message("control_change", control=1, value=i % 128))
     assert len(inbox) == 100
     assert inbox.dropped == 10_000 + 2 - 100
-    events = inbox.take(0)
+    events = inbox.take()
     assert len(events) == 101
     assert events[0][1].type == "note_off" and events[0][1].note == 60  # the player's release survives
 
@@ -235,9 +235,9 @@ def test_input_queue_keeps_player_events_and_commands_in_arrival_order() -> None
     inbox.put_event(5, mido.Message("note_on", note=60, velocity=100))
     inbox.put_command(lambda: "answer now")  # e.g. an OSC bundle: a note, then /musicrnn/generate
     inbox.put_event(6, mido.Message("note_off", note=60))
-    items = inbox.take(0)
+    items = inbox.take()
     assert [i() if callable(i) else i[1].type for i in items] == ["first", "note_on", "answer now", "note_off"]
-    assert items[1][0] == 5 and not inbox.take(0)
+    assert items[1][0] == 5 and not inbox.take()
 
 
 # --- the output invariant, driven without a thread: a fake clock, any order of requests -------

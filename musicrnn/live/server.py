@@ -164,12 +164,10 @@ class Inbox:
             if not self._events and not self._commands and not self._released and timeout > 0:
                 self._cv.wait(timeout)
 
-    def take(self, timeout: float = 0.0) -> list[tuple[int, mido.Message] | Callable[[], None]]:
-        """Wait up to ``timeout`` s for anything; return it in arrival order: player events as
-        ``(time_ns, message)``, commands as callables (releases of dropped note-offs first)."""
+    def take(self) -> list[tuple[int, mido.Message] | Callable[[], None]]:
+        """Everything waiting, in arrival order: player events as ``(time_ns, message)``,
+        commands as callables (releases of dropped note-offs first)."""
         with self._cv:
-            if not self._events and not self._commands and not self._released and timeout > 0:
-                self._cv.wait(timeout)
             items: list = [(t, mido.Message("note_off", channel=ch, note=n)) for (ch, n), t in self._released.items()]
             self._released.clear()
             for entry in heapq.merge(self._events, self._commands, key=lambda e: e[0]):
