@@ -21,8 +21,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ContextManager
 from dataclasses import dataclass, field
+from typing import Any, ContextManager
 
 import mido
 

@@ -10,8 +10,9 @@ Holds:
   address).
 - :class:`Subscribers`: where generated notes and status changes go. It is a sink of the
   :class:`~musicrnn.live.scheduler.Scheduler`: whichever thread sends a note (the scheduler's,
-  or one playing a note due now) hands it every note the MIDI output gets, at the same moment, and it keeps, per subscriber, the notes sounding there
-  so each one gets its note-off (also when that subscriber unsubscribes).
+  or one playing a note due now) hands it every note the MIDI output gets, at the same moment,
+  and it keeps, per subscriber, the notes sounding there so each one gets its note-off (also
+  when that subscriber unsubscribes).
 
 Nothing a client sends stops the server: a packet that cannot be parsed, an unknown address or
 a bad argument gets ``/musicrnn/error`` (to the sender) and a log line (at most

@@ -475,11 +475,7 @@ class Server:
     def _notify(self) -> bool:
         """Wake the engine thread for what is queued now? Not from inside :meth:`working_here`
         (that thread works it off itself when the block ends)."""
-        here = self._here
-        if getattr(here, "active", False):
-            here.queued = True
-            return False
-        return True
+        return not getattr(self._here, "active", False)
 
     @contextlib.contextmanager
     def working_here(self) -> Iterator[None]:
@@ -487,13 +483,12 @@ class Server:
         engine's work for it in this thread, right away, instead of waking the engine thread
         (a hand-off between Python threads costs a wake-up and a GIL switch, often more than
         the work). If another thread is working already, the engine thread is woken instead."""
-        here = self._here
-        here.active, here.queued = True, False
+        self._here.active = True
         try:
             yield
         finally:
-            here.active = False
-            if here.queued:
+            self._here.active = False
+            if self.inbox.waiting():
                 self.work_now()
 
     def work_now(self) -> None:
