@@ -358,8 +358,8 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--wav", is_flag=True, help="Also render a WAV per piece (needs FluidSynth and a GM SoundFont).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="bf16: bfloat16 weights, ~3x faster for many pieces at once on GPUs and CPUs with native "
-                   "bfloat16 (AVX512-BF16, AMX); other samples than fp32 for the same seed.")
+              help="bf16: bfloat16 weights (half the bytes per step), for many pieces at once on a GPU; on a "
+                   "CPU fp32 batches step in numpy about as fast; other samples than fp32 for the same seed.")
 @user_errors
 def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature, top_k, top_p, seed, key, pitch_range,
                 max_polyphony, min_note, max_note, tempo, program, png, wav, device, precision) -> None:
