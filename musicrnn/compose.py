@@ -43,8 +43,14 @@ def generate(model: MusicRNN, codec: Codec, batch: int, target_steps: int, cfg: 
              max_tokens: int | None = None) -> Generated:
     """Sample ``batch`` continuations of ``primer`` (or of nothing), each ``target_steps``
     codec steps long (grid frames or time-shift steps)."""
-    with inference_mode_for(device, batch, next(model.parameters()).dtype):
+    with inference_mode_for(device, batch, _weights_dtype(model)):
         return _generate(model, codec, batch, target_steps, cfg, seed, primer, torch.device(device), max_tokens)
+
+
+def _weights_dtype(model) -> torch.dtype:
+    """The model's weight type; float32 for steppers without weights (the n-gram baseline)."""
+    first = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return first.dtype if first is not None else torch.float32
 
 
 def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_tokens) -> Generated:
