@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from musicrnn.errors import CodecError
-from musicrnn.midi import NOTE_DTYPE, Piece, beats_to_seconds
+from musicrnn.midi import NOTE_DTYPE, Piece, beats_to_seconds_batch, piece_index
 
 BOS = 0
 CODEC_FORMAT_VERSION = 1
@@ -32,6 +32,8 @@ MAX_VOCAB = 65536  # prepared data stores tokens as uint16
 # note times (in grid steps) below this let the batch encoders sort several keys packed into
 # one int64: 37 hours on a 1 ms grid; longer ones (corrupt or synthetic) use np.lexsort
 _PACKED_STEPS = 1 << 27
+# the grid codec's piano roll of a chunk of files stays within this many frames (~40 MB)
+_GRID_ROWS = 1 << 15
 MAX_STEPS_PER_UNIT = 1000  # finest time grid: 1 ms (seconds unit) or 1/1000 beat (beats unit)
 PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
@@ -106,13 +108,16 @@ class Codec(ABC):
         notes = np.asarray(notes)
         if notes.dtype != NOTE_DTYPE:
             raise CodecError("notes must be a NOTE_DTYPE array (see musicrnn.midi.make_notes)")
-        return self._encode_columns(notes["pitch"], notes["velocity"], notes["start"], notes["end"])
+        bounds = np.array([0, len(notes)])
+        return self._encode_batch(notes["pitch"], notes["velocity"], notes["start"], notes["end"], bounds)[0]
 
     @abstractmethod
-    def _encode_columns(
-        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray
-    ) -> np.ndarray:
-        """:meth:`encode` on note columns (no structured array to build or copy)."""
+    def _encode_batch(
+        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray, bounds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode` on the note columns of several pieces at once (piece ``i`` is rows
+        ``bounds[i]:bounds[i + 1]``): all their tokens, and the pieces' bounds in them. Each
+        piece's tokens are exactly what it gives alone."""
 
     def decode(self, tokens) -> np.ndarray:
         """Token ids -> notes (times in the codec unit). Any token sequence decodes to valid
@@ -133,21 +138,25 @@ class Codec(ABC):
         notes = piece.notes
         pitched = ~notes["is_drum"]
         pitch, velocity, start, end = (notes[k][pitched] for k in ("pitch", "velocity", "start", "end"))
-        return self.encode_columns(pitch, velocity, start, end, piece.tempos)
+        return self.encode_batch(pitch, velocity, start, end, np.array([0, len(pitch)]), [piece.tempos])[0]
 
-    def encode_columns(
+    def encode_batch(
         self,
         pitch: np.ndarray,
         velocity: np.ndarray,
         start: np.ndarray,
         end: np.ndarray,
-        tempos: list[tuple[float, float]],
-    ) -> np.ndarray:
-        """:meth:`encode_piece` for notes given as columns (times in beats, no drums) and the
-        piece's tempo map: no structured array to build or copy (``prepare``'s fast path)."""
-        if self.time_unit == "seconds":
-            start, end = beats_to_seconds(tempos, np.stack([start, end]))  # one pass through the tempo map
-        return self._encode_columns(pitch, velocity, start, end)
+        bounds: np.ndarray,
+        tempo_maps: list[list[tuple[float, float]]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode_piece` for several pieces at once, given as note columns (times in
+        beats, no drums; no structured array to build or copy): piece ``i`` is rows
+        ``bounds[i]:bounds[i + 1]`` with tempo map ``tempo_maps[i]``. Returns all the tokens and
+        the pieces' bounds in them. ``prepare`` encodes a chunk of files this way, with one
+        numpy call per step instead of one per file."""
+        if self.time_unit == "seconds":  # one pass through the tempo maps
+            start, end = beats_to_seconds_batch(tempo_maps, bounds, np.stack([start, end]))
+        return self._encode_batch(pitch, velocity, start, end, bounds)
 
     def decode_piece(self, tokens, bpm: float = 120.0, program: int = 0) -> Piece:
         """Tokens -> a :class:`Piece` in beats at ``bpm`` (seconds-unit codecs are converted)."""
@@ -200,13 +209,16 @@ class Codec(ABC):
 
     # --- shared helpers ---------------------------------------------------------------------
     def _normalise(
-        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray, bounds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Quantise to the grid, keep in-range pitches, make same-pitch notes not overlap.
 
-        Returns (pitch, on_step, off_step, velocity) sorted by (pitch, on_step); every note is
-        at least one step long and ends no later than the next note of the same pitch starts.
+        Returns (pitch, on_step, off_step, velocity, piece, rank) sorted by (piece, pitch,
+        on_step); every note is at least one step long and ends no later than the next note of
+        the same pitch in its piece starts. ``rank`` orders the notes by (piece, on_step,
+        -off_step) (see :func:`_inverse_order`): nearly sorted keys sort fast.
         """
+        piece = piece_index(bounds)
         keep = (
             (pitch >= self.min_pitch)
             & (pitch <= self.max_pitch)
@@ -215,28 +227,33 @@ class Codec(ABC):
             & (start >= 0)
         )
         if not keep.all():
-            pitch, velocity, start, end = pitch[keep], velocity[keep], start[keep], end[keep]
+            pitch, velocity, start, end, piece = pitch[keep], velocity[keep], start[keep], end[keep], piece[keep]
         res = self.steps_per_unit
         on = np.rint(start * res).astype(np.int64)  # np.round's result, without its Python wrapper
         off = np.maximum(np.rint(end * res).astype(np.int64), on + 1)
         vel = np.minimum(np.maximum(velocity.astype(np.int64), 1), 127)
-        if len(on) and on.min() >= 0 and off.max() < _PACKED_STEPS:
-            # np.lexsort's order in two stable passes, several times faster: (on, -off) packed in
-            # one key (notes come roughly in time order, which timsort uses), then pitch
-            # (0..127 here, and a radix sort as int16)
-            order = np.argsort((on << 27) | (_PACKED_STEPS - 1 - off), kind="stable")
-            order = order[np.argsort(pitch.astype(np.int16)[order], kind="stable")]
+        piece = piece.astype(np.int64)
+        # np.lexsort's order in two stable passes, several times faster: (piece, on, -off), packed
+        # in one key when it fits (notes come roughly in that order, which timsort uses), then
+        # (piece, pitch) (pitch is 0..127 here: a radix sort as int16 for up to 256 pieces)
+        if len(on) and on.min() >= 0 and off.max() < _PACKED_STEPS and len(bounds) <= 513:
+            by_time = np.argsort((piece << 54) | (on << 27) | (_PACKED_STEPS - 1 - off), kind="stable")
         else:
-            order = np.lexsort((-off, on, pitch))
+            by_time = np.lexsort((-off, on, piece))
+        major = (piece << 7) | pitch
+        rank = np.argsort((major.astype(np.int16) if len(bounds) <= 257 else major)[by_time], kind="stable")
+        order = by_time[rank]
         pitch = pitch.astype(np.int64)
-        pitch, on, off, vel = pitch[order], on[order], off[order], vel[order]
+        pitch, on, off, vel, piece = pitch[order], on[order], off[order], vel[order], piece[order]
         if len(pitch):
+            same = (pitch[1:] == pitch[:-1]) & (piece[1:] == piece[:-1])
             first = np.ones(len(pitch), bool)
-            first[1:] = (pitch[1:] != pitch[:-1]) | (on[1:] != on[:-1])
+            first[1:] = ~same | (on[1:] != on[:-1])
             if not first.all():
-                pitch, on, off, vel = pitch[first], on[first], off[first], vel[first]
-            off[:-1] = np.where(pitch[1:] == pitch[:-1], np.minimum(off[:-1], on[1:]), off[:-1])  # a fresh array
-        return pitch, on, off, vel
+                pitch, on, off, vel, piece, rank = pitch[first], on[first], off[first], vel[first], piece[first], rank[first]
+                same = (pitch[1:] == pitch[:-1]) & (piece[1:] == piece[:-1])
+            off[:-1] = np.where(same, np.minimum(off[:-1], on[1:]), off[:-1])  # a fresh array
+        return pitch, on, off, vel, piece, rank
 
 
 def _token_ids(tokens) -> list[int]:
@@ -245,6 +262,14 @@ def _token_ids(tokens) -> list[int]:
         return np.asarray(tokens, dtype=np.int64).ravel().tolist()
     except OverflowError:  # Python ints beyond int64: outside every vocabulary, but not an error
         return [int(t) for t in np.asarray(tokens, dtype=object).ravel()]
+
+
+def _inverse_order(rank: np.ndarray) -> np.ndarray:
+    """Indices that put items in the order of their ``rank`` (distinct ints, not necessarily
+    0..n-1): ``np.argsort(rank)`` without a sort."""
+    slot = np.full(int(rank.max()) + 1 if len(rank) else 0, -1, np.int64)
+    slot[rank] = np.arange(len(rank))
+    return slot[slot >= 0]
 
 
 def _repeat_positions(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -403,46 +428,55 @@ class PerformanceCodec(Codec):
         # rounded, not truncated: with more than 64 bins a truncated centre can fall in the bin below
         return int(min(127, max(1, round((b + 0.5) * 128 / self.velocity_bins))))
 
-    def _encode_columns(
-        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray
-    ) -> np.ndarray:
-        pitch, on, off, vel = self._normalise(pitch, velocity, start, end)
+    def _encode_batch(
+        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray, bounds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        pitch, on, off, vel, piece, rank = self._normalise(pitch, velocity, start, end, bounds)
         n = len(pitch)
         if n == 0:
-            return np.zeros(0, np.uint16)
-        # events: the n offs, then the n ons; sorted by time, then offs before ons, then pitch
-        times = np.concatenate([off, on])
-        kind_pitch = np.concatenate([pitch, pitch + 128])
-        vbin = np.concatenate([np.zeros(n, np.int64), self.velocity_bin(vel)])  # below 128
-        if on.min() >= 0 and off.max() < _PACKED_STEPS:
+            return np.zeros(0, np.uint16), np.zeros(len(bounds), np.int64)
+        # events: sorted by piece, time, then offs before ons, then pitch
+        by_time = _inverse_order(rank)
+        base = (piece << 42) | (pitch << 7)
+        off_keys = (base | (off << 15))[by_time]
+        on_keys = (base | (on << 15) | (128 << 7) | self.velocity_bin(vel))[by_time]  # bins below 128
+        if on.min() >= 0 and off.max() < _PACKED_STEPS and len(bounds) <= 1 << 21:
             # the keys are distinct, so sorting them packed in one int64 (with the velocity bin
-            # as payload) gives np.lexsort's order, several times faster
-            keys = np.sort((times << 15) | (kind_pitch << 7) | vbin)
-            times, kind_pitch, vbin = keys >> 15, (keys >> 7) & 255, keys & 127
-        else:
-            order = np.lexsort((kind_pitch, times))
-            times, kind_pitch, vbin = times[order], kind_pitch[order], vbin[order]
+            # as payload) gives np.lexsort's order, several times faster; in time order already
+            # but for the offs, timsort (kind="stable") merges them in a few passes
+            keys = np.sort(np.concatenate([off_keys, on_keys]), kind="stable")
+            ev_piece, times = keys >> 42, (keys >> 15) & (_PACKED_STEPS - 1)
+        else:  # the same order by (piece, time, kind and pitch); the keys' low 15 bits (kind,
+            # pitch, bin) are right even where the shifts above overflowed
+            ev_piece = np.concatenate([piece[by_time], piece[by_time]])
+            times = np.concatenate([off[by_time], on[by_time]])
+            keys = np.concatenate([off_keys, on_keys]) & ((1 << 15) - 1)
+            order = np.lexsort((keys, times, ev_piece))
+            keys, ev_piece, times = keys[order], ev_piece[order], times[order]
+        kind_pitch, vbin = (keys >> 7) & 255, keys & 127
         dt = times.copy()
         dt[1:] -= times[:-1]
+        new_piece = np.flatnonzero(ev_piece[1:] != ev_piece[:-1]) + 1
+        dt[new_piece] = times[new_piece]  # each piece starts at time 0
         full, rem = np.divmod(dt, self.max_shift_steps)
         is_on = kind_pitch >= 128
         on_at = np.flatnonzero(is_on)
-        changed = np.ones(n, bool)  # a VELOCITY token before each on whose bin differs
-        changed[1:] = vbin[on_at[1:]] != vbin[on_at[:-1]]
-        # each event is up to four slots, each repeated 0 or more times: SHIFT(max) x full,
-        # SHIFT(rem) x (rem > 0), VELOCITY x (changed bin), then the NOTE_ON/NOTE_OFF itself
-        slots = np.empty((2 * n, 4), np.uint16)
-        slots[:, 0] = self.shift0 + self.max_shift_steps - 1
-        slots[:, 1] = self.shift0 + rem - 1
-        slots[:, 2] = self.vel0 + vbin
-        slots[:, 3] = kind_pitch + np.where(is_on, self.on0 - 128 - self.min_pitch, self.off0 - self.min_pitch)
-        repeats = np.zeros((2 * n, 4), np.int64)
-        repeats[:, 0] = full
-        repeats[:, 1] = rem > 0
+        with_vel = np.zeros(2 * n, bool)  # a VELOCITY token before each on whose bin differs (or a piece's first on)
         if self.velocity_bins:
-            repeats[on_at, 2] = changed
-        repeats[:, 3] = 1
-        return np.repeat(slots.ravel(), repeats.ravel())
+            changed = np.ones(n, bool)
+            changed[1:] = (vbin[on_at[1:]] != vbin[on_at[:-1]]) | (ev_piece[on_at[1:]] != ev_piece[on_at[:-1]])
+            with_vel[on_at] = changed
+        # each event: SHIFT(max) x full, SHIFT(rem) if rem > 0, VELOCITY if with_vel, then the
+        # NOTE_ON/NOTE_OFF itself; the array starts as SHIFT(max) and the rest is written over
+        with_rem = rem > 0
+        ends = np.cumsum(full + with_rem + with_vel + 1)
+        tokens = np.full(int(ends[-1]), self.shift0 + self.max_shift_steps - 1, np.uint16)
+        note_at = ends - 1
+        tokens[note_at] = kind_pitch + np.where(is_on, self.on0 - 128 - self.min_pitch, self.off0 - self.min_pitch)
+        tokens[note_at[with_vel] - 1] = self.vel0 + vbin[with_vel]
+        tokens[(note_at - with_vel - 1)[with_rem]] = self.shift0 + rem[with_rem] - 1
+        token_bounds = np.concatenate([[0], ends])[np.searchsorted(ev_piece, np.arange(len(bounds)))]
+        return tokens, token_bounds
 
     def stretch(self, tokens: np.ndarray, factor: float) -> np.ndarray:
         """Time-stretch augmentation: every TIME_SHIFT scaled by ``factor`` (rounded, kept
@@ -626,19 +660,43 @@ class GridCodec(Codec):
             return f"{'ON' if self.mark_restrikes else 'PITCH'}({p} {pitch_name(p)})"
         raise CodecError(f"token {token} is outside this codec's vocabulary (size {self.vocab_size})")
 
-    def _encode_columns(
-        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray
+    def _encode_batch(
+        self, pitch: np.ndarray, velocity: np.ndarray, start: np.ndarray, end: np.ndarray, bounds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        pitch, on, off, _, piece, _ = self._normalise(pitch, velocity, start, end, bounds)
+        note_bounds = np.searchsorted(piece, np.arange(len(bounds)))
+        has_notes = np.diff(note_bounds) > 0
+        frames = np.zeros(len(bounds) - 1, np.int64)
+        if has_notes.any():
+            frames[has_notes] = np.maximum.reduceat(off, note_bounds[:-1][has_notes])
+        parts = [np.zeros(0, np.uint16)]
+        for p0, p1 in _row_groups(frames + has_notes, _GRID_ROWS):
+            n0, n1 = note_bounds[p0], note_bounds[p1]
+            parts.append(self._encode_rolls(pitch[n0:n1], on[n0:n1], off[n0:n1], piece[n0:n1] - p0, frames[p0:p1]))
+        tokens = np.concatenate(parts)
+        frame_bounds = np.concatenate([[0], np.cumsum(frames)])
+        step_ends = np.concatenate([[0], np.flatnonzero(tokens == self.step_token) + 1])
+        return tokens, step_ends[frame_bounds]
+
+    def _encode_rolls(
+        self, pitch: np.ndarray, on: np.ndarray, off: np.ndarray, piece: np.ndarray, frames: np.ndarray
     ) -> np.ndarray:
-        pitch, on, off, _ = self._normalise(pitch, velocity, start, end)
-        if len(pitch) == 0:
-            return np.zeros(0, np.uint16)
-        frames = int(off.max())
+        """Normalised notes of consecutive pieces -> their tokens, from one piano roll of all their
+        frames. Each piece has ``frames + 1`` rows of note changes (none when it has no notes);
+        a piece's changes sum to zero, so one cumulative sum over all the rows gives every
+        piece's roll, and its last row (all silent) is left out."""
+        rows = frames + (frames > 0)
+        row0 = np.concatenate([[0], np.cumsum(rows)])
+        frame0 = np.concatenate([[0], np.cumsum(frames)])
         p = pitch - self.min_pitch
-        delta = np.zeros((frames + 1, self.num_pitches), np.int32)
-        np.add.at(delta, (on, p), 1)
-        np.add.at(delta, (off, p), -1)
-        sounding = np.cumsum(delta[:-1], axis=0) > 0
-        return self.encode_roll(sounding, onsets=(on, p) if self.mark_restrikes else None)
+        delta = np.zeros((int(row0[-1]), self.num_pitches), np.int32)
+        np.add.at(delta, (on + row0[piece], p), 1)
+        np.add.at(delta, (off + row0[piece], p), -1)
+        frame_rows = np.ones(len(delta), bool)
+        frame_rows[row0[1:][frames > 0] - 1] = False
+        sounding = np.cumsum(delta, axis=0)[frame_rows] > 0
+        onsets = (on + frame0[piece], p) if self.mark_restrikes else None
+        return self.encode_roll(sounding, onsets=onsets)
 
     def encode_roll(self, roll: np.ndarray, onsets: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """A boolean piano roll [frames, num_pitches] -> tokens (one frame per row).
@@ -779,6 +837,21 @@ class GridStreamDecoder(StreamDecoder):
         out += [NoteEvent(self.time, p, 0) for p in sorted(self._sounding)]
         self._sounding.clear()
         return out
+
+
+def _row_groups(rows: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive pieces in groups of at most ``budget`` rows (a longer piece alone), so the
+    grid codec's piano roll of a chunk of files takes no more memory than that of a long piece."""
+    groups: list[tuple[int, int]] = []
+    p0, total = 0, 0
+    for i, r in enumerate(rows.tolist()):
+        if total and total + r > budget:
+            groups.append((p0, i))
+            p0, total = i, 0
+        total += r
+    if p0 < len(rows):
+        groups.append((p0, len(rows)))
+    return groups
 
 
 # ============================================================================================

@@ -3,9 +3,10 @@
 Holds:
 - :func:`prepare`: sources -> a data folder with, per split, a flat uint16 token file
   (memory-mappable), an offsets file, a piece index, plus ``manifest.json`` (codec config,
-  sources, counts, rejected files, checksums) and ``rejected.tsv``. Files are parsed in parallel
-  and streamed to disk in a fixed order, so memory stays flat and the output is identical on
-  every run. The folder appears complete or not at all.
+  sources, counts, rejected files, checksums) and ``rejected.tsv``. Files are parsed in parallel,
+  in chunks that a worker encodes with one set of numpy calls (:func:`encode_chunk`), and
+  streamed to disk in a fixed order, so memory stays flat and the output is identical on every
+  run. The folder appears complete or not at all.
 - :class:`TokenData`: one split of a data folder, memory-mapped; ``piece(i)`` gives its tokens.
 - :func:`data_stats`: the numbers ``musicrnn data stats`` prints.
 
@@ -15,12 +16,14 @@ Augmentation (transposition, time stretch) is applied when training reads the da
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib
 import json
 import math
 import os
 import shutil
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ import numpy as np
 from musicrnn import __version__
 from musicrnn.codec import BOS, Codec, GridCodec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
-from musicrnn.midi import NOTE_DTYPE, Columns, Maps, load_midi_columns
+from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, load_midi_batch, piece_index
 from musicrnn.sources import (
     MAT_LOWEST_PITCH,
     Item,
@@ -46,6 +49,7 @@ from musicrnn.sources import (
 
 MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
+CHUNK_FILES = 64  # MIDI files per worker task: per-file numpy overhead and messages shrink with it
 
 
 @dataclass
@@ -97,6 +101,22 @@ def _sha256(path: Path) -> str:
 
 
 _WORKER_CODEC: tuple[str, Codec] | None = None
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def _init_worker() -> None:
+    """Let a worker keep the memory it frees (up to 32 MB at a time): glibc otherwise hands
+    each large numpy temporary back to the system and takes the page faults of getting it
+    again, a third of a worker's time. Its heap stays at its peak, which a chunk bounds. On a
+    system without glibc's mallopt there is nothing to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_TRIM_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 def _worker_codec(codec_json: str) -> Codec:
@@ -109,46 +129,145 @@ def _worker_codec(codec_json: str) -> Codec:
 Result = tuple[str, "np.ndarray | None", int, "str | None"]  # (piece name, tokens, notes kept, rejection reason)
 
 
-def encode_notes(codec: Codec, cols: Columns, maps: Maps) -> tuple[np.ndarray | None, int, str | None]:
-    """One piece's tokens, the number of notes kept, or a rejection reason. The piece (note
-    columns as :func:`~musicrnn.midi.load_midi_columns` gives them, times in beats) is first moved
-    earlier by whole bars so it starts in its first bar (keeps the metre); drums are left out."""
-    tempos, sigs = maps
+@dataclass
+class Encoded:
+    """The pieces of a chunk of items, encoded in a worker and sent back as one message (one
+    token array, not one per piece): piece ``i`` is ``tokens[bounds[i]:bounds[i + 1]]`` unless
+    ``reasons[i]`` says why it was rejected; item ``j`` gave ``per_item[j]`` pieces."""
+
+    names: list[str]
+    tokens: np.ndarray
+    bounds: np.ndarray
+    notes: list[int]
+    reasons: list[str | None]
+    per_item: list[int]
+
+    @classmethod
+    def join(cls, parts: list["Encoded"]) -> "Encoded":
+        """One message for several."""
+        sizes = np.cumsum([0] + [len(part.tokens) for part in parts[:-1]])
+        return cls(
+            [name for part in parts for name in part.names],
+            np.concatenate([part.tokens for part in parts]),
+            np.concatenate([[0]] + [part.bounds[1:] + size for part, size in zip(parts, sizes)]),
+            [n for part in parts for n in part.notes],
+            [r for part in parts for r in part.reasons],
+            [k for part in parts for k in part.per_item],
+        )
+
+    @classmethod
+    def rejected(cls, name: str, reason: str) -> "Encoded":
+        return cls([name], np.zeros(0, np.uint16), np.zeros(2, np.int64), [0], [reason], [1])
+
+    def items(self) -> Iterator[list[Result]]:
+        """Per item, its pieces as (name, tokens or None, notes, reason)."""
+        i = 0
+        for count in self.per_item:
+            yield [
+                (self.names[k], None if self.reasons[k] else self.tokens[self.bounds[k] : self.bounds[k + 1]],
+                 self.notes[k], self.reasons[k])
+                for k in range(i, i + count)
+            ]
+            i += count
+
+
+def encode_pieces(codec: Codec, batch: NoteBatch) -> tuple[np.ndarray, np.ndarray, list[int], list[str | None]]:
+    """The pieces of ``batch`` (note columns as :func:`~musicrnn.midi.load_midi_batch` gives
+    them, times in beats) -> all their tokens, the pieces' bounds in them, the notes each kept,
+    and per piece a rejection reason or None. Each piece is first moved earlier by whole bars so
+    it starts in its first bar (keeps the metre); drums are left out."""
+    cols, bounds = batch.cols, batch.bounds
+    counts = np.diff(bounds)
+    firsts = np.zeros(len(batch))
+    if counts.any():
+        firsts[counts > 0] = np.minimum.reduceat(cols["start"], bounds[:-1][counts > 0])
+    shifts, tempo_maps = zip(*(_bar_shift(float(f), maps) if n else (0.0, maps[0])
+                               for f, n, maps in zip(firsts.tolist(), counts.tolist(), batch.maps)))
     pitched = ~cols["is_drum"]
+    piece = piece_index(bounds)[pitched]
     pitch, start, end = cols["pitch"][pitched], cols["start"][pitched], cols["end"][pitched]
-    if len(cols["start"]):
-        _, num, den = sigs[0]
-        bar = num * 4.0 / den
-        shift = math.floor(float(cols["start"].min()) / bar) * bar
-        if shift > 0:
-            start, end = start - shift, end - shift
-            in_force = [t for t in tempos if t[0] <= shift][-1][1]
-            tempos = [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in tempos if b > shift]
-    tokens = codec.encode_columns(pitch, cols["velocity"][pitched], start, end, tempos)
-    kept = int(np.count_nonzero((pitch >= codec.min_pitch) & (pitch <= codec.max_pitch)))
-    if len(tokens) == 0 or kept == 0:
-        return None, 0, f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
-    return tokens, kept, None
+    if any(shifts):
+        shift = np.array(shifts)[piece]
+        start, end = start - shift, end - shift
+    pitched_bounds = np.searchsorted(piece, np.arange(len(bounds)))
+    tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][pitched], start, end, pitched_bounds, list(tempo_maps))
+    in_range = (pitch >= codec.min_pitch) & (pitch <= codec.max_pitch)
+    kept = np.bincount(piece[in_range], minlength=len(batch)).tolist()
+    empty = f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
+    reasons = [None if k and n else empty for k, n in zip(kept, np.diff(token_bounds).tolist())]
+    return tokens, token_bounds, kept, reasons
 
 
-def encode_item(job: tuple[Item, str]) -> list[Result]:
-    """Worker: one item -> its pieces' results (a rejected item gives one result with a reason)."""
-    item, codec_json = job
+def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float]]]:
+    """How far a piece whose first note starts at beat ``first`` moves earlier (whole bars of its
+    first time signature), and its tempo map moved with it."""
+    tempos, sigs = maps
+    _, num, den = sigs[0]
+    bar = num * 4.0 / den
+    shift = math.floor(first / bar) * bar
+    if shift <= 0:
+        return 0.0, tempos
+    in_force = [t for t in tempos if t[0] <= shift][-1][1]
+    return shift, [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in tempos if b > shift]
+
+
+def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int]) -> Encoded:
+    """:func:`encode_pieces` as one message for the parent."""
+    tokens, bounds, kept, reasons = encode_pieces(codec, batch)
+    return Encoded(names, tokens, bounds, [0 if r else k for k, r in zip(kept, reasons)], reasons, per_item)
+
+
+def _reason(item: Item, exc: Exception) -> str:
+    """The one-line reason an item is rejected for."""
+    if isinstance(exc, MusicRNNError):
+        reason, prefix = str(exc), f"{item.path}: "
+        return reason[len(prefix) :] if reason.startswith(prefix) else reason
+    return f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"  # a parser bug must not stop a 100k-file run
+
+
+def encode_chunk(job: tuple[list[Item], str]) -> Encoded:
+    """Worker: a chunk of items (MIDI files, or one other item: see :func:`_chunks`) -> their
+    pieces, encoded together. A file that fails is rejected alone; should the chunk as a whole
+    fail, each item is tried on its own."""
+    items, codec_json = job
     codec = _worker_codec(codec_json)
     try:
-        if item.kind == "midi":  # straight to columns: no Piece (structured array) to build
-            return [(item.name, *encode_notes(codec, *load_midi_columns(item.path)))]
-        results: list[Result] = []
-        for name, piece in load_item(item):  # a music21 song book holds several pieces
-            cols = {k: piece.notes[k] for k in NOTE_DTYPE.names}
-            results.append((name, *encode_notes(codec, cols, (piece.tempos, piece.time_signatures))))
-        return results
-    except MusicRNNError as exc:
-        reason = str(exc)
-        prefix = f"{item.path}: "
-        return [(item.name, None, 0, reason[len(prefix) :] if reason.startswith(prefix) else reason)]
-    except Exception as exc:  # a parser bug must not stop a 100k-file run
-        return [(item.name, None, 0, f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")]
+        return _encode_midi(codec, items) if items[0].kind == "midi" else _encode_other(codec, items[0])
+    except Exception as exc:
+        if len(items) == 1:
+            return Encoded.rejected(items[0].name, _reason(items[0], exc))
+        return Encoded.join([encode_chunk(([it], codec_json)) for it in items])
+
+
+def _encode_midi(codec: Codec, items: list[Item]) -> Encoded:
+    batch, errors = load_midi_batch([it.path for it in items])
+    enc = _encoded(codec, [it.name for it in items], batch, [1] * len(items))
+    for i, (item, exc) in enumerate(zip(items, errors)):
+        if exc is not None:
+            enc.reasons[i] = _reason(item, exc)
+    return enc
+
+
+def _encode_other(codec: Codec, item: Item) -> Encoded:
+    """A music21 song book: its pieces, encoded together."""
+    pieces = load_item(item)
+    if not pieces:
+        return Encoded([], np.zeros(0, np.uint16), np.zeros(1, np.int64), [], [], [0])
+    batch = NoteBatch.join([({k: piece.notes[k] for k in NOTE_DTYPE.names}, (piece.tempos, piece.time_signatures))
+                            for _, piece in pieces])
+    return _encoded(codec, [name for name, _ in pieces], batch, [len(pieces)])
+
+
+def _chunks(items: list[Item], size: int) -> list[list[Item]]:
+    """Consecutive MIDI files in chunks of up to ``size`` (one message and one set of numpy
+    calls per chunk); any other item (a music21 song book) is a chunk of its own."""
+    chunks: list[list[Item]] = []
+    for item in items:
+        if item.kind == "midi" and chunks and chunks[-1][0].kind == "midi" and len(chunks[-1]) < size:
+            chunks[-1].append(item)
+        else:
+            chunks.append([item])
+    return chunks
 
 
 def _mat_results(items: list[Item], codec: Codec) -> Iterator[list[Result]]:
@@ -223,16 +342,16 @@ def prepare(
         results: Iterable[list[Result]] = _mat_results(mat_items, codec)
         pool = None
         if file_items:
-            jobs = [(it, codec_json) for it in file_items]
-            if workers > 1 and len(file_items) > 1:
+            size = max(1, min(CHUNK_FILES, len(file_items) // (workers * 8)))
+            jobs = [(chunk, codec_json) for chunk in _chunks(file_items, size)]
+            if workers > 1 and len(jobs) > 1:
                 importlib.import_module("symusic")  # once here, not in every forked worker
 
-                pool = ProcessPoolExecutor(workers)
-                chunk = max(1, min(64, len(jobs) // (workers * 8)))
-                file_results = pool.map(encode_item, jobs, chunksize=chunk)
+                pool = ProcessPoolExecutor(workers, initializer=_init_worker)
+                file_results = pool.map(encode_chunk, jobs)
             else:
-                file_results = map(encode_item, jobs)
-            results = _chain(results, file_results)
+                file_results = map(encode_chunk, jobs)
+            results = _chain(results, (pieces for enc in file_results for pieces in enc.items()))
         try:
             all_items = mat_items + file_items  # the order results arrive in
             for item, pieces in zip(all_items, results):

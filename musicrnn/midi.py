@@ -7,8 +7,8 @@ Holds:
   :meth:`Piece.seconds` to turn beat times into seconds.
 - :func:`load_midi`: any MIDI file into a :class:`Piece`, or :class:`~musicrnn.errors.MidiError`
   with a one-line reason. symusic parses (about 100x faster than pretty_midi); mido is the
-  fallback for files symusic refuses. :func:`load_midi_columns` is the same without the Piece
-  (notes as plain arrays), for ``prepare``.
+  fallback for files symusic refuses. :func:`load_midi_batch` reads many files into one
+  :class:`NoteBatch` (plain arrays, no Piece), for ``prepare``.
 - :func:`write_midi`: a :class:`Piece` back to a standard MIDI file, written atomically.
 """
 
@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -103,6 +104,66 @@ class Piece:
         return self.notes[~self.notes["is_drum"]]
 
 
+@dataclass
+class NoteBatch:
+    """The notes of several pieces in one set of columns (times in beats), so that ``prepare``
+    handles a chunk of files with one numpy call per step instead of one per file: piece ``i``
+    is rows ``bounds[i]:bounds[i + 1]``, its (tempos, time signatures) are ``maps[i]``."""
+
+    cols: Columns
+    bounds: np.ndarray
+    maps: list[Maps]
+
+    @classmethod
+    def join(cls, pieces: list[tuple[Columns, Maps]]) -> "NoteBatch":
+        """One batch of ``(columns, maps)`` pieces."""
+        bounds = np.zeros(len(pieces) + 1, np.int64)
+        bounds[1:] = np.cumsum([len(cols["pitch"]) for cols, _ in pieces])
+        cols = {name: np.concatenate([c[name] for c, _ in pieces]) for name in NOTE_DTYPE.names}
+        return cls(cols, bounds, [maps for _, maps in pieces])
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+
+def piece_index(bounds: np.ndarray) -> np.ndarray:
+    """The piece of each row of a batch with row bounds ``bounds``."""
+    n = len(bounds) - 1
+    return np.repeat(np.arange(n, dtype=_index_dtype(n)), np.diff(bounds))
+
+
+def _index_dtype(n: int) -> type:
+    """The smallest integer type for indices below ``n``: numpy sorts 16-bit keys by radix."""
+    return np.int16 if n <= np.iinfo(np.int16).max else np.int64
+
+
+def beats_to_seconds_batch(tempo_maps: list[list[tuple[float, float]]], bounds: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """:func:`beats_to_seconds` for several pieces at once: columns ``bounds[i]:bounds[i + 1]``
+    of ``beats`` (shape ``[k, rows]``) go through ``tempo_maps[i]``. The same float operations
+    in the same order as :func:`beats_to_seconds`, so the results are the same to the bit."""
+    starts: list[float] = []
+    spb: list[float] = []
+    seg_secs: list[float] = []
+    first = np.zeros(len(tempo_maps), np.int64)
+    segment = np.ones(beats.shape, np.int64)  # searchsorted's answer: 1 (the first segment) unless looked up
+    for i, tempos in enumerate(tempo_maps):
+        first[i] = len(starts)
+        s = [float(b) for b, _ in tempos]
+        p = [60.0 / float(bpm) for _, bpm in tempos]
+        secs = [0.0]
+        for j in range(len(s) - 1):  # np.cumsum(np.diff(starts) * spb[:-1]), term by term
+            secs.append(secs[-1] + (s[j + 1] - s[j]) * p[j])
+        starts += s
+        spb += p
+        seg_secs += secs
+        if len(s) > 1:
+            lo, hi = bounds[i], bounds[i + 1]
+            segment[:, lo:hi] = np.searchsorted(s, beats[:, lo:hi], side="right")
+    idx = np.maximum(segment - 1, 0) + np.repeat(first, np.diff(bounds))
+    starts_a, spb_a, secs_a = np.array(starts), np.array(spb), np.array(seg_secs)
+    return secs_a[idx] + (beats - starts_a[idx]) * spb_a[idx]
+
+
 def beats_to_seconds(tempos: list[tuple[float, float]], beats: np.ndarray | float) -> np.ndarray:
     """Convert beat times to seconds through a tempo map (``Piece.tempos``)."""
     b = np.asarray(beats, dtype=np.float64)
@@ -126,10 +187,15 @@ def _reason_for_bytes(path: Path) -> str | None:
         size = path.stat().st_size
     except OSError as exc:
         return f"cannot read file ({exc.strerror or exc})"
-    if size == 0:
-        return "empty file (0 bytes)"
     with open(path, "rb") as fh:
         head = fh.read(4)
+    return _reason_for_head(size, head)
+
+
+def _reason_for_head(size: int, head: bytes) -> str | None:
+    """:func:`_reason_for_bytes` for a file of ``size`` bytes that begins with ``head``."""
+    if size == 0:
+        return "empty file (0 bytes)"
     if head != b"MThd":
         if head == b"RIFF":
             return "RIFF-wrapped MIDI (.rmi) is not supported; export a standard .mid"
@@ -139,39 +205,69 @@ def _reason_for_bytes(path: Path) -> str | None:
     return None
 
 
-def _from_symusic(path: Path) -> tuple[Columns, Maps]:
+class _ScoreNotes(NamedTuple):
+    """A score's notes as symusic gives them, track by track (tracks with notes only): turned
+    into columns for a whole chunk of files at once by :func:`_score_columns`."""
+
+    tpq: float
+    arrays: list[dict[str, np.ndarray]]  # time, duration, pitch, velocity
+    programs: np.ndarray
+    indices: np.ndarray  # the tracks' places in the file
+    drums: list[bool]
+
+
+def _from_symusic(path: Path, data: bytes) -> tuple[_ScoreNotes, Maps]:
     import symusic
 
-    score = symusic.Score(str(path), ttype="tick")
+    score = symusic.Score.from_midi(data, ttype="tick")
     tpq = float(score.ticks_per_quarter)
     if tpq <= 0:
         raise MidiError(f"{path}: corrupt MIDI: SMPTE time division is not supported")
     tracks = [(ti, track, track.notes.numpy()) for ti, track in enumerate(score.tracks)]
     tracks = [t for t in tracks if len(t[2]["pitch"])]
-    counts = [len(arr["pitch"]) for _, _, arr in tracks]
+    notes = _ScoreNotes(
+        tpq,
+        [arr for _, _, arr in tracks],
+        np.array([t.program for _, t, _ in tracks], np.int16),
+        np.array([ti for ti, _, _ in tracks], np.int16),
+        [t.is_drum for _, t, _ in tracks],
+    )
+    tempos = [(t.time / tpq, float(t.qpm)) for t in score.tempos]
+    sigs = [(s.time / tpq, int(s.numerator), int(s.denominator)) for s in score.time_signatures]
+    return notes, _clean_maps(tempos, sigs)
+
+
+def _score_columns(scores: list[tuple[int, _ScoreNotes]]) -> tuple[Columns, np.ndarray]:
+    """The note columns of many ``(piece, score notes)`` with one numpy call per column, and
+    the piece of each row."""
+    arrays = [arr for _, notes in scores for arr in notes.arrays]
+    if not arrays:
+        return _no_notes(), np.zeros(0, np.int64)
+    counts = [len(arr["pitch"]) for arr in arrays]
 
     def joined(key: str, dtype: type | None = None) -> np.ndarray:
-        if not tracks:
-            return np.zeros(0, dtype or np.int32)
-        return np.concatenate([arr[key] for _, _, arr in tracks], dtype=dtype)
+        return np.concatenate([arr[key] for arr in arrays], dtype=dtype)
 
-    def per_track(values: list) -> np.ndarray:
-        return np.repeat(np.array(values, np.int16), counts)
+    def per_track(values: list | np.ndarray) -> np.ndarray:
+        return np.repeat(values, counts)
 
-    time, drum = joined("time"), np.repeat(np.array([t.is_drum for _, t, _ in tracks], np.bool_), counts)
+    time, tpq = joined("time"), per_track([notes.tpq for _, notes in scores for _ in notes.arrays])
+    drum = per_track(np.array([d for _, notes in scores for d in notes.drums], np.bool_))
     cols = {
         "pitch": joined("pitch", np.int16),
         "velocity": joined("velocity", np.int16),
         "start": time / tpq,
         "end": (time + joined("duration")) / tpq,
-        "program": per_track([t.program for _, t, _ in tracks]),
+        "program": per_track(np.concatenate([notes.programs for _, notes in scores])),
         "is_drum": drum,
-        "track": per_track([ti for ti, _, _ in tracks]),
+        "track": per_track(np.concatenate([notes.indices for _, notes in scores])),
         "channel": drum * np.int16(9),
     }
-    tempos = [(t.time / tpq, float(t.qpm)) for t in score.tempos]
-    sigs = [(s.time / tpq, int(s.numerator), int(s.denominator)) for s in score.time_signatures]
-    return cols, _clean_maps(tempos, sigs)
+    return cols, per_track([i for i, notes in scores for _ in notes.arrays])
+
+
+def _no_notes() -> Columns:
+    return {name: np.zeros(0, NOTE_DTYPE[name]) for name in NOTE_DTYPE.names}
 
 
 def _from_mido(path: Path) -> tuple[Columns, Maps]:
@@ -228,20 +324,27 @@ def sanitize_notes(notes: np.ndarray) -> np.ndarray:
     Removes pitches outside 0..127, non-finite or negative times and zero-length notes; clips
     velocity to 1..127. Real files contain all of these.
     """
-    return _sorted_notes(_sanitize_columns({name: notes[name] for name in NOTE_DTYPE.names}))
+    cols = {name: notes[name] for name in NOTE_DTYPE.names}
+    return _sorted_notes(_sanitize_columns(cols, np.array([0, len(notes)]))[0])
 
 
-def _sanitize_columns(cols: Columns) -> Columns:
-    """:func:`sanitize_notes` on columns, but sorted by start only (stable: notes that start
-    together keep their order), which is all the codecs need and much cheaper than by
-    (start, pitch): the tracks are already in time order."""
+def _sanitize_columns(cols: Columns, bounds: np.ndarray) -> tuple[Columns, np.ndarray]:
+    """:func:`sanitize_notes` on the columns of several pieces (rows ``bounds[i]:bounds[i + 1]``),
+    but each piece sorted by start only (stable: notes that start together keep their order),
+    which is all the codecs need and much cheaper than by (start, pitch): the tracks are already
+    in time order. Returns the columns and the pieces' new row bounds."""
     pitch, start, end = cols["pitch"], cols["start"], cols["end"]
     ok = (pitch >= 0) & (pitch <= 127) & np.isfinite(start) & np.isfinite(end) & (start >= 0) & (end > start)
     idx = np.flatnonzero(ok)
-    idx = idx[np.argsort(start[idx], kind="stable")]
+    bounds = np.searchsorted(idx, bounds)
+    # piece by piece: timsort merges a piece's few runs (its tracks) in a pass or two, but the
+    # many runs of a whole chunk in many
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        rows = idx[lo:hi]
+        idx[lo:hi] = rows[np.argsort(start[rows], kind="stable")]
     out = {name: col[idx] for name, col in cols.items()}
     out["velocity"] = np.minimum(np.maximum(out["velocity"], 1), 127)
-    return out
+    return out, bounds
 
 
 def _sorted_notes(cols: Columns) -> np.ndarray:
@@ -257,15 +360,94 @@ def load_midi(path: str | os.PathLike, require_notes: bool = True) -> Piece:
     no notes, too long: a note past :data:`MAX_PIECE_BEATS`). With ``require_notes=False`` a
     valid file without notes loads as an empty piece.
     """
-    cols, (tempos, sigs) = load_midi_columns(path, require_notes)
-    return Piece(_sorted_notes(cols), tempos, sigs, source=str(Path(path)))
+    batch, errors = load_midi_batch([path], require_notes)
+    if errors[0] is not None:
+        raise errors[0]
+    tempos, sigs = batch.maps[0]
+    return Piece(_sorted_notes(batch.cols), tempos, sigs, source=str(Path(path)))
 
 
-def load_midi_columns(path: str | os.PathLike, require_notes: bool = True) -> tuple[Columns, Maps]:
-    """:func:`load_midi` without the :class:`Piece`: the notes as columns sorted by start only
-    (see :func:`_sanitize_columns`), and (tempos, time signatures). ``prepare`` reads files this
-    way: building and indexing one structured array per file costs more than parsing it."""
-    p = Path(path)
+def load_midi_batch(
+    paths: list[str | os.PathLike], require_notes: bool = True
+) -> tuple[NoteBatch, list[Exception | None]]:
+    """Many MIDI files at once, for ``prepare`` (numpy's overhead per call, paid once per step
+    for all the files, would cost more than parsing): a :class:`NoteBatch` with one piece per
+    path, the notes of each sorted by start only (see :func:`_sanitize_columns`), and per path
+    the error that :func:`load_midi` would raise, or None. A file that fails has no notes in
+    the batch."""
+    files = [Path(p) for p in paths]
+    cols, bounds, maps, errors = _read_files(files)
+    cols, bounds = _sanitize_columns(cols, bounds)
+    counts = np.diff(bounds)
+    ends = np.zeros(len(files))
+    if counts.any():
+        ends[counts > 0] = np.maximum.reduceat(cols["end"], bounds[:-1][counts > 0])
+    for i, path in enumerate(files):
+        if errors[i] is None:
+            errors[i] = _piece_problem(path, int(counts[i]), float(ends[i]), require_notes)
+    bad = np.array([e is not None for e in errors])
+    if bad[counts > 0].any():  # a piece too long: its notes leave the batch
+        keep = ~bad[piece_index(bounds)]
+        cols = {name: col[keep] for name, col in cols.items()}
+        counts[bad] = 0
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+    # tempo and metre changes past the limit affect no note (and could not be written back)
+    maps = [
+        ([t for t in tempos if t[0] <= MAX_PIECE_BEATS], [s for s in sigs if s[0] <= MAX_PIECE_BEATS])
+        for tempos, sigs in maps
+    ]
+    return NoteBatch(cols, bounds, maps), errors
+
+
+def _read_files(files: list[Path]) -> tuple[Columns, np.ndarray, list[Maps], list[Exception | None]]:
+    """Parse files one by one, then put all their notes (unsanitised) in one set of columns:
+    (columns, pieces' row bounds, maps, errors). A file that fails has no notes."""
+    errors: list[Exception | None] = [None] * len(files)
+    parsed: list[_ScoreNotes | Columns] = []
+    maps: list[Maps] = []
+    for i, path in enumerate(files):
+        try:
+            notes, piece_maps = _parse(path)
+        except Exception as exc:  # one file's failure, whatever it is, stays that file's
+            errors[i], notes, piece_maps = exc, _no_notes(), _clean_maps([], [])
+        parsed.append(notes)
+        maps.append(piece_maps)
+    cols, piece = _score_columns([(i, n) for i, n in enumerate(parsed) if isinstance(n, _ScoreNotes)])
+    others = [(i, n) for i, n in enumerate(parsed) if not isinstance(n, _ScoreNotes) and len(n["pitch"])]
+    if others:  # read by mido: their rows go to their pieces' places
+        cols = {name: np.concatenate([cols[name]] + [n[name] for _, n in others]) for name in NOTE_DTYPE.names}
+        piece = np.concatenate([piece] + [np.full(len(n["pitch"]), i) for i, n in others])
+        order = np.argsort(piece, kind="stable")
+        cols, piece = {name: col[order] for name, col in cols.items()}, piece[order]
+    return cols, np.searchsorted(piece, np.arange(len(files) + 1)), maps, errors
+
+
+def _parse(p: Path) -> tuple[_ScoreNotes | Columns, Maps]:
+    """One file's notes (unsanitised; as symusic gives them, or columns from mido) and maps,
+    or :class:`MidiError`."""
+    try:
+        data = p.read_bytes()  # read once, for the checks and the parser
+    except OSError:
+        _check_file(p)  # the reason the checks give
+        raise
+    reason = _reason_for_head(len(data), data[:4])
+    if reason:
+        raise MidiError(f"{p}: {reason}")
+    try:
+        return _from_symusic(p, data)
+    except MidiError:
+        raise
+    except Exception as first:  # symusic refuses some files mido can read (and vice versa)
+        try:
+            return _from_mido(p)
+        except MidiError:
+            raise
+        except Exception:
+            raise MidiError(f"{p}: corrupt MIDI: {_one_line(first)}") from None
+
+
+def _check_file(p: Path) -> None:
+    """Raise :class:`MidiError` with a clear reason if ``p`` is missing, a folder or no MIDI file."""
     if not p.exists():
         raise MidiError(f"{p}: file not found; check the path")
     if p.is_dir():
@@ -273,30 +455,18 @@ def load_midi_columns(path: str | os.PathLike, require_notes: bool = True) -> tu
     reason = _reason_for_bytes(p)
     if reason:
         raise MidiError(f"{p}: {reason}")
-    try:
-        cols, (tempos, sigs) = _from_symusic(p)
-    except MidiError:
-        raise
-    except Exception as first:  # symusic refuses some files mido can read (and vice versa)
-        try:
-            cols, (tempos, sigs) = _from_mido(p)
-        except MidiError:
-            raise
-        except Exception:
-            raise MidiError(f"{p}: corrupt MIDI: {_one_line(first)}") from None
-    cols = _sanitize_columns(cols)
-    if require_notes and len(cols["pitch"]) == 0:
-        raise MidiError(f"{p}: no notes (the file is valid MIDI but contains no playable notes)")
-    duration = float(cols["end"].max()) if len(cols["end"]) else 0.0
+
+
+def _piece_problem(p: Path, notes: int, duration: float, require_notes: bool) -> MidiError | None:
+    """Why a parsed file (``notes`` sane notes, the last ending at beat ``duration``) is refused."""
+    if require_notes and notes == 0:
+        return MidiError(f"{p}: no notes (the file is valid MIDI but contains no playable notes)")
     if duration > MAX_PIECE_BEATS:
-        raise MidiError(
+        return MidiError(
             f"{p}: too long: a note ends at beat {duration:.6g}, past the {MAX_PIECE_BEATS} beats "
             "(about 9 hours at 120 BPM) musicrnn reads; a corrupt delta time is the usual cause"
         )
-    # tempo and metre changes past the limit affect no note (and could not be written back)
-    tempos = [t for t in tempos if t[0] <= MAX_PIECE_BEATS]
-    sigs = [s for s in sigs if s[0] <= MAX_PIECE_BEATS]
-    return cols, (tempos, sigs)
+    return None
 
 
 def write_midi(piece: Piece, path: str | os.PathLike, ticks_per_beat: int = WRITE_TICKS_PER_BEAT) -> Path:
