@@ -235,8 +235,10 @@ def train_cmd(data_folder, run_dir, resume, **options) -> None:
 
         def on_progress(row: dict) -> None:
             last.update(row)
-            info = f"loss {last.get('train_loss', float('nan')):.3f} valid {last.get('best_valid_nll', float('nan')):.4f} " \
-                   f"{last.get('tokens_per_s', 0):,.0f} tok/s"
+            def shown(key: str, fmt: str) -> str:  # "-" until the first logging window has it
+                return format(last[key], fmt) if key in last else "-"
+
+            info = f"loss {shown('train_loss', '.3f')} valid {shown('best_valid_nll', '.4f')} {shown('tokens_per_s', ',.0f')} tok/s"
             bar.update(task, completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
 
         result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress)
