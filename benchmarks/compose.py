@@ -2,8 +2,8 @@
 
 Measures, for one model on this machine's CPU (or --device):
 - events/s (tokens generated per second of compute) at batch 1 and batch 64, and the ratio;
-  batch 64 also with bfloat16 weights (``compose --precision bf16``; fast where the CPU has
-  native bfloat16, e.g. AVX512-BF16 or AMX; the NLL it costs: ``musicrnn eval --precision bf16``);
+  batch 64 also with bfloat16 weights (``compose --precision bf16``, which steps through torch
+  while float32 steps through numpy on a CPU; the NLL it costs: ``musicrnn eval --precision bf16``);
 - seconds of music generated per second of compute at batch 64;
 - MusPy statistics of real held-out excerpts, of our samples, and of n-gram samples
   (``--data`` = a prepared data folder in the model's codec; skipped without it).

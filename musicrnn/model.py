@@ -325,9 +325,10 @@ PRECISION_CHOICES = ("fp32", "bf16")
 
 def at_precision(model: MusicRNN, precision: str = "fp32") -> MusicRNN:
     """The model with its weights in ``precision`` for inference: ``fp32`` (as trained: the
-    model itself) or ``bf16`` (a copy with bfloat16 weights: half the bytes per step; on GPUs
-    and on CPUs with native bfloat16, such as AVX512-BF16 or AMX, a large batch steps ~3x
-    faster). ``musicrnn eval --precision bf16`` shows what it costs in NLL."""
+    model itself) or ``bf16`` (a copy with bfloat16 weights: half the bytes per step; through
+    torch, a large batch steps ~2-3x faster than in float32 on GPUs and on CPUs with native
+    bfloat16, though compose's numpy path for float32 on a CPU is about as fast). ``musicrnn
+    eval --precision bf16`` shows what it costs in NLL."""
     if precision == "fp32":
         return model
     if precision != "bf16":
