@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from musicrnn.live.clock import MidiClock, InternalClock, PPQN
+from musicrnn.listening import Follow, Listener
 from musicrnn.live.engine import Engine
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.model import load_checkpoint
@@ -45,11 +46,13 @@ def ckpt(request, tiny_grid_model, tiny_performance_model):
     return load_checkpoint(tiny_grid_model if request.param == "grid" else tiny_performance_model)
 
 
-def make(ckpt, clock=None, **settings):
+def make(ckpt, clock=None, follow: str = "none", **settings):
+    """A conductor over a tiny model; its followers off unless asked (these tests check timing and
+    note bookkeeping in the model's own pitches; tests/test_listening.py checks the followers)."""
     clock = clock or InternalClock(120, start_ns=0)
     sched = FakeScheduler()
     engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.2), seed=2)
-    return Conductor(engine, sched, clock, Settings(**settings), t_ns=0), sched
+    return Conductor(engine, sched, clock, Settings(**settings), t_ns=0, listener=Listener(Follow.parse(follow))), sched
 
 
 def run(cond: Conductor, until_ns: int, start_ns: int = 0, step_ns: int = 10_000_000) -> None:

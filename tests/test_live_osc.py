@@ -333,7 +333,7 @@ def test_malformed_osc_gets_errors_and_the_server_keeps_serving(session) -> None
     client.send("/musicrnn/status")
     assert client.wait_for(lambda: client.of(osc.STATUS))
     status = client.of(osc.STATUS)[-1]
-    assert status[:3] == ["call-response", 240.0, "listening"] and len(status) == 11
+    assert status[:3] == ["call-response", 240.0, "listening"] and len(status) == 13
     assert srv.status()["notes_in"] == 0  # nothing bad reached the model
     client.raw(b"")  # an empty datagram: nothing to parse, nothing breaks
     client.send("/musicrnn/note_on", 60.0, 100.0)  # Pd-style floats
@@ -382,7 +382,7 @@ def test_status_replies_and_changes_reach_the_subscriber(session) -> None:
         client.send("/musicrnn/length", 3)
         client.send("/musicrnn/top_p", 0.9)
         client.send("/musicrnn/status")  # answered after everything above took effect
-        assert listener.wait_for(lambda: any(s[0] == "duet" and s[8] == "A:minor" and s[9:] == [48, 84]
+        assert listener.wait_for(lambda: any(s[0] == "duet" and s[8] == "A:minor" and s[9:11] == [48, 84]
                                              for s in listener.of(osc.STATUS)), timeout=5), listener.got
         last = listener.of(osc.STATUS)[-1]
         assert last[4] == 0.5 and abs(last[5] - 0.9) < 1e-6 and last[6] == 3.0

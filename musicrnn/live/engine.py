@@ -149,6 +149,7 @@ class Engine:
         self.seed = seed
         self._resets = 0
         self.steps = 0  # model steps taken in this session
+        self.logit_bias: np.ndarray | None = None  # [vocab] nats added before sampling (the followers')
         self.step_ns: deque[int] = deque(maxlen=512)  # recent model step times
         self.reset()
 
@@ -194,6 +195,12 @@ class Engine:
     def set_pitch_range(self, pitch_range: tuple[int, int] | None) -> None:
         """New notes only within (lowest, highest) MIDI pitch (None = the model's range)."""
         self._set_pitches(replace(self.cfg, pitch_range=pitch_range))
+
+    def set_key_and_range(self, pitch_classes: frozenset[int] | None, pitch_range: tuple[int, int] | None) -> None:
+        """Both at once (the conductor moves them together when it transposes)."""
+        if pitch_classes == self.cfg.key and pitch_range == self.cfg.pitch_range:
+            return
+        self._set_pitches(replace(self.cfg, key=pitch_classes, pitch_range=pitch_range))
 
     def _set_pitches(self, new: SamplingConfig) -> None:
         new.validate(self.codec)  # refuses a key and range with no pitch in common, changing nothing
@@ -364,7 +371,10 @@ class Engine:
         return self._feed(self.stream, tokens)
 
     def _sample(self, stream: _Stream, mask: np.ndarray) -> int:
-        return int(sample_next(stream.logits, self.cfg, self.rand.next(), mask).item())
+        logits = stream.logits
+        if self.logit_bias is not None:
+            logits = np.asarray(logits.detach()) + self.logit_bias
+        return int(sample_next(logits, self.cfg, self.rand.next(), mask).item())
 
     def _mask(self, stream: _Stream, force_note: bool, after_velocity: bool = False) -> np.ndarray:
         c = self.codec

@@ -27,8 +27,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from musicrnn.codec import NoteEvent
+import numpy as np
+
+from musicrnn.codec import KIND_NOTE_ON, NoteEvent
 from musicrnn.errors import MusicRNNError
+from musicrnn.listening import Listener
 from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.controls import MODES
 from musicrnn.live.engine import Engine
@@ -61,9 +64,19 @@ class Settings:
 
 
 class Conductor:
-    def __init__(self, engine: Engine, scheduler: Scheduler, clock: Clock, settings: Settings, t_ns: int) -> None:
+    def __init__(self, engine: Engine, scheduler: Scheduler, clock: Clock, settings: Settings, t_ns: int,
+                 listener: Listener | None = None) -> None:
         settings.validate()
         self.engine = engine
+        # what the model hears is moved into its home keys and register, its answer back out:
+        # real pitch = model pitch + transpose (see musicrnn.listening)
+        self.listener = listener or Listener()
+        self.transpose = 0
+        self.user_key = engine.cfg.key  # the player's --key / range, in real pitches
+        self.user_range = engine.cfg.pitch_range
+        self._heard: dict[int, int] = {}  # player's held pitch -> the pitch the model heard
+        self._played: dict[int, int] = {}  # model's sounding pitch -> the pitch that sounds
+        self._onsets: tuple | None = None  # (codec, note-onset tokens, their pitch in octaves from E4, key priors)
         self.scheduler = scheduler
         self.clock = clock
         self.settings = settings
@@ -81,6 +94,8 @@ class Conductor:
         # "is a player's event or a command waiting?" (the server's inbox): a frame decided
         # ahead is dropped for it and decided again after it, so it does not wait for the frame
         self.interrupt: Callable[[], bool] | None = None
+        self.transpose = self.listener.transpose()  # a fixed --key moves the model at once
+        self._apply_pitches()
 
     # --- what is going on ----------------------------------------------------------------------
     @property
@@ -111,6 +126,7 @@ class Conductor:
     # --- the player ----------------------------------------------------------------------------
     def human_note(self, t_ns: int, pitch: int, velocity: int) -> None:
         t = self.timebase.to_codec(t_ns)
+        beat = self._beat(t_ns)
         if velocity > 0:
             self.notes_in += 1
             self.held.add(pitch)
@@ -118,14 +134,66 @@ class Conductor:
             self.heard_call = True
             if self.answer is not None:  # the player came back: stop answering at once
                 self._silence(t_ns)
+            self.listener.note_on(beat, pitch, velocity)
+            self.listener.update_key()
+            self._retune(self.listener.transpose())
+            heard = self._heard[pitch] = pitch - self.transpose
             if self.mode != "autoplay":
-                self._play(self.engine.human_note_on(t, pitch, velocity))
+                self._play(self.engine.human_note_on(t, heard, velocity))
         else:
             if pitch in self.held:
                 self.held.discard(pitch)
                 self.last_human_ns = t_ns
+            self.listener.note_off(beat, pitch)
+            heard = self._heard.pop(pitch, pitch - self.transpose)
             if self.mode != "autoplay":
-                self.engine.human_note_off(t, pitch)
+                self.engine.human_note_off(t, heard)
+
+    def _beat(self, t_ns: int) -> float:
+        beat = self.clock.beat_at(t_ns)
+        return float(beat) if beat is not None else 0.0
+
+    def _retune(self, transpose: int) -> None:
+        """Move the model's home keys and register by ``transpose`` semitones (between answers)."""
+        if transpose == self.transpose or self.answer is not None:
+            return
+        old, self.transpose = self.transpose, transpose
+        try:
+            self._apply_pitches()
+        except MusicRNNError:  # the player's range leaves the model no pitch there: stay where it was
+            self.transpose = old
+            self._apply_pitches()
+
+    def retune(self) -> None:
+        """Follow a changed follower setting at once (between answers)."""
+        self.listener.update_key()
+        self._retune(self.listener.transpose())
+
+    def _apply_pitches(self) -> None:
+        """The player's key and range, as the model sees them (moved by ``transpose``)."""
+        t, codec = self.transpose, self.engine.codec
+        key = None if self.user_key is None else frozenset((p - t) % 12 for p in self.user_key)
+        rng = None
+        if self.user_range is not None:
+            rng = (max(codec.min_pitch, self.user_range[0] - t), min(codec.max_pitch, self.user_range[1] - t))
+        elif t:
+            rng = (max(codec.min_pitch, codec.min_pitch - t), min(codec.max_pitch, codec.max_pitch - t))  # stay playable
+        if rng is not None and rng[0] > rng[1]:
+            raise MusicRNNError("the pitch range is outside the model's")
+        self.engine.set_key_and_range(key, rng)
+
+    def set_key(self, pitch_classes: frozenset[int] | None, tonic: int | None = None) -> None:
+        """Keep the model's notes in these pitch classes (None: any; the heard key then leads),
+        with ``tonic`` as the key's home (the model plays it transposed there)."""
+        self.user_key = pitch_classes
+        self.listener.fixed_tonic = tonic if pitch_classes is not None else None
+        self.listener.update_key()
+        self.transpose = self.listener.transpose() if self.answer is None else self.transpose
+        self._apply_pitches()
+
+    def set_pitch_range(self, pitch_range: tuple[int, int] | None) -> None:
+        self.user_range = pitch_range
+        self._apply_pitches()
 
     def end_call(self, t_ns: int, bars: float | None = None) -> None:
         """The player says the call is over: answer now (call-response only), for ``bars``
@@ -165,13 +233,15 @@ class Conductor:
         """All notes off now; an answer in progress ends."""
         self.scheduler.panic()
         self.engine.release_model_notes(self.timebase.to_codec(t_ns))
+        self._played.clear()
         self.answer = None
         self.heard_call = False
 
     def reset(self, t_ns: int) -> None:
-        """Forget the session: notes off, fresh model state."""
+        """Forget the session: notes off, fresh model state, nothing heard."""
         self.scheduler.stop_notes()
         self.engine.reset()
+        self.listener.reset()
         self._restart(t_ns)
 
     def swap_engine(self, engine: Engine, t_ns: int) -> None:
@@ -185,7 +255,11 @@ class Conductor:
         self.answer = None
         self.heard_call = False
         self.held.clear()
+        self._heard.clear()
+        self._played.clear()
         self._wake = None
+        self.transpose = self.listener.transpose()
+        self._apply_pitches()
 
     def _timebase(self, t_ns: int) -> Timebase:
         codec = self.engine.codec
@@ -203,6 +277,7 @@ class Conductor:
         if self.timebase.follow(self.engine.latest, at_ns):  # the DAW jumped: end notes, keep going on the new grid
             self.scheduler.stop_notes()
             self.engine.release_model_notes(self.timebase.to_codec(at_ns))
+            self._played.clear()
             self.answer = None
         if (self.mode == "call-response" or self.stopped) and self.answer is None:
             self._listen(at_ns)
@@ -234,6 +309,7 @@ class Conductor:
             start = tb.beat_to_codec(start_beat)
         length = self.settings.answer_bars if bars is None else bars
         end = tb.beat_to_codec(start_beat + length * self.settings.beats_per_bar)
+        self.listener.start_answer(self.clock.beat_at(tb.to_ns(start) or t_ns) or start_beat)
         self.answer = (start, end)
         self.first_note = True
         self.heard_call = False
@@ -251,6 +327,7 @@ class Conductor:
             not_before = tb.to_codec(now - late)
             if self.answer is not None:
                 not_before = max(not_before, self.answer[0])
+            self._bias(not_before)
             t = self.engine.next_time(not_before, self.first_note)
             if self.answer is not None and t >= self.answer[1] - 1e-9:
                 self._end_answer()
@@ -265,6 +342,7 @@ class Conductor:
             # a grid frame's notes go out as they are sampled; a frame decided ahead gives way
             # to a player's event that is already waiting (it is decided again after it)
             interrupt = self.interrupt if t_ns - now > int(INTERRUPT_AHEAD_S * 1e9) else None
+            self._bias(t)
             events = self.engine.decide(self._play_now, interrupt)
             if events is None:
                 self._wake_at(at_ns)
@@ -274,6 +352,31 @@ class Conductor:
                 self.first_note = False
             self._play(events)
         self._wake_at(at_ns)  # more is due: come back at once
+
+    def _bias(self, t: float) -> None:
+        """The register, density and motif followers' nudge for a decision at codec time ``t``."""
+        t_ns = self.timebase.to_ns(t)
+        if self.answer is None or t_ns is None:
+            self.engine.logit_bias = None
+            return
+        codec = self.engine.codec
+        onset = self.listener.onset_bias(self._beat(t_ns))
+        tilt = self.listener.register_tilt(self.transpose)
+        prior = self.listener.key_prior(self.transpose)
+        if not onset and not tilt and prior is None:
+            self.engine.logit_bias = None
+            return
+        if self._onsets is None or self._onsets[0] is not codec:
+            is_on = codec.token_kind == KIND_NOTE_ON
+            octaves = np.where(is_on, (codec.token_pitch - 64) / 12.0, 0.0)
+            self._onsets = (codec, is_on.astype(np.float32), octaves.astype(np.float32), {})
+        _, is_on, octaves, priors = self._onsets
+        bias = np.float32(onset) * is_on + np.float32(tilt) * octaves
+        if prior is not None:
+            if prior not in priors:
+                priors[prior] = (is_on * np.asarray(prior, np.float32)[codec.token_pitch % 12]).astype(np.float32)
+            bias += priors[prior]
+        self.engine.logit_bias = bias
 
     def _lookahead_ns(self) -> int:
         if self.engine.is_grid:
@@ -286,11 +389,22 @@ class Conductor:
         notes = []
         for e in events:
             t_ns = self.timebase.to_ns(e.time)
-            if t_ns is None:
-                continue
-            notes.append((t_ns, e.pitch, e.velocity))
             if e.velocity > 0:
+                pitch = e.pitch + self.transpose
+                while pitch > 127:
+                    pitch -= 12
+                while pitch < 0:
+                    pitch += 12
+                if t_ns is None:
+                    continue
+                self._played[e.pitch] = pitch
+                self.listener.answered(e.pitch, pitch, e.velocity)
+                notes.append((t_ns, pitch, self.listener.velocity(e.velocity, self._beat(t_ns))))
                 self.notes_out += 1
+            else:
+                pitch = self._played.pop(e.pitch, None)
+                if pitch is not None and t_ns is not None:
+                    notes.append((t_ns, pitch, 0))
         self.scheduler.play(notes)
 
     def _play_now(self, event: NoteEvent) -> None:
@@ -302,6 +416,7 @@ class Conductor:
         """End the model's notes now (scheduled ones too) and stop any answer."""
         self.scheduler.stop_notes()
         self.engine.release_model_notes(self.timebase.to_codec(t_ns))
+        self._played.clear()
         self.answer = None
 
     def _wake_at(self, t_ns: int) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from pythonosc.dispatcher import Dispatcher
 
 from musicrnn.errors import MusicRNNError
+from musicrnn.listening import FOLLOWERS
 from musicrnn.live.controls import MODES
 
 PREFIX = "/musicrnn"
@@ -210,6 +211,14 @@ def _range(server, ctx: Context, lowest: int, highest: int) -> None:
     server.set_pitch_range(lowest, highest)
 
 
+def _follow(server, ctx: Context, name: str, strength: float) -> None:
+    server.set_follow(name, strength)
+
+
+def _velocity(server, ctx: Context, how: str) -> None:
+    server.set_velocity(how)
+
+
 def _length(server, ctx: Context, bars: float) -> None:
     server.set_answer_bars(bars)
 
@@ -271,6 +280,12 @@ ROUTES: tuple[Route, ...] = (
           "Keep the model's new notes in a key.", _key),
     Route(f"{PREFIX}/range", (Arg("lowest", "int", "lowest MIDI pitch", 0, 127), Arg("highest", "int", "highest MIDI pitch", 0, 127)),
           "Keep the model's new notes within a pitch range (0 127 = no limit).", _range),
+    Route(f"{PREFIX}/follow", (Arg("follower", "str", "what to follow", choices=FOLLOWERS),
+                               Arg("strength", "float", "0 = off, 1 = full", 0, 1)),
+          "How strongly answers follow the player's key (answers in the heard key), register (octaves), velocity "
+          "(level and contour), density (notes per beat) or motif (the call's rhythm).", _follow),
+    Route(f"{PREFIX}/velocity", (Arg("how", "str", "follow, model, or a velocity 1-127"),),
+          "Answer velocities: the player's dynamics (follow), the model's own (model), or fixed.", _velocity),
     Route(f"{PREFIX}/length", (Arg("bars", "float", "bars", 0.25, 64),), "call-response: how long each answer lasts.", _length),
     Route(f"{PREFIX}/load", (Arg("path", "str", "a .pt checkpoint or a run folder, on the server's machine"),),
           "Swap in another model (notes off, fresh state). Only files that load with `weights_only=True` and hold a "
@@ -295,7 +310,9 @@ REPLIES: tuple[Reply, ...] = (
         Arg("state", "str", "listening, answering, playing, stopped or waiting-for-clock"),
         Arg("model", "str", "checkpoint path"), Arg("temperature", "float", ""), Arg("top_p", "float", ""),
         Arg("length", "float", "answer length in bars"), Arg("density", "int", "most notes at once, 0 = no limit"),
-        Arg("key", "str", "as set, or any"), Arg("lowest", "int", ""), Arg("highest", "int", "")),
+        Arg("key", "str", "as set, or any"), Arg("lowest", "int", ""), Arg("highest", "int", ""),
+        Arg("heard_key", "str", "the key heard in the player's part, e.g. F#:major, or -"),
+        Arg("level", "int", "the player's velocity level (0 before any note)")),
           "The session's state: the reply to `status`, `subscribe` and `load`, and sent to subscribers whenever "
           "one of these values changes."),
     Reply(ERROR, (Arg("reason", "str", "one line: the address, then what is wrong"),),
@@ -310,7 +327,8 @@ def status_args(s: dict) -> list[Any]:
     """The arguments of ``/musicrnn/status`` from :meth:`Server.status`, in table order."""
     lo, hi = s.get("pitch_range") or (0, 127)
     return [s["mode"], float(s["tempo"]), str(s["activity"]).replace(" ", "-"), str(s["model"]), float(s["temperature"]),
-            float(s.get("top_p", 1.0)), float(s["answer_bars"]), int(s["density"]), str(s.get("key") or "any"), int(lo), int(hi)]
+            float(s.get("top_p", 1.0)), float(s["answer_bars"]), int(s["density"]), str(s.get("key") or "any"), int(lo), int(hi),
+            str(s.get("heard_key", "-")), int(s.get("heard_level", 0))]
 
 
 # --- checking and dispatching ---------------------------------------------------------------------

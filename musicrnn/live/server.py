@@ -52,6 +52,8 @@ from pathlib import Path
 import mido
 
 from musicrnn.errors import MusicRNNError
+from musicrnn.listening import Follow, Listener, parse_velocity
+from musicrnn.tonality import NAMES
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
@@ -96,6 +98,7 @@ class ServeOptions:
     osc_port: int | None = None  # UDP port for OSC control (None = no OSC; 0 = any free port)
     osc_host: str = "127.0.0.1"  # interface OSC listens on; another one only when asked
     osc_allow: tuple[str, ...] = ()  # client addresses or networks allowed to send OSC (empty = any that can reach it)
+    follow: Follow = field(default_factory=Follow)  # what the answers follow of the player (key, register, ...)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -237,7 +240,8 @@ class Server:
             self.scheduler = Scheduler(self.output_port, opts.channel - 1, max_note_s=opts.max_note_beats * beat_s,
                                        on_sent=self.echo.sent, sinks=sinks).start()
             settings = Settings(opts.mode, opts.silence_beats, opts.answer_bars, opts.beats_per_bar, opts.answer_start)
-            self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns())
+            listener = Listener(follow=replace(opts.follow), fixed_tonic=_key_tonic(opts.sampling.key))
+            self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns(), listener)
             self.conductor.interrupt = self.inbox.waiting
             self._publish()
             self._thread = threading.Thread(target=self._run, name="musicrnn-engine", daemon=True)
@@ -364,7 +368,7 @@ class Server:
         self._check_pitches(key=pcs)
 
         def apply(c: Conductor) -> None:
-            c.engine.set_key(pcs)
+            c.set_key(pcs, _key_tonic(pcs))
             self.key_name = name
 
         self._command(apply)
@@ -374,7 +378,29 @@ class Server:
         if not 0 <= lo <= hi <= 127:
             raise MusicRNNError(f"pitch range needs 0 <= lowest <= highest <= 127, not {lo}-{hi}")
         self._check_pitches(pitch_range=(int(lo), int(hi)))
-        self._command(lambda c: c.engine.set_pitch_range((int(lo), int(hi))))
+        self._command(lambda c: c.set_pitch_range((int(lo), int(hi))))
+
+    def set_follow(self, name: str, strength: float) -> None:
+        """How strongly the answers follow the player's ``name`` (key, register, velocity, density,
+        motif): 0 = off, 1 = full."""
+        Follow().set(name, strength)  # refuse in the caller's thread
+
+        def apply(c: Conductor) -> None:
+            c.listener.follow.set(name, strength)
+            c.retune()
+
+        self._command(apply)
+
+    def set_velocity(self, how: str) -> None:
+        """follow (the player's dynamics), model (the model's own) or a fixed velocity 1-127."""
+        strength, fixed = parse_velocity(how)
+
+        def apply(c: Conductor) -> None:
+            if strength is not None:
+                c.listener.follow.velocity = strength
+            c.listener.follow.fixed_velocity = fixed
+
+        self._command(apply)
 
     def _check_pitches(self, **change) -> None:
         """Refuse at once (in the caller's thread) a key/range that leaves the model no pitch."""
@@ -605,13 +631,14 @@ class Server:
             "mode": c.mode, "activity": c.activity, "notes_in": c.notes_in, "notes_out": c.notes_out,
             "step_ms": round(med, 3), "step_max_ms": round(worst, 3), "temperature": cfg.temperature,
             "top_p": cfg.top_p, "density": cfg.max_polyphony, "answer_bars": c.settings.answer_bars,
-            "key": self.key_name or "any", "pitch_range": cfg.pitch_range or (codec.min_pitch, codec.max_pitch),
+            "key": self.key_name or "any", "pitch_range": c.user_range or (codec.min_pitch, codec.max_pitch),
             "model": self.model_name, "codec": codec.name, "steps": c.engine.steps,
+            "follow": c.listener.follow.as_dict(), "transpose": c.transpose, **{f"heard_{k}": v for k, v in c.listener.heard().items()},
         }
         if self._watchers:
             s = self._status
             now = (s["mode"], s["activity"], round(self.clock.bpm), s["model"], s["temperature"], s["top_p"],
-                   s["density"], s["answer_bars"], s["key"], s["pitch_range"])
+                   s["density"], s["answer_bars"], s["key"], s["pitch_range"], s["heard_key"], tuple(s["follow"].values()))
             if now != self._watched:
                 self._watched = now
                 status = self.status()
@@ -627,16 +654,28 @@ def _safely(fn: Callable[[dict], None], status: dict) -> None:
         log.error("status callback %s: %s", getattr(fn, "__name__", fn), exc)
 
 
+def _key_match(pitch_classes: frozenset[int] | None) -> tuple[int, str] | None:
+    """(tonic, scale) of the first tonic:scale whose pitch classes these are (None: no match)."""
+    if pitch_classes is None:
+        return None
+    for scale, steps in SCALES.items():
+        for pc in range(12):
+            if frozenset((pc + s) % 12 for s in steps) == pitch_classes:
+                return pc, scale
+    return None
+
+
 def _key_name(pitch_classes: frozenset[int] | None) -> str | None:
     """A name for a set of pitch classes given on the command line (the first tonic:scale that fits)."""
     if pitch_classes is None:
         return None
-    names = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-    for scale, steps in SCALES.items():
-        for pc, tonic in enumerate(names):
-            if frozenset((pc + s) % 12 for s in steps) == pitch_classes:
-                return f"{tonic}:{scale}"
-    return "custom"
+    match = _key_match(pitch_classes)
+    return f"{NAMES[match[0]]}:{match[1]}" if match else "custom"
+
+
+def _key_tonic(pitch_classes: frozenset[int] | None) -> int | None:
+    match = _key_match(pitch_classes)
+    return match[0] if match else None
 
 
 def _quiet_close(port) -> None:

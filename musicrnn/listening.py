@@ -1,0 +1,310 @@
+"""What the partner hears of the player, and how its answer follows it.
+
+A :class:`Listener` is told the player's notes (times in beats) and answers five questions,
+one per *follower*, each of which can be switched off or weakened (:class:`Follow`):
+
+- **key**: the player's tonal centre, from a duration-weighted pitch-class profile that decays
+  with time (Krumhansl-Schmuckler, see :mod:`musicrnn.tonality`). The model plays in its home
+  keys and :meth:`Listener.transpose` moves what it hears into them and its answer back
+  (key-normalised play): the answer is in the player's key whatever keys the model knows.
+- **register**: the same transposition adds whole octaves so the answer sits around the
+  register of the call (the model's voicing is kept, its lines are not clamped).
+- **velocity**: the answer's velocities take the call's level and contour
+  (:meth:`Listener.velocity`), blended with the model's own by the follower's strength.
+- **density**: a bias on the model's note-onset tokens keeps the answer's notes per beat near
+  the call's (a proportional controller on the answer's running rate).
+- **motif**: a bias towards onsets where the call had them (its rhythm, repeated over its
+  length), so the answer reuses the call's rhythm.
+
+One listener serves the live engine (``musicrnn serve``) and ``musicrnn compose --primer``: the
+rules live here once. A fixed key (``--key``) wins over the heard one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from musicrnn.errors import MusicRNNError
+from musicrnn.tonality import Key, estimate_key, home_shift, key_profile, scale_pitch_classes
+
+FOLLOWERS = ("key", "register", "velocity", "density", "motif")
+MODEL_CENTRE = 64.0  # MIDI pitch the models' answers centre on (E4): the register follower moves it by octaves
+PROFILE_HALF_LIFE_BEATS = 16.0  # the key profile forgets half of what it heard in this many beats
+MIN_KEY_NOTES = 3  # no key is estimated from fewer distinct pitch classes
+KEY_MARGIN = 0.05  # a new key must beat the current one's correlation by this much (no flip-flopping)
+REGISTER_SLACK = 7.0  # semitones the call's centre may drift before the octave changes
+WINDOW_BEATS = 8.0  # duet/autoplay: the "call" is what was heard in the last this many beats
+MAX_BIAS = 4.0  # nats: the density and motif biases never overrule the model completely
+REGISTER_GAIN = 5.0  # nats per octave of tilt per octave the answer sits away from the call
+DENSITY_GAIN = 1.5  # nats per unit of log(call rate / answer rate)
+MOTIF_BIAS = 1.5  # nats at full motif strength
+KEY_BIAS = 2.0  # nats taken from notes outside the heard key's scale at full key strength (a soft prior, not a clamp)
+HIERARCHY_BIAS = 0.5  # nats per standard deviation of the key's profile, for notes in its scale
+MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
+
+
+@dataclass
+class Follow:
+    """Strength of each follower, 0 (off) to 1 (full); key and register are on above 0."""
+
+    key: float = 1.0
+    register: float = 1.0
+    velocity: float = 1.0
+    density: float = 1.0
+    motif: float = 0.5
+    fixed_velocity: int = 0  # --velocity N: every answer note at N (0 = follow or model)
+
+    def set(self, name: str, strength: float) -> None:
+        if name not in FOLLOWERS:
+            raise MusicRNNError(f"unknown follower {name!r}; choose {', '.join(FOLLOWERS)}")
+        if not 0 <= strength <= 1 or not math.isfinite(strength):
+            raise MusicRNNError(f"follower strength must be in 0-1, not {strength}")
+        setattr(self, name, float(strength))
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @staticmethod
+    def parse(spec: str) -> "Follow":
+        """``"all"``, ``"none"``, or a comma list like ``"key,register,velocity=0.5"``:
+        the named followers on (at the given strength), the others off."""
+        spec = spec.strip().lower()
+        if spec == "all":
+            return Follow()
+        follow = Follow(**{name: 0.0 for name in FOLLOWERS})
+        if spec in ("none", "off", ""):
+            return follow
+        for part in spec.split(","):
+            name, _, value = part.strip().partition("=")
+            try:
+                strength = float(value) if value else (Follow.__dataclass_fields__[name].default if name in FOLLOWERS else 1.0)
+            except ValueError:
+                raise MusicRNNError(f"--follow {part!r}: the strength must be a number in 0-1") from None
+            follow.set(name, strength)
+        return follow
+
+
+def parse_velocity(text: str) -> tuple[float | None, int]:
+    """``--velocity follow|model|N`` -> (velocity follower strength or None to keep, fixed velocity)."""
+    text = text.strip().lower()
+    if text == "follow":
+        return 1.0, 0
+    if text == "model":
+        return 0.0, 0
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 1 <= v <= 127:
+        raise MusicRNNError(f"--velocity {text!r}: give follow, model, or a velocity 1-127")
+    return None, v
+
+
+@dataclass
+class _Heard:
+    onset: float
+    pitch: int
+    velocity: int
+    end: float | None = None
+
+
+@dataclass
+class Listener:
+    """The player's part as the partner hears it. Times are in beats."""
+
+    follow: Follow = field(default_factory=Follow)
+    fixed_tonic: int | None = None  # --key's tonic: wins over the heard key
+    model_centre: float = MODEL_CENTRE
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.profile = np.zeros(12)
+        self._profile_at = 0.0
+        self.key: Key | None = None
+        self.call: list[_Heard] = []
+        self.held: dict[int, _Heard] = {}
+        self.octaves = 0
+        self._answer_start: float | None = None
+        self._answer_notes = 0
+        self._model_velocity = 80.0  # running mean of the model's own velocities
+        self.model_mean = self.model_centre  # running mean pitch of the model's notes, in its own pitches
+        self._answer_pitches: list[int] = []
+
+    # --- hearing -------------------------------------------------------------------------------
+    def note_on(self, beat: float, pitch: int, velocity: int) -> None:
+        if self._answer_start is not None:  # the player is back: a new call starts
+            self.call = []
+            self._answer_start = None
+        self._decay(beat)
+        note = _Heard(beat, pitch, velocity)
+        self.call.append(note)
+        self.held[pitch] = note
+        self.profile[pitch % 12] += 0.25  # a struck note counts before it ends (short calls have keys too)
+        self._trim(beat)
+
+    def note_off(self, beat: float, pitch: int) -> None:
+        note = self.held.pop(pitch, None)
+        if note is None:
+            return
+        note.end = beat
+        self._decay(beat)
+        self.profile[pitch % 12] += max(0.0, min(beat - note.onset, 4.0))
+
+    def _decay(self, beat: float) -> None:
+        dt = beat - self._profile_at
+        if dt > 0:
+            self.profile *= 0.5 ** (dt / PROFILE_HALF_LIFE_BEATS)
+            self._profile_at = beat
+
+    def _trim(self, beat: float) -> None:
+        """Without answers (duet), the call is a sliding window."""
+        if len(self.call) > 8 and beat - self.call[0].onset > WINDOW_BEATS:
+            self.call = [n for n in self.call if beat - n.onset <= WINDOW_BEATS or n.end is None]
+
+    # --- key and register ------------------------------------------------------------------------
+    def update_key(self) -> Key | None:
+        """Re-estimate the key; a new estimate replaces the current one only when clearly better."""
+        if np.count_nonzero(self.profile > 1e-3) < MIN_KEY_NOTES:
+            return self.key
+        new = estimate_key(np.arange(12), self.profile)
+        if self.key is None or (new != self.key and new.score > self._score(self.key) + KEY_MARGIN):
+            self.key = new
+        return self.key
+
+    def _score(self, key: Key) -> float:
+        return estimate_key(np.arange(12), self.profile, candidates=[key]).score
+
+    def key_prior(self, transpose: int) -> tuple[float, ...] | None:
+        """Nats added per pitch class (as the model sees them) to new notes: notes outside the
+        heard key's scale lose ``KEY_BIAS``, those inside follow the key's tonal hierarchy
+        (Krumhansl-Kessler, so the tonic triad - and with it the mode - is heard). None when no
+        key is followed (a fixed --key is a hard constraint already)."""
+        if self.fixed_tonic is not None or self.key is None or self.follow.key <= 0:
+            return None
+        scale = scale_pitch_classes(self.key)
+        profile = key_profile(self.key)
+        z = (profile - profile.mean()) / profile.std()
+        prior = [0.0] * 12
+        for pc in range(12):
+            nats = HIERARCHY_BIAS * z[pc] if pc in scale else -KEY_BIAS
+            prior[(pc - transpose) % 12] = round(float(nats * self.follow.key), 3)
+        return tuple(prior)
+
+    def call_centre(self) -> float | None:
+        """Mean pitch of the call (None before any note)."""
+        if not self.call:
+            return None
+        return float(np.mean([n.pitch for n in self.call]))
+
+    def transpose(self) -> int:
+        """Semitones from the model's pitches to the player's (real = model + transpose):
+        the key follower's shift into the model's home keys plus the register follower's octaves."""
+        if self.fixed_tonic is not None:
+            shift = -home_shift(self.fixed_tonic)
+        else:
+            shift = -home_shift(self.key) if (self.key is not None and self.follow.key > 0) else 0
+        if self.follow.register > 0:
+            centre = self.call_centre()
+            if centre is not None:
+                here = self.model_mean + shift + 12 * self.octaves
+                if abs(centre - here) > REGISTER_SLACK:
+                    self.octaves = int(round((centre - self.model_mean - shift) / 12))
+        else:
+            self.octaves = 0
+        return shift + 12 * self.octaves
+
+    # --- the answer -----------------------------------------------------------------------------
+    def start_answer(self, beat: float) -> None:
+        """The answer starts: the call heard so far is what it follows."""
+        self._answer_start = beat
+        self._answer_notes = 0
+        self._answer_pitches = []
+
+    def answered(self, model_pitch: int, pitch: int, velocity: int) -> None:
+        """The model struck ``model_pitch`` (its own pitch and velocity), sounding as ``pitch``."""
+        self._answer_notes += 1
+        self._answer_pitches.append(pitch)
+        self._model_velocity += 0.1 * (velocity - self._model_velocity)
+        self.model_mean += 0.05 * (model_pitch - self.model_mean)
+
+    def register_tilt(self, transpose: int) -> float:
+        """Nats per octave added to note-onset logits (higher pitches up for > 0): pulls the
+        answer's mean pitch towards the call's without clamping its lines (an exponential tilt of
+        the model's pitch distribution, from the answer's running mean)."""
+        centre = self.call_centre()
+        if self.follow.register <= 0 or centre is None or self._answer_start is None:
+            return 0.0
+        prior = 4.0  # notes' worth of "where the model would play" the running mean starts from
+        expected = self.model_mean + transpose
+        mean = (sum(self._answer_pitches) + prior * expected) / (len(self._answer_pitches) + prior)
+        tilt = self.follow.register * REGISTER_GAIN * (centre - mean) / 12.0
+        return float(max(-MAX_BIAS, min(MAX_BIAS, tilt)))
+
+    def call_span(self) -> float:
+        """Beats the call lasted (from its first onset to its last note's end), at least one beat."""
+        if not self.call:
+            return 1.0
+        start = self.call[0].onset
+        end = max((n.end if n.end is not None else n.onset + 0.5) for n in self.call)
+        return max(1.0, end - start)
+
+    def call_rate(self) -> float | None:
+        """The call's notes per beat."""
+        return len(self.call) / self.call_span() if self.call else None
+
+    def velocity(self, model_velocity: int, beat: float) -> int:
+        """The velocity an answer note struck at ``beat`` gets."""
+        if self.follow.fixed_velocity:
+            return self.follow.fixed_velocity
+        s = self.follow.velocity
+        if s <= 0 or not self.call:
+            return int(model_velocity)
+        target = self._contour(beat)
+        v = model_velocity + s * (target - self._model_velocity)
+        return int(min(127, max(1, round(v))))
+
+    def _contour(self, beat: float) -> float:
+        """The call's velocity at the same place in its span (the answer repeats its dynamics)."""
+        span = self.call_span()
+        start = self.call[0].onset
+        rel = ((beat - (self._answer_start if self._answer_start is not None else beat)) % span) + start
+        onsets = np.array([n.onset for n in self.call])
+        vels = np.array([n.velocity for n in self.call], float)
+        if len(onsets) == 1:
+            return float(vels[0])
+        return float(np.interp(rel, onsets, vels))
+
+    def onset_bias(self, beat: float) -> float:
+        """Nats added to every note-onset token's logit for a decision at ``beat``
+        (density and motif followers; 0 while not answering or nothing was heard)."""
+        if self._answer_start is None or not self.call:
+            return 0.0
+        bias = 0.0
+        rate = self.call_rate()
+        if self.follow.density > 0 and rate:
+            elapsed = max(0.0, beat - self._answer_start)
+            prior = 1.0  # beats of "as dense as the call" the answer starts with
+            answer_rate = (self._answer_notes + rate * prior) / (elapsed + prior)
+            bias += self.follow.density * DENSITY_GAIN * math.log(rate / max(answer_rate, 1e-3))
+        if self.follow.motif > 0:
+            span = self.call_span()
+            start = self.call[0].onset
+            pos = (beat - self._answer_start) % span
+            hit = any(abs(((n.onset - start) - pos + span / 2) % span - span / 2) < MOTIF_GRID / 2 for n in self.call)
+            bias += self.follow.motif * MOTIF_BIAS * (1.0 if hit else -1.0)
+        return float(max(-MAX_BIAS, min(MAX_BIAS, bias)))
+
+    # --- status ---------------------------------------------------------------------------------
+    def heard(self) -> dict[str, object]:
+        """What the status line and ``/musicrnn/status`` report."""
+        level = float(np.mean([n.velocity for n in self.call])) if self.call else None
+        return {
+            "key": self.key.name if self.key is not None else "-",
+            "level": int(round(level)) if level is not None else 0,
+            "centre": int(round(self.call_centre())) if self.call else 0,
+        }
