@@ -11,6 +11,7 @@ Holds:
 - :func:`check_args`: OSC arguments -> Python values, or :class:`OscArgError` saying why not.
   Ints may arrive as floats (Pure Data sends floats): 60.0 is 60, 60.5 is refused.
 - :func:`handle`: check and run one message; every refusal goes back as ``/musicrnn/error``.
+- :func:`plain`: the text of every ``/musicrnn/error``: one line, no terminal escapes, cut at a word.
 - :func:`make_dispatcher`: a python-osc ``Dispatcher`` with one handler per route.
 - :func:`render_docs`: the Markdown of ``docs/osc.md``.
 
@@ -26,6 +27,7 @@ Regenerate the docs after changing the table::
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ STATUS = f"{PREFIX}/status"
 NOTE_ON_OUT = f"{PREFIX}/out/note_on"
 NOTE_OFF_OUT = f"{PREFIX}/out/note_off"
 MAX_STRING = 4096  # longest string argument (a path) we look at
+MAX_REASON = 400  # longest /musicrnn/error reason; longer ones end in "..." at a word boundary
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])")  # CSI, OSC, 2-byte
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "osc.md"
 
 
@@ -330,6 +334,21 @@ def handle(route: Route, server, ctx: Context, address: str, values: Sequence[An
         route.run(server, ctx, *check_args(route, values))
     except MusicRNNError as exc:
         ctx.error(f"{address}: {exc}")
+
+
+def plain(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` as one line of plain text for a client's console (Pd, Max and SuperCollider show
+    terminal escapes raw, and library messages carry them): escapes and control characters
+    removed, whitespace collapsed; longer than ``limit``: cut at a word boundary, ending in "..."."""
+    text = _ESCAPES.sub("", text)
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word boundary near the end (else one very long word: cut inside it)
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(-") + "..."
 
 
 def unknown(address: str) -> str:
