@@ -175,7 +175,7 @@ class Conductor:
         self._restart(t_ns)
 
     def swap_engine(self, engine: Engine, t_ns: int) -> None:
-        """A new model takes over (its codec may differ): notes off, fresh state."""
+        """A new model takes over (its codec may differ): notes off, fresh state (the server carries the player's settings over)."""
         self.scheduler.stop_notes()
         self.engine = engine
         self._restart(t_ns)

@@ -117,6 +117,9 @@ class Context(Protocol):
     def unsubscribe(self, host: str | None, port: int | None) -> int:
         """Stop sending to (host, port), or (None) to everything the sender subscribed; how many."""
 
+    def hears_status_changes(self) -> bool:
+        """Did the sender subscribe an address (which gets every status change)?"""
+
     def background(self, name: str, job: Callable[[], None]) -> None:
         """Run a slow ``job`` (a model load) off the OSC thread, one per ``name`` at a time;
         a MusicRNNError it raises goes back as an error."""
@@ -219,9 +222,12 @@ def _length(server, ctx: Context, bars: float) -> None:
 
 
 def _load(server, ctx: Context, path: str) -> None:
+    def done(status: dict, told: bool) -> None:
+        if not (told and ctx.hears_status_changes()):  # else the change went out to its subscriptions already
+            ctx.reply(STATUS, *status_args(status))
+
     def job() -> None:
-        server.load_model(path)
-        server.request_status(lambda s: ctx.reply(STATUS, *status_args(s)))
+        server.load_model(path, done)
 
     ctx.background("load", job)
 
@@ -277,8 +283,10 @@ ROUTES: tuple[Route, ...] = (
           "Keep the model's new notes within a pitch range (0 127 = no limit).", _range),
     Route(f"{PREFIX}/length", (Arg("bars", "float", "bars", 0.25, 64),), "call-response: how long each answer lasts.", _length),
     Route(f"{PREFIX}/load", (Arg("path", "str", "a .pt checkpoint or a run folder, on the server's machine"),),
-          "Swap in another model (notes off, fresh state). Only files that load with `weights_only=True` and hold a "
-          "codec live play knows are accepted; nothing in the file runs. Replies with status when done, or an error.", _load),
+          "Swap in another model (notes off, fresh state; key, range, temperature, top-p and density stay, and a model "
+          "with no pitch in that key and range is refused). Only files that load with `weights_only=True` and hold a "
+          "codec live play knows are accepted; nothing in the file runs. Replies with one status when done (to the "
+          "subscribed addresses, which get it as a status change), or an error.", _load),
     Route(f"{PREFIX}/subscribe", (HOST, PORT),
           "Send generated notes and status changes to host:port (no arguments: to the sender's own address). "
           "Idempotent; the oldest of more than 16 subscriptions is dropped. A new subscription is answered "

@@ -208,6 +208,9 @@ class _Context:
     def unsubscribe(self, host: str | None, port: int | None) -> int:
         return self.server.unsubscribe(self.sender, host, port)
 
+    def hears_status_changes(self) -> bool:
+        return bool(self.server.notes.owned_by(self.sender))
+
     def background(self, name: str, job: Callable[[], None]) -> None:
         self.server.background(self.sender, name, job)
 

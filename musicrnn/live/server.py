@@ -297,11 +297,21 @@ class Server:
         self.input_port = midi_ports.open_input(opts.midi_in, self.api or "", opts.port_name, self._on_midi,
                                                 self.working_here)
 
-    def _make_engine(self, checkpoint) -> Engine:
+    def _make_engine(self, checkpoint, sampling: SamplingConfig | None = None) -> Engine:
         opts = self.options
-        sampling = SamplingConfig(**vars(opts.sampling))
+        sampling = SamplingConfig(**vars(sampling or opts.sampling))
         model = quantized(checkpoint.model, opts.quantize)
         return Engine(model, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
+
+    def _live_sampling(self) -> SamplingConfig:
+        """The sampling settings as the player has them now (the start options, changed live by
+        OSC or CC), for a new model: what a model load must not throw away."""
+        engine = self.conductor.engine if self.conductor else None
+        if engine is None:
+            return self.options.sampling
+        cur = engine.cfg
+        return replace(self.options.sampling, temperature=cur.temperature, top_p=cur.top_p, key=cur.key,
+                       pitch_range=cur.pitch_range, max_polyphony=cur.max_polyphony)
 
     # --- input thread --------------------------------------------------------------------------
     def _on_midi(self, msg: mido.Message, t: int | None = None) -> None:
@@ -411,24 +421,31 @@ class Server:
             raise MusicRNNError(f"unknown control {control!r}; controls: {', '.join(CONTROLS)}")
         self._command(lambda c: self.controls.learn(control))
 
-    def load_model(self, path: str | Path) -> None:
-        """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state.
-        Only a regular file (or a run folder) is read, and only through the safe loader
-        (``weights_only=True``); the model's codec must be one live play knows and leave
-        pitches for the session's sampling settings."""
+    def load_model(self, path: str | Path, on_done: Callable[[dict, bool], None] | None = None) -> None:
+        """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state;
+        the player's temperature, top-p, density, key and range stay. Only a regular file (or a
+        run folder) is read, and only through the safe loader (``weights_only=True``); the
+        model's codec must be one live play knows and leave pitches for the session's key and
+        range (else it is refused and the old model plays on). ``on_done(status, told)`` runs
+        in the engine thread once the new model plays; ``told``: the status watchers heard
+        of it already (so a reply would repeat it)."""
         from musicrnn.model import load_checkpoint
 
         p = Path(path)
         if p.exists() and not (p.is_file() or p.is_dir()):
             raise MusicRNNError(f"{p}: not a regular file; give a checkpoint (.pt) or a run folder")
         ckpt = load_checkpoint(p)
-        engine = self._make_engine(ckpt)
+        engine = self._make_engine(ckpt, self._live_sampling())  # refuses settings the new model cannot honour
 
         def swap(c: Conductor) -> None:
+            if not _carry_settings(c.engine, engine):  # what changed since the snapshot (controls sent before the load)
+                self.key_name = _key_name(engine.cfg.key)
             c.swap_engine(engine, now_ns())
             self.model_name = str(ckpt.path)
-            self.key_name = _key_name(self.options.sampling.key)
             self.events.append(f"model {ckpt.path}")
+            told = self._publish()
+            if on_done is not None:
+                _safely(lambda s: on_done(s, told), self.status())
 
         self._command(swap)
 
@@ -595,7 +612,8 @@ class Server:
         elif name == "reset":
             c.reset(t)
 
-    def _publish(self) -> None:
+    def _publish(self) -> bool:
+        """Refresh the status; tell the watchers if something they show changed (True if told)."""
         c = self.conductor
         assert c is not None
         med, worst = c.engine.step_ms()
@@ -617,6 +635,8 @@ class Server:
                 status = self.status()
                 for fn in self._watchers:
                     _safely(fn, status)
+                return True
+        return False
 
 
 def _safely(fn: Callable[[dict], None], status: dict) -> None:
@@ -625,6 +645,22 @@ def _safely(fn: Callable[[dict], None], status: dict) -> None:
         fn(status)
     except Exception as exc:
         log.error("status callback %s: %s", getattr(fn, "__name__", fn), exc)
+
+
+def _carry_settings(old: Engine, new: Engine) -> bool:
+    """The player's live settings from the engine that played to the one that takes over.
+    Key and range only if the new model has pitches for them (else it keeps those it was
+    built with, checked when it was made, and this returns False)."""
+    new.set_temperature(old.cfg.temperature)
+    new.set_top_p(old.cfg.top_p)
+    new.set_density(old.cfg.max_polyphony)
+    if (old.cfg.key, old.cfg.pitch_range) != (new.cfg.key, new.cfg.pitch_range):
+        try:
+            new.set_pitches(old.cfg.key, old.cfg.pitch_range)
+        except MusicRNNError as exc:
+            log.warning("the new model keeps the key and range it was loaded with: %s", exc)
+            return False
+    return True
 
 
 def _key_name(pitch_classes: frozenset[int] | None) -> str | None:
