@@ -417,7 +417,8 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
               help="Where the player's notes come from: a port name (or a unique part of it), 'virtual' "
                    "(a new port named '<port-name> in' that your DAW or keyboard sends to), or 'none'.")
 @click.option("--midi-out", default="virtual", show_default=True,
-              help="Where the model plays: a port name, 'virtual' ('<port-name> out'), or 'none'.")
+              help="Where the model plays: a port name, 'virtual' ('<port-name> out'), or 'none' "
+                   "(both 'none': OSC only, with --osc-port).")
 @click.option("--midi-api", type=click.Choice(MIDI_APIS), default="auto", show_default=True,
               help="MIDI system: auto picks CoreMIDI on macOS, ALSA then JACK on Linux, Windows MIDI on Windows.")
 @click.option("--port-name", default="musicrnn", show_default=True, help="Name of the virtual ports.")
@@ -495,6 +496,7 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
                            learn=learn, osc_port=osc_port, osc_host=osc_host, osc_allow=tuple(osc_allow),
                            quantize=quantize)
     options.validate()
+    options.check_reachable()
     ckpt = load_checkpoint(model_path or default_model_path())
     serve(ckpt, options, seconds=seconds, echo=click.echo)
     _FAST_EXIT["after_live_session"] = True

@@ -116,6 +116,14 @@ class ServeOptions:
             raise MusicRNNError("--osc-allow limits who may send OSC; give --osc-port too")
         Settings(self.mode, self.silence_beats, self.answer_bars, self.beats_per_bar, self.answer_start).validate()
 
+    def check_reachable(self) -> None:
+        """A session run on its own (``musicrnn serve``) must hear or play through something;
+        a Python caller of :class:`Server` drives it through the control API instead."""
+        if self.midi_in == "none" and self.midi_out == "none" and self.osc_port is None:
+            raise MusicRNNError("with --midi-in none and --midi-out none the server can neither hear nor play; "
+                                "give --osc-port (e.g. --osc-port 9000 for OSC only) or a MIDI port "
+                                "(--midi-in/--midi-out virtual or a port name)")
+
 
 class Inbox:
     """What the engine thread works off, in arrival order: timestamped player events (bounded;
@@ -710,6 +718,7 @@ def serve(checkpoint, options: ServeOptions, seconds: float | None = None, statu
     """Run a session until SIGINT/SIGTERM (or ``seconds``); returns the final status. Every
     way out (signal, error, end of time) ends all notes first. ``status``: draw the live status
     line (default: when stdout is a terminal)."""
+    options.check_reachable()
     stop = threading.Event()
     on_main = threading.current_thread() is threading.main_thread()
     previous = {}
