@@ -263,3 +263,14 @@ def test_a_player_taking_over_a_model_note_and_releasing_it_leaves_no_key_held(t
             checked += ended  # the model ended p just before the player's release: the case that matters
     assert checked >= 1
     assert not hanging_notes(out.messages())
+
+
+def test_no_midi_system_points_to_the_osc_only_mode(tiny_grid_model, monkeypatch) -> None:
+    from musicrnn.live import midi_ports
+
+    monkeypatch.setattr(midi_ports, "_probe", lambda api: "not here (test)")
+    for args in ([], ["--midi-api", "jack"]):
+        result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), *args, "--seconds", "0.1"])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert "--midi-in none --midi-out none --osc-port 9000" in lines[0], lines[0]

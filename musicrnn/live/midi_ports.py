@@ -32,6 +32,7 @@ from musicrnn.live.clock import now_ns
 APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "windows": "WINDOWS_MM"}
 API_LABELS = {"alsa": "ALSA", "jack": "JACK", "coremidi": "CoreMIDI", "windows": "Windows MIDI"}
 LOOPMIDI = "loopMIDI (https://www.tobias-erichsen.de/software/loopmidi.html)"
+OSC_ONLY = "--midi-in none --midi-out none --osc-port 9000"  # serve with no MIDI system at all
 
 
 class MidiPortError(MusicRNNError):
@@ -124,7 +125,8 @@ def choose_api(requested: str = "auto") -> str:
             raise MidiPortError(f"unknown MIDI API {requested!r}; choose auto, {', '.join(APIS)}")
         problem = _probe(requested)
         if problem:
-            raise MidiPortError(f"{API_LABELS[requested]} MIDI cannot be used: {problem}")
+            raise MidiPortError(f"{API_LABELS[requested]} MIDI cannot be used: {problem}; "
+                                f"or play over OSC with no MIDI: {OSC_ONLY}")
         return requested
     problems = []
     for api in platform_apis():
@@ -133,7 +135,8 @@ def choose_api(requested: str = "auto") -> str:
             return api
         problems.append(f"{API_LABELS[api]}: {problem}")
     hint = f"; on Windows install {LOOPMIDI}" if sys.platform.startswith("win") else ""
-    raise MidiPortError(f"no MIDI system is usable here ({'; '.join(problems)}){hint}")
+    raise MidiPortError(f"no MIDI system is usable here ({'; '.join(problems)}){hint}; "
+                        f"or play over OSC with no MIDI (Pd, Max, SuperCollider): {OSC_ONLY}")
 
 
 def list_ports(requested: str = "auto") -> list[ApiPorts]:
