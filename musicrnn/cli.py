@@ -417,7 +417,8 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
               help="Where the player's notes come from: a port name (or a unique part of it), 'virtual' "
                    "(a new port named '<port-name> in' that your DAW or keyboard sends to), or 'none'.")
 @click.option("--midi-out", default="virtual", show_default=True,
-              help="Where the model plays: a port name, 'virtual' ('<port-name> out'), or 'none'.")
+              help="Where the model plays: a port name, 'virtual' ('<port-name> out'), or 'none' "
+                   "(both 'none': OSC only, with --osc-port).")
 @click.option("--midi-api", type=click.Choice(MIDI_APIS), default="auto", show_default=True,
               help="MIDI system: auto picks CoreMIDI on macOS, ALSA then JACK on Linux, Windows MIDI on Windows.")
 @click.option("--port-name", default="musicrnn", show_default=True, help="Name of the virtual ports.")
@@ -495,6 +496,7 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
                            learn=learn, osc_port=osc_port, osc_host=osc_host, osc_allow=tuple(osc_allow),
                            quantize=quantize)
     options.validate()
+    options.check_reachable()
     ckpt = load_checkpoint(model_path or default_model_path())
     serve(ckpt, options, seconds=seconds, echo=click.echo)
     _FAST_EXIT["after_live_session"] = True
@@ -505,8 +507,8 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
               help="Which MIDI system to list (auto: every one worth trying here).")
 @user_errors
 def ports_cmd(midi_api) -> None:
-    """List the MIDI input and output ports, per MIDI system."""
-    from musicrnn.live.midi_ports import API_LABELS, list_ports
+    """List the MIDI input and output ports, per MIDI system, as --midi-in/--midi-out take them."""
+    from musicrnn.live.midi_ports import API_LABELS, list_ports, readable_ports
 
     for entry in list_ports(midi_api):
         label = API_LABELS[entry.api]
@@ -514,8 +516,14 @@ def ports_cmd(midi_api) -> None:
             click.echo(f"{label} ({entry.api}): not usable: {entry.problem}")
             continue
         click.echo(f"{label} ({entry.api}):")
-        click.echo("  inputs:  " + (", ".join(repr(n) for n in entry.inputs) or "none"))
-        click.echo("  outputs: " + (", ".join(repr(n) for n in entry.outputs) or "none"))
+        for direction, flag, names in (("input", "--midi-in", entry.inputs), ("output", "--midi-out", entry.outputs)):
+            ports = readable_ports(names, entry.api, direction)
+            click.echo(f"  {direction}s ({flag}):" + ("" if ports else " none"))
+            for port in ports:
+                notes = [f"client {port.client}"] if port.client else []
+                if port.ours:
+                    notes.append("musicrnn serve's own virtual port")
+                click.echo(f"    {port.short!r}" + (f"  ({'; '.join(notes)})" if notes else ""))
 
 
 # Set once `serve` has closed every port and sent every note-off: the process then exits without

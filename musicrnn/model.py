@@ -15,6 +15,7 @@ import contextlib
 import copy
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, fields
@@ -216,11 +217,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         raw = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than plain weights ({first[:120]}); "
-            "only load checkpoints from sources you trust, saved by musicrnn"
-        ) from None
+        raise CheckpointError(f"{path}: refused to load: {_unsafe_reason(str(exc))}; "
+                              "only load checkpoints from sources you trust, saved by musicrnn") from None
     except Exception as exc:  # whatever a damaged archive makes torch raise (zip, pickle, storage errors)
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:120]})") from None
@@ -254,6 +252,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: damaged checkpoint (meta is not a table)")
     model.to(device).eval()
     return Checkpoint(model, codec, meta, raw, path)
+
+
+def _unsafe_reason(torch_message: str) -> str:
+    """Our own words for torch's refusal: its message is many lines of advice (to load with
+    ``weights_only=False``, which we never do) with terminal escapes; keep only what the file holds."""
+    found = re.search(r"GLOBAL ([\w.]+)", torch_message)
+    what = f" ({found.group(1)})" if found else ""
+    return f"it holds Python objects other than plain weights{what}, which could run code if loaded"
 
 
 def _check_weights(path: Path, config: ModelConfig, weights: Any) -> None:

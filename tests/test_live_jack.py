@@ -243,3 +243,55 @@ def test_jack_requested_without_a_server_is_a_one_line_error(monkeypatch, tiny_g
     assert result.exit_code == 1
     assert "no JACK server running" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_ports_shows_each_name_once_and_marks_a_serves_own_ports(jack_server):
+    import rtmidi
+
+    from musicrnn.live.midi_ports import open_input, open_output
+
+    ours_out = open_output("virtual", "jack", "mrtest")  # what a running `musicrnn serve --port-name mrtest` opens
+    ours_in = open_input("virtual", "jack", "mrtest", lambda *a: None)
+    keys = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="Keystation")
+    keys.open_virtual_port("Keystation MIDI 1")
+    daws = []
+    for client in ("Ardour", "Bitwig"):  # two programs with the same port name
+        daw = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=client)
+        daw.open_virtual_port("MIDI in")
+        daws.append(daw)
+    try:
+        result = CliRunner().invoke(cli, ["ports", "--midi-api", "jack"])
+        assert result.exit_code == 0, result.output
+        out = result.output
+        assert "mrtest out:mrtest out" not in out and "Keystation:Keystation" not in out, out
+        lines = [line.strip() for line in out.splitlines()]
+        inputs, outputs = lines.index("inputs (--midi-in):"), lines.index("outputs (--midi-out):")
+        assert "'mrtest out'  (musicrnn serve's own virtual port)" in lines[inputs:outputs]
+        assert "'Keystation MIDI 1'" in lines[inputs:outputs]
+        assert "'mrtest in'  (musicrnn serve's own virtual port)" in lines[outputs:]
+        assert "'Ardour:MIDI in'" in lines[outputs:] and "'Bitwig:MIDI in'" in lines[outputs:]  # 'MIDI in' alone: both
+        # what it shows is what --midi-in takes
+        from musicrnn.live.midi_ports import _resolve
+
+        names = jack_server.backend.get_input_names()
+        assert _resolve("Keystation MIDI 1", names, "input", "jack") == "Keystation:Keystation MIDI 1"
+        assert _resolve("mrtest out", names, "input", "jack") == "mrtest out:mrtest out"
+    finally:
+        ours_in.close()
+        ours_out.close()
+        keys.delete()
+        for daw in daws:
+            daw.delete()
+
+
+def test_readable_alsa_names_drop_the_repeated_client_and_the_numbers():
+    from musicrnn.live.midi_ports import readable_ports
+
+    names = ["Midi Through:Midi Through Port-0 14:0", "musicrnn out:musicrnn out 128:0",
+             "USB Keys:USB Keys MIDI 1 20:0", "USB Keys:USB Keys MIDI 2 20:1", "Synth:Port 1 24:0"]
+    shown = readable_ports(names, "alsa", "input")
+    assert [p.short for p in shown] == ["Midi Through Port-0", "musicrnn out", "USB Keys MIDI 1", "USB Keys MIDI 2",
+                                        "Port 1"]
+    assert [p.ours for p in shown] == [False, True, False, False, False]
+    assert shown[4].client == "Synth" and shown[0].client is None
+    assert [p.short for p in readable_ports(["IAC Driver Bus 1"], "coremidi", "input")] == ["IAC Driver Bus 1"]

@@ -502,3 +502,65 @@ def test_cli_serves_osc_without_midi_and_osc_mistakes_are_one_line_errors(tiny_g
 def test_docs_module_runs_as_a_script() -> None:
     result = subprocess.run([sys.executable, "-m", "musicrnn.live.osc", "--check"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+class _NotWeights:
+    """A class torch's safe loader refuses (its refusal text carries terminal escapes)."""
+
+
+def test_load_errors_are_plain_one_line_text_cut_at_a_word(session, tmp_path) -> None:
+    import torch
+
+    srv, out, client = session()
+    odd = tmp_path / "odd.pt"
+    torch.save({"format": "musicrnn-checkpoint", "x": _NotWeights()}, odd)
+    client.send("/musicrnn/load", str(odd))
+    assert client.wait_for(lambda: client.of(osc.ERROR), timeout=10), client.got
+    reason = client.of(osc.ERROR)[0][0]
+    assert reason.isprintable() and "\x1b" not in reason, repr(reason)
+    assert str(odd) in reason and "refused to load" in reason and "_NotWeights" in reason
+    assert "sources you trust" in reason and "weights_only" not in reason, reason  # ours, not torch's advice
+    long_path = "/tmp/" + "no such folder/" * 150 + "model.pt"
+    full = f"/musicrnn/load: {long_path}: no such checkpoint"
+    client.send("/musicrnn/load", long_path)
+    assert client.wait_for(lambda: len(client.of(osc.ERROR)) == 2, timeout=10), client.got
+    cut = client.of(osc.ERROR)[1][0]
+    assert len(cut) <= osc.MAX_REASON and cut.endswith("..."), cut
+    assert full.startswith(cut[:-3]) and full[len(cut) - 3] == " ", f"cut mid-word: {cut[-30:]!r}"
+    assert srv.running
+
+
+def test_plain_drops_terminal_escapes_and_cuts_between_words() -> None:
+    assert osc.plain("a \x1b[1mbold\x1b[0m\n\tline\x07") == "a bold line"
+    assert osc.plain("one two three four five", limit=20) == "one two three..."
+    assert osc.plain("x" * 50, limit=10) == "x" * 7 + "..."
+
+
+def test_load_keeps_the_players_settings_and_sends_one_status(session, tmp_path, tiny_performance_model) -> None:
+    from musicrnn.codec import PerformanceCodec
+
+    from conftest import _tiny_checkpoint
+
+    srv, out, client = session()
+    client.send("/musicrnn/subscribe")
+    client.send("/musicrnn/key", "A:minor")
+    client.send("/musicrnn/range", 48, 84)
+    client.send("/musicrnn/temperature", 0.5)
+    client.send("/musicrnn/status")
+    assert client.wait_for(lambda: any(s[8] == "A:minor" and s[4] == 0.5 for s in client.of(osc.STATUS)))
+    client.pump(0.3)
+    for model in (tiny_performance_model, tiny_performance_model):  # a new model, then the same one again
+        n = len(client.of(osc.STATUS))
+        client.send("/musicrnn/load", str(model))
+        assert client.wait_for(lambda: len(client.of(osc.STATUS)) > n, timeout=10), client.got
+        client.pump(0.5)
+        after = client.of(osc.STATUS)[n:]
+        assert len(after) == 1, f"one status per load, got {after}"
+        mode, _, _, name, temperature, _, _, _, key, lo, hi = after[0]
+        assert name == str(model) and (key, lo, hi) == ("A:minor", 48, 84) and temperature == 0.5, after[0]
+    assert srv.status()["codec"] == "performance" and not client.of(osc.ERROR)
+    narrow = _tiny_checkpoint(tmp_path / "narrow.pt", PerformanceCodec(time_unit="beats", min_pitch=90, max_pitch=100))
+    client.send("/musicrnn/load", str(narrow))  # cannot play in 48-84: refused, and the settings stay
+    assert client.wait_for(lambda: client.of(osc.ERROR), timeout=10)
+    assert "no pitch satisfies" in client.of(osc.ERROR)[0][0]
+    assert srv.status()["pitch_range"] == (48, 84) and srv.status()["model"] == str(tiny_performance_model)

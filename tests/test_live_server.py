@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from musicrnn.cli import cli
 from musicrnn.errors import MusicRNNError
 from musicrnn.live.controls import CONTROLS, ControlMap, parse_bindings
-from musicrnn.live.server import ServeOptions, Server
+from musicrnn.live.server import ServeOptions, Server, serve
 from musicrnn.model import load_checkpoint
 
 from test_live_scheduler import RecordingOutput, hanging_notes, wait_until
@@ -55,7 +55,8 @@ def test_mixed_session_through_the_api_leaves_no_note_hanging(tiny_grid_model, t
         phrase(srv)
         time.sleep(0.5)
         status = srv.status()
-        assert status["codec"] == "performance" and status["temperature"] == 1.0  # a new model starts from the options
+        assert status["codec"] == "performance"
+        assert status["temperature"] == 0.7 and status["density"] == 3  # the player's settings outlive a model load
         srv.end_call()
         time.sleep(0.3)
     assert not srv.running and srv.error is None
@@ -155,15 +156,27 @@ def test_cli_bad_options_are_one_line_errors(tiny_grid_model) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["serve", "--model", str(tiny_grid_model), "--cc", "volume=7"])
     assert result.exit_code == 1 and "unknown control" in result.output
-    result = runner.invoke(cli, ["serve", "--model", "/nonexistent.pt", "--midi-in", "none", "--midi-out", "none"])
+    result = runner.invoke(cli, ["serve", "--model", "/nonexistent.pt", "--midi-in", "none", "--midi-out", "none",
+                                 "--osc-port", "0"])
     assert result.exit_code == 1 and "no such checkpoint" in result.output
 
 
-def test_cli_serve_runs_without_ports_and_stops_cleanly(tiny_grid_model) -> None:
+def test_cli_serve_runs_without_midi_ports_and_stops_cleanly(tiny_grid_model) -> None:
     result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), "--midi-in", "none", "--midi-out", "none",
-                                      "--mode", "autoplay", "--seconds", "0.5"])
+                                      "--osc-port", "0", "--mode", "autoplay", "--seconds", "0.5"])
     assert result.exit_code == 0, result.output
     assert "autoplay" in result.output and "all notes off" in result.output
+
+
+def test_cli_serve_that_could_neither_hear_nor_play_is_refused(tiny_grid_model) -> None:
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), "--midi-in", "none", "--midi-out", "none",
+                                      "--seconds", "0.5"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and "neither hear nor play" in lines[0] and "--osc-port" in lines[0]
+    assert "musicrnn serve" not in result.output  # refused before a session started
+    with pytest.raises(MusicRNNError, match="--osc-port"):
+        serve(load_checkpoint(tiny_grid_model), ServeOptions(midi_in="none", midi_out="none"), seconds=0.1)
 
 
 def test_an_osc_note_whose_note_off_cannot_be_scheduled_is_refused_whole(tiny_grid_model) -> None:
@@ -250,3 +263,14 @@ def test_a_player_taking_over_a_model_note_and_releasing_it_leaves_no_key_held(t
             checked += ended  # the model ended p just before the player's release: the case that matters
     assert checked >= 1
     assert not hanging_notes(out.messages())
+
+
+def test_no_midi_system_points_to_the_osc_only_mode(tiny_grid_model, monkeypatch) -> None:
+    from musicrnn.live import midi_ports
+
+    monkeypatch.setattr(midi_ports, "_probe", lambda api: "not here (test)")
+    for args in ([], ["--midi-api", "jack"]):
+        result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_grid_model), *args, "--seconds", "0.1"])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert "--midi-in none --midi-out none --osc-port 9000" in lines[0], lines[0]

@@ -192,15 +192,17 @@ class Engine:
         """New notes only from these pitch classes (None = any)."""
         self._set_pitches(replace(self.cfg, key=pitch_classes))
 
+    def set_pitches(self, pitch_classes: frozenset[int] | None, pitch_range: tuple[int, int] | None) -> None:
+        """Key and range at once: a pair that fits together is taken even where neither alone
+        fits the other's old value (a model load carries both over; the conductor moves both
+        when it transposes)."""
+        if (pitch_classes, pitch_range) == (self.cfg.key, self.cfg.pitch_range):
+            return
+        self._set_pitches(replace(self.cfg, key=pitch_classes, pitch_range=pitch_range))
+
     def set_pitch_range(self, pitch_range: tuple[int, int] | None) -> None:
         """New notes only within (lowest, highest) MIDI pitch (None = the model's range)."""
         self._set_pitches(replace(self.cfg, pitch_range=pitch_range))
-
-    def set_key_and_range(self, pitch_classes: frozenset[int] | None, pitch_range: tuple[int, int] | None) -> None:
-        """Both at once (the conductor moves them together when it transposes)."""
-        if pitch_classes == self.cfg.key and pitch_range == self.cfg.pitch_range:
-            return
-        self._set_pitches(replace(self.cfg, key=pitch_classes, pitch_range=pitch_range))
 
     def _set_pitches(self, new: SamplingConfig) -> None:
         new.validate(self.codec)  # refuses a key and range with no pitch in common, changing nothing

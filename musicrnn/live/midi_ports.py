@@ -4,6 +4,8 @@ Holds:
 - :data:`APIS`: our API names (``alsa``, ``jack``, ``coremidi``, ``windows``) and rtmidi's.
 - :func:`choose_api`: ``auto`` or a named API -> one that works here, or a one-line error.
 - :func:`list_ports`: inputs and outputs per API (``musicrnn ports``).
+- :func:`readable_ports`: those names as a user passes them (JACK's and ALSA's ``client:port``
+  shortened where a shorter part still finds the port), with who owns each (a serve's own ports).
 - :func:`open_input` / :func:`open_output`: a port by name (exact, or a unique part of the
   name, case-insensitive), ``virtual`` (a new port others connect to), or ``none``.
 - :class:`NullOutput`: where notes go with ``--midi-out none``.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 import time
@@ -32,6 +35,7 @@ from musicrnn.live.clock import now_ns
 APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "windows": "WINDOWS_MM"}
 API_LABELS = {"alsa": "ALSA", "jack": "JACK", "coremidi": "CoreMIDI", "windows": "Windows MIDI"}
 LOOPMIDI = "loopMIDI (https://www.tobias-erichsen.de/software/loopmidi.html)"
+OSC_ONLY = "--midi-in none --midi-out none --osc-port 9000"  # serve with no MIDI system at all
 
 
 class MidiPortError(MusicRNNError):
@@ -124,7 +128,8 @@ def choose_api(requested: str = "auto") -> str:
             raise MidiPortError(f"unknown MIDI API {requested!r}; choose auto, {', '.join(APIS)}")
         problem = _probe(requested)
         if problem:
-            raise MidiPortError(f"{API_LABELS[requested]} MIDI cannot be used: {problem}")
+            raise MidiPortError(f"{API_LABELS[requested]} MIDI cannot be used: {problem}; "
+                                f"or play over OSC with no MIDI: {OSC_ONLY}")
         return requested
     problems = []
     for api in platform_apis():
@@ -133,7 +138,8 @@ def choose_api(requested: str = "auto") -> str:
             return api
         problems.append(f"{API_LABELS[api]}: {problem}")
     hint = f"; on Windows install {LOOPMIDI}" if sys.platform.startswith("win") else ""
-    raise MidiPortError(f"no MIDI system is usable here ({'; '.join(problems)}){hint}")
+    raise MidiPortError(f"no MIDI system is usable here ({'; '.join(problems)}){hint}; "
+                        f"or play over OSC with no MIDI (Pd, Max, SuperCollider): {OSC_ONLY}")
 
 
 def list_ports(requested: str = "auto") -> list[ApiPorts]:
@@ -153,17 +159,61 @@ def list_ports(requested: str = "auto") -> list[ApiPorts]:
     return out
 
 
-def _resolve(name: str, available: list[str], direction: str, api: str) -> str:
+@dataclass(frozen=True)
+class PortName:
+    """A port as ``musicrnn ports`` shows it: ``short`` (what to pass to --midi-in/--midi-out:
+    it finds this port and no other), ``client`` (the program that owns it, where the short
+    name does not say), ``ours`` (a virtual port of a running ``musicrnn serve``)."""
+
+    full: str
+    short: str
+    client: str | None = None
+    ours: bool = False
+
+
+_ALSA_NUMBERS = re.compile(r" \d+:\d+$")  # ALSA names end in "client:port" numbers, which change between boots
+
+
+def _split(full: str, api: str) -> tuple[str | None, str]:
+    """(client, port) of a JACK or ALSA name ``client:port``; (None, name) elsewhere."""
+    if api not in ("jack", "alsa") or ":" not in full:
+        return None, full
+    client, port = full.split(":", 1)
+    return client, _ALSA_NUMBERS.sub("", port) if api == "alsa" else port
+
+
+def _matches(name: str, available: list[str]) -> list[str]:
+    """The ports ``name`` selects: an exact name, else every name it is a part of (any case)."""
     if name in available:
-        return name
-    matches = [p for p in available if name.lower() in p.lower()]
+        return [name]
+    return [p for p in available if name.lower() in p.lower()]
+
+
+def readable_ports(names: list[str], api: str, direction: str) -> list[PortName]:
+    """``names`` (one direction of one API) as users read and pass them. JACK and rtmidi's ALSA
+    repeat the client in every name (``musicrnn out:musicrnn out``): the port part alone is
+    shown when it still selects just this port. ``direction``: input or output, as listed
+    (our virtual output ``<name> out`` is an input to others, and the other way round)."""
+    own_suffix = " out" if direction == "input" else " in"
+    out = []
+    for full in names:
+        client, port = _split(full, api)
+        short = port if client is not None and _matches(port, names) == [full] else full
+        ours = client is not None and client == port and port.endswith(own_suffix)
+        shown_client = client if client is not None and client.lower() not in short.lower() else None
+        out.append(PortName(full, short, shown_client, ours))
+    return out
+
+
+def _resolve(name: str, available: list[str], direction: str, api: str) -> str:
+    matches = _matches(name, available)
     if len(matches) == 1:
         return matches[0]
     flag = "--midi-in" if direction == "input" else "--midi-out"
     if matches:
         raise MidiPortError(f"MIDI {direction} {name!r} matches several {API_LABELS[api]} ports: "
                             f"{', '.join(repr(m) for m in matches)}; give more of the name")
-    have = ", ".join(repr(p) for p in available) if available else "none"
+    have = ", ".join(repr(p.short) for p in readable_ports(available, api, direction)) if available else "none"
     hint = f"; create one with {LOOPMIDI}" if api == "windows" else f", or {flag} virtual to create one"
     raise MidiPortError(f"MIDI {direction} {name!r} not found ({API_LABELS[api]}); available {direction}s: {have}{hint}")
 

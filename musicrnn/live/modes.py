@@ -23,6 +23,7 @@ with made-up times.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.controls import MODES
 from musicrnn.live.engine import Engine
 from musicrnn.live.scheduler import Scheduler
+
+log = logging.getLogger("musicrnn.live")
 
 LOOKAHEAD_S = 0.03  # performance codecs: the model decides a note this long before it sounds
 GRID_LOOKAHEAD = 0.45  # grid codecs: decide a frame this many steps early (< 0.5: the frame before is complete)
@@ -180,7 +183,7 @@ class Conductor:
             rng = (max(codec.min_pitch, codec.min_pitch - t), min(codec.max_pitch, codec.max_pitch - t))  # stay playable
         if rng is not None and rng[0] > rng[1]:
             raise MusicRNNError("the pitch range is outside the model's")
-        self.engine.set_key_and_range(key, rng)
+        self.engine.set_pitches(key, rng)
 
     def set_key(self, pitch_classes: frozenset[int] | None, tonic: int | None = None) -> None:
         """Keep the model's notes in these pitch classes (None: any; the heard key then leads),
@@ -244,11 +247,22 @@ class Conductor:
         self.listener.reset()
         self._restart(t_ns)
 
-    def swap_engine(self, engine: Engine, t_ns: int) -> None:
-        """A new model takes over (its codec may differ): notes off, fresh state."""
+    def swap_engine(self, engine: Engine, t_ns: int) -> bool:
+        """A new model takes over (its codec may differ): notes off, fresh state, the player's
+        key and range (the server carries the other settings over). False if the new model has
+        no pitch for that key and range: it then plays without them."""
         self.scheduler.stop_notes()
         self.engine = engine
-        self._restart(t_ns)
+        self._onsets = None
+        try:
+            self._restart(t_ns)
+            return True
+        except MusicRNNError as exc:
+            log.warning("the new model plays without the key and range: %s", exc)
+            self.user_key = self.user_range = self.listener.fixed_tonic = None
+            self.transpose = 0
+            self._apply_pitches()
+            return False
 
     def _restart(self, t_ns: int) -> None:
         self.timebase = self._timebase(t_ns)

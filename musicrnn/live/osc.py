@@ -11,6 +11,7 @@ Holds:
 - :func:`check_args`: OSC arguments -> Python values, or :class:`OscArgError` saying why not.
   Ints may arrive as floats (Pure Data sends floats): 60.0 is 60, 60.5 is refused.
 - :func:`handle`: check and run one message; every refusal goes back as ``/musicrnn/error``.
+- :func:`plain`: the text of every ``/musicrnn/error``: one line, no terminal escapes, cut at a word.
 - :func:`make_dispatcher`: a python-osc ``Dispatcher`` with one handler per route.
 - :func:`render_docs`: the Markdown of ``docs/osc.md``.
 
@@ -26,6 +27,7 @@ Regenerate the docs after changing the table::
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ STATUS = f"{PREFIX}/status"
 NOTE_ON_OUT = f"{PREFIX}/out/note_on"
 NOTE_OFF_OUT = f"{PREFIX}/out/note_off"
 MAX_STRING = 4096  # longest string argument (a path) we look at
+MAX_REASON = 400  # longest /musicrnn/error reason; longer ones end in "..." at a word boundary
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])")  # CSI, OSC, 2-byte
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "osc.md"
 
 
@@ -113,6 +117,9 @@ class Context(Protocol):
 
     def unsubscribe(self, host: str | None, port: int | None) -> int:
         """Stop sending to (host, port), or (None) to everything the sender subscribed; how many."""
+
+    def hears_status_changes(self) -> bool:
+        """Did the sender subscribe an address (which gets every status change)?"""
 
     def background(self, name: str, job: Callable[[], None]) -> None:
         """Run a slow ``job`` (a model load) off the OSC thread, one per ``name`` at a time;
@@ -224,9 +231,12 @@ def _length(server, ctx: Context, bars: float) -> None:
 
 
 def _load(server, ctx: Context, path: str) -> None:
+    def done(status: dict, told: bool) -> None:
+        if not (told and ctx.hears_status_changes()):  # else the change went out to its subscriptions already
+            ctx.reply(STATUS, *status_args(status))
+
     def job() -> None:
-        server.load_model(path)
-        server.request_status(lambda s: ctx.reply(STATUS, *status_args(s)))
+        server.load_model(path, done)
 
     ctx.background("load", job)
 
@@ -288,8 +298,10 @@ ROUTES: tuple[Route, ...] = (
           "Answer velocities: the player's dynamics (follow), the model's own (model), or fixed.", _velocity),
     Route(f"{PREFIX}/length", (Arg("bars", "float", "bars", 0.25, 64),), "call-response: how long each answer lasts.", _length),
     Route(f"{PREFIX}/load", (Arg("path", "str", "a .pt checkpoint or a run folder, on the server's machine"),),
-          "Swap in another model (notes off, fresh state). Only files that load with `weights_only=True` and hold a "
-          "codec live play knows are accepted; nothing in the file runs. Replies with status when done, or an error.", _load),
+          "Swap in another model (notes off, fresh state; key, range, temperature, top-p and density stay, and a model "
+          "with no pitch in that key and range is refused). Only files that load with `weights_only=True` and hold a "
+          "codec live play knows are accepted; nothing in the file runs. Replies with one status when done (to the "
+          "subscribed addresses, which get it as a status change), or an error.", _load),
     Route(f"{PREFIX}/subscribe", (HOST, PORT),
           "Send generated notes and status changes to host:port (no arguments: to the sender's own address). "
           "Idempotent; the oldest of more than 16 subscriptions is dropped. A new subscription is answered "
@@ -348,6 +360,21 @@ def handle(route: Route, server, ctx: Context, address: str, values: Sequence[An
         route.run(server, ctx, *check_args(route, values))
     except MusicRNNError as exc:
         ctx.error(f"{address}: {exc}")
+
+
+def plain(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` as one line of plain text for a client's console (Pd, Max and SuperCollider show
+    terminal escapes raw, and library messages carry them): escapes and control characters
+    removed, whitespace collapsed; longer than ``limit``: cut at a word boundary, ending in "..."."""
+    text = _ESCAPES.sub("", text)
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word boundary near the end (else one very long word: cut inside it)
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(-") + "..."
 
 
 def unknown(address: str) -> str:

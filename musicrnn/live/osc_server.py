@@ -208,6 +208,9 @@ class _Context:
     def unsubscribe(self, host: str | None, port: int | None) -> int:
         return self.server.unsubscribe(self.sender, host, port)
 
+    def hears_status_changes(self) -> bool:
+        return bool(self.server.notes.owned_by(self.sender))
+
     def background(self, name: str, job: Callable[[], None]) -> None:
         self.server.background(self.sender, name, job)
 
@@ -294,9 +297,9 @@ class OscServer:
         """A refused message: ``/musicrnn/error`` to the sender (if known) and a log line."""
         self.stats["errors"] += 1
         who = f"{sender[0]}:{sender[1]}" if sender else "unknown sender"
-        self._log.warning(f"OSC from {who}: {reason}")
+        self._log.warning(f"OSC from {who}: {osc.plain(reason, limit=1000)}")
         if sender is not None:
-            self.reply(sender, encode(osc.ERROR, reason))
+            self.reply(sender, encode(osc.ERROR, osc.plain(reason)))
 
     def _status_changed(self, status: dict) -> None:
         if len(self.notes):
@@ -401,7 +404,7 @@ class OscServer:
         try:
             packet = OscPacket(data)
         except Exception as exc:  # python-osc raises several kinds on garbage
-            self.problem(sender, f"malformed OSC packet ({len(data)} bytes): {' '.join(str(exc).split())[:160]}")
+            self.problem(sender, f"malformed OSC packet ({len(data)} bytes): {osc.plain(str(exc), limit=160)}")
             return
         wall, mono = time.time(), now_ns()
         for timed in packet.messages:

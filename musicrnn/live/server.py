@@ -119,6 +119,14 @@ class ServeOptions:
             raise MusicRNNError("--osc-allow limits who may send OSC; give --osc-port too")
         Settings(self.mode, self.silence_beats, self.answer_bars, self.beats_per_bar, self.answer_start).validate()
 
+    def check_reachable(self) -> None:
+        """A session run on its own (``musicrnn serve``) must hear or play through something;
+        a Python caller of :class:`Server` drives it through the control API instead."""
+        if self.midi_in == "none" and self.midi_out == "none" and self.osc_port is None:
+            raise MusicRNNError("with --midi-in none and --midi-out none the server can neither hear nor play; "
+                                "give --osc-port (e.g. --osc-port 9000 for OSC only) or a MIDI port "
+                                "(--midi-in/--midi-out virtual or a port name)")
+
 
 class Inbox:
     """What the engine thread works off, in arrival order: timestamped player events (bounded;
@@ -301,11 +309,21 @@ class Server:
         self.input_port = midi_ports.open_input(opts.midi_in, self.api or "", opts.port_name, self._on_midi,
                                                 self.working_here)
 
-    def _make_engine(self, checkpoint) -> Engine:
+    def _make_engine(self, checkpoint, sampling: SamplingConfig | None = None) -> Engine:
         opts = self.options
-        sampling = SamplingConfig(**vars(opts.sampling))
+        sampling = SamplingConfig(**vars(sampling or opts.sampling))
         model = quantized(checkpoint.model, opts.quantize)
         return Engine(model, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
+
+    def _live_sampling(self) -> SamplingConfig:
+        """The sampling settings as the player has them now (the start options, changed live by
+        OSC or CC), for a new model: what a model load must not throw away."""
+        c = self.conductor
+        if c is None:
+            return self.options.sampling
+        cur = c.engine.cfg  # key and range: the player's (the engine has them moved into the model's home key)
+        return replace(self.options.sampling, temperature=cur.temperature, top_p=cur.top_p, key=c.user_key,
+                       pitch_range=c.user_range, max_polyphony=cur.max_polyphony)
 
     # --- input thread --------------------------------------------------------------------------
     def _on_midi(self, msg: mido.Message, t: int | None = None) -> None:
@@ -437,24 +455,31 @@ class Server:
             raise MusicRNNError(f"unknown control {control!r}; controls: {', '.join(CONTROLS)}")
         self._command(lambda c: self.controls.learn(control))
 
-    def load_model(self, path: str | Path) -> None:
-        """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state.
-        Only a regular file (or a run folder) is read, and only through the safe loader
-        (``weights_only=True``); the model's codec must be one live play knows and leave
-        pitches for the session's sampling settings."""
+    def load_model(self, path: str | Path, on_done: Callable[[dict, bool], None] | None = None) -> None:
+        """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state;
+        the player's temperature, top-p, density, key and range stay. Only a regular file (or a
+        run folder) is read, and only through the safe loader (``weights_only=True``); the
+        model's codec must be one live play knows and leave pitches for the session's key and
+        range (else it is refused and the old model plays on). ``on_done(status, told)`` runs
+        in the engine thread once the new model plays; ``told``: the status watchers heard
+        of it already (so a reply would repeat it)."""
         from musicrnn.model import load_checkpoint
 
         p = Path(path)
         if p.exists() and not (p.is_file() or p.is_dir()):
             raise MusicRNNError(f"{p}: not a regular file; give a checkpoint (.pt) or a run folder")
         ckpt = load_checkpoint(p)
-        engine = self._make_engine(ckpt)
+        engine = self._make_engine(ckpt, self._live_sampling())  # refuses settings the new model cannot honour
 
         def swap(c: Conductor) -> None:
-            c.swap_engine(engine, now_ns())
+            _carry_settings(c.engine, engine)  # what changed since the snapshot (controls sent before the load)
+            if not c.swap_engine(engine, now_ns()):
+                self.key_name = _key_name(c.user_key)
             self.model_name = str(ckpt.path)
-            self.key_name = _key_name(self.options.sampling.key)
             self.events.append(f"model {ckpt.path}")
+            told = self._publish()
+            if on_done is not None:
+                _safely(lambda s: on_done(s, told), self.status())
 
         self._command(swap)
 
@@ -621,7 +646,8 @@ class Server:
         elif name == "reset":
             c.reset(t)
 
-    def _publish(self) -> None:
+    def _publish(self) -> bool:
+        """Refresh the status; tell the watchers if something they show changed (True if told)."""
         c = self.conductor
         assert c is not None
         med, worst = c.engine.step_ms()
@@ -644,6 +670,8 @@ class Server:
                 status = self.status()
                 for fn in self._watchers:
                     _safely(fn, status)
+                return True
+        return False
 
 
 def _safely(fn: Callable[[dict], None], status: dict) -> None:
@@ -663,6 +691,14 @@ def _key_match(pitch_classes: frozenset[int] | None) -> tuple[int, str] | None:
             if frozenset((pc + s) % 12 for s in steps) == pitch_classes:
                 return pc, scale
     return None
+
+
+def _carry_settings(old: Engine, new: Engine) -> None:
+    """The player's live sampling settings from the engine that played to the one that takes
+    over (key and range live in the conductor, which gives them to the new engine)."""
+    new.set_temperature(old.cfg.temperature)
+    new.set_top_p(old.cfg.top_p)
+    new.set_density(old.cfg.max_polyphony)
 
 
 def _key_name(pitch_classes: frozenset[int] | None) -> str | None:
@@ -713,6 +749,7 @@ def serve(checkpoint, options: ServeOptions, seconds: float | None = None, statu
     """Run a session until SIGINT/SIGTERM (or ``seconds``); returns the final status. Every
     way out (signal, error, end of time) ends all notes first. ``status``: draw the live status
     line (default: when stdout is a terminal)."""
+    options.check_reachable()
     stop = threading.Event()
     on_main = threading.current_thread() is threading.main_thread()
     previous = {}
