@@ -556,7 +556,7 @@ def test_load_keeps_the_players_settings_and_sends_one_status(session, tmp_path,
         client.pump(0.5)
         after = client.of(osc.STATUS)[n:]
         assert len(after) == 1, f"one status per load, got {after}"
-        mode, _, _, name, temperature, _, _, _, key, lo, hi = after[0]
+        mode, _, _, name, temperature, _, _, _, key, lo, hi, *_heard = after[0]
         assert name == str(model) and (key, lo, hi) == ("A:minor", 48, 84) and temperature == 0.5, after[0]
     assert srv.status()["codec"] == "performance" and not client.of(osc.ERROR)
     narrow = _tiny_checkpoint(tmp_path / "narrow.pt", PerformanceCodec(time_unit="beats", min_pitch=90, max_pitch=100))
