@@ -1,0 +1,161 @@
+"""The partner listens: key estimation, each follower alone, and calls through the conductor with
+the bundled model (made-up times, no threads): answers in the call's key, register and dynamics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musicrnn.errors import MusicRNNError
+from musicrnn.listening import FOLLOWERS, Follow, Listener, parse_velocity
+from musicrnn.live.clock import InternalClock
+from musicrnn.live.engine import Engine
+from musicrnn.live.modes import Conductor, Settings
+from musicrnn.model import default_model_path, load_checkpoint
+from musicrnn.sample import SamplingConfig
+from musicrnn.tonality import ALL_KEYS, Key, estimate_key, home_shift, in_scale_ratio, scale_pitch_classes
+from test_live_modes import FakeScheduler, run
+
+S = 1_000_000_000
+BEAT = S // 2  # 120 BPM
+MAJOR = (0, 2, 4, 5, 7, 9, 11)
+MINOR = (0, 2, 3, 5, 7, 8, 11)
+
+
+def call_pitches(key: Key, centre: int) -> list[int]:
+    """An arpeggio and a scale run in ``key``, around ``centre``."""
+    steps = MAJOR if key.mode == "major" else MINOR
+    base = centre - 6 + (key.tonic - (centre - 6)) % 12
+    degrees = [0, 2, 4, 7, 4, 2, 0, 1, 2, 3, 4, 5, 6, 7, 6, 5]
+    return [base + steps[d % 7] + 12 * (d // 7) for d in degrees]
+
+
+@pytest.mark.parametrize("key", ALL_KEYS, ids=lambda k: k.name)
+def test_estimate_key_finds_every_key_from_a_call(key: Key) -> None:
+    ps = call_pitches(key, 60)
+    assert estimate_key(ps, [1.0] * len(ps)) == key
+
+
+def test_home_shift_moves_the_tonic_to_c() -> None:
+    assert home_shift(Key(6, "major")) == 6 and home_shift(Key(7, "major")) == 5
+    assert home_shift(Key(10, "minor")) == 2 and home_shift(Key(0, "minor")) == 0
+    for k in ALL_KEYS:
+        assert -5 <= home_shift(k) <= 6 and (k.tonic + home_shift(k)) % 12 == 0
+    assert scale_pitch_classes(Key(9, "minor")) == frozenset({9, 11, 0, 2, 4, 5, 7, 8})  # natural minor + raised 7th
+
+
+def test_follow_parse_and_velocity_options() -> None:
+    assert Follow.parse("all") == Follow()
+    f = Follow.parse("key,velocity=0.5")
+    assert (f.key, f.velocity, f.register, f.density, f.motif) == (1.0, 0.5, 0.0, 0.0, 0.0)
+    assert all(getattr(Follow.parse("none"), n) == 0 for n in FOLLOWERS)
+    with pytest.raises(MusicRNNError, match="unknown follower 'pitch'"):
+        Follow.parse("pitch")
+    with pytest.raises(MusicRNNError, match="0-1"):
+        Follow().set("key", 2)
+    assert parse_velocity("follow") == (1.0, 0) and parse_velocity("model") == (0.0, 0) and parse_velocity("64") == (None, 64)
+    with pytest.raises(MusicRNNError, match="follow, model, or a velocity 1-127"):
+        parse_velocity("loud")
+
+
+def hear(listener: Listener, pitches, velocities, step: float = 0.5, length: float = 0.25) -> float:
+    beat = 0.0
+    for p, v in zip(pitches, velocities):
+        listener.note_on(beat, p, v)
+        listener.update_key()
+        listener.note_off(beat + length, p)
+        beat += step
+    return beat
+
+
+def test_listener_key_and_register_give_the_transposition() -> None:
+    low = Listener()
+    hear(low, call_pitches(Key(6, "major"), 36), [90] * 16)
+    assert low.key == Key(6, "major")
+    t = low.transpose()
+    assert (t - 6) % 12 == 0  # F# is C moved up 6 (or down 6, and octaves)
+    assert abs(low.model_mean + t - low.call_centre()) <= 7  # the model's centre lands on the call's register
+    high = Listener()
+    hear(high, call_pitches(Key(6, "major"), 84), [90] * 16)
+    assert high.transpose() - t == 48  # four octaves higher, same key
+    off = Listener(Follow.parse("none"))
+    hear(off, call_pitches(Key(6, "major"), 36), [90] * 16)
+    assert off.transpose() == 0
+    fixed = Listener(fixed_tonic=9)  # --key A:...: wins over what was heard
+    hear(fixed, call_pitches(Key(6, "major"), 60), [90] * 16)
+    assert (fixed.transpose() - 9) % 12 == 0
+
+
+def test_listener_velocity_follows_level_and_contour() -> None:
+    li = Listener()
+    end = hear(li, [60, 62, 64, 65], [30, 50, 70, 90], step=1.0)
+    li.start_answer(end)
+    assert li.velocity(80, end) == 30 and li.velocity(80, end + 3) == 90  # the call's crescendo, repeated
+    assert li.velocity(80, end + 1.5) == 60
+    li.follow.velocity = 0.0
+    assert li.velocity(80, end) == 80
+    li.follow.fixed_velocity = 100
+    assert li.velocity(80, end) == 100
+    assert li.heard()["level"] == 60
+
+
+def test_density_and_motif_biases() -> None:
+    sparse, busy = Listener(Follow.parse("density")), Listener(Follow.parse("density"))
+    e1 = hear(sparse, [60, 64, 67, 72], [80] * 4, step=2.0)
+    e2 = hear(busy, [60, 62, 64, 65, 67, 69, 71, 72] * 2, [80] * 16, step=0.25)
+    for li, e in ((sparse, e1), (busy, e2)):
+        li.start_answer(e)
+        for i in range(4):  # the model played four notes in the first two beats
+            li.answered(64, 64, 80)
+    assert sparse.onset_bias(e1 + 2) < -1.0  # too busy for a call of a note every two beats: fewer onsets
+    assert busy.onset_bias(e2 + 2) > 0.5  # sparser than a call of four notes a beat: more
+    motif = Listener(Follow.parse("motif=1"))
+    end = hear(motif, [60, 64, 67, 72], [80] * 4, step=1.0)  # onsets on every beat
+    motif.start_answer(end)
+    assert motif.onset_bias(end + 1.0) > 0 > motif.onset_bias(end + 1.5)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_checkpoint(default_model_path())
+
+
+def answer(ckpt, pitches, velocity: int, follow: Follow, seed: int = 1):
+    """Play ``pitches`` as eighth notes at 120 BPM, then let the model answer for 4 bars."""
+    sched = FakeScheduler()
+    engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(), seed=seed)
+    cond = Conductor(engine, sched, InternalClock(120, start_ns=0), Settings(answer_bars=4), 0, Listener(follow))
+    t = 0
+    for p in pitches:
+        cond.tick(t)
+        cond.human_note(t, p, velocity)
+        cond.tick(t + BEAT // 4)
+        cond.human_note(t + BEAT // 4, p, 0)
+        t += BEAT // 2
+    run(cond, t + 12 * S, start_ns=t)
+    notes = sched.notes()
+    on = [(tt, p, v) for tt, p, v in notes if v > 0]
+    assert len(on) >= 8, "the model answered"
+    assert sum(v > 0 for *_, v in notes) == sum(v == 0 for *_, v in notes), "every answer note is closed"
+    return on, cond
+
+
+@pytest.mark.parametrize("key,centre,velocity", [(Key(6, "major"), 60, 100), (Key(10, "minor"), 48, 40),
+                                                 (Key(4, "major"), 41, 110), (Key(8, "major"), 84, 30)],
+                         ids=["F#-major-mid-loud", "Bb-minor-low-soft", "E-major-C2-loud", "Ab-major-C6-soft"])
+def test_the_bundled_model_answers_in_the_calls_key_register_and_dynamics(bundled, key, centre, velocity) -> None:
+    call = call_pitches(key, centre)
+    on, cond = answer(bundled, call, velocity, Follow())
+    pitches = [p for _, p, _ in on]
+    assert in_scale_ratio(pitches, key) >= 0.9
+    assert abs(np.mean(pitches) - np.mean(call)) <= 7
+    assert all(v == velocity for *_, v in on)
+    assert cond.listener.heard()["key"] == key.name
+
+
+def test_followers_off_answer_as_before_in_the_models_own_key(bundled) -> None:
+    key = Key(6, "major")
+    call = call_pitches(key, 60)
+    on, _ = answer(bundled, call, 100, Follow.parse("none"))
+    assert in_scale_ratio([p for _, p, _ in on], key) < 0.7  # the chorale model's C major against F#
+    assert all(v == 80 for *_, v in on)  # the grid model's one velocity
