@@ -100,11 +100,14 @@ def data() -> None:
               help="Output data folder (replaced atomically if it already holds prepared data).")
 @codec_options
 @click.option("--split", default="0.8,0.1,0.1", show_default=True,
-              help="train,valid,test fractions for MIDI folders (.mat files keep their own split).")
+              help="train,valid,test fractions. Each file's split comes from a hash of its path relative to "
+                   "the SOURCE given, so renaming the folder moves nothing (.mat files keep their own split).")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Mixed into the split hash: another seed, another split of the same files.")
 @click.option("--workers", type=int, default=None, help="Parallel parser processes (default: all cores).")
 @user_errors
 def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike,
-                 split, workers) -> None:
+                 split, split_seed, workers) -> None:
     """Turn SOURCES into token data for training.
 
     \b
@@ -133,7 +136,8 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
                   console=console, transient=True) as bar:
         task = bar.add_task("parse", total=None)
         manifest = prepare(list(sources), out, codec, fractions, workers,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+                           progress=lambda done, total: bar.update(task, completed=done, total=total),
+                           split_seed=split_seed)
     for entry in manifest["rejected"]:
         console.print(f"[yellow]rejected[/] {entry['file']}: {entry['reason']}", highlight=False, soft_wrap=True)
     s = manifest["splits"]

@@ -39,6 +39,7 @@ from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, load_midi_batch, piece_in
 from musicrnn.sources import (
     MAT_LOWEST_PITCH,
     Item,
+    SPLIT_RULE,
     choose_split,
     find_items,
     load_item,
@@ -50,6 +51,9 @@ from musicrnn.sources import (
 MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 CHUNK_FILES = 64  # MIDI files per worker task: per-file numpy overhead and messages shrink with it
+# <split>.index.tsv: one row per piece; the columns after the counts come from the piece's info
+INDEX_INFO = ("split_key",)
+INDEX_COLUMNS = ("name", "tokens", "notes", "frames", *INDEX_INFO)
 
 
 @dataclass
@@ -59,17 +63,18 @@ class SplitWriter:
     folder: Path
     split: str
     offsets: list[int] = field(default_factory=lambda: [0])
-    index: list[tuple[str, int, int, int]] = field(default_factory=list)
+    index: list[tuple] = field(default_factory=list)
     notes: int = 0
     frames: int = 0
 
     def __post_init__(self) -> None:
         self.fh = open(self.folder / f"{self.split}.tokens", "wb", buffering=1 << 20)  # few large writes
 
-    def add(self, name: str, tokens: np.ndarray, notes: int, frames: int) -> None:
+    def add(self, name: str, tokens: np.ndarray, notes: int, frames: int, info: dict) -> None:
+        """Append a piece; ``info`` holds its :data:`INDEX_INFO` columns (missing ones are blank)."""
         self.fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
         self.offsets.append(self.offsets[-1] + len(tokens))
-        self.index.append((name, len(tokens), notes, frames))
+        self.index.append((name, len(tokens), notes, frames, *(_cell(info.get(k)) for k in INDEX_INFO)))
         self.notes += notes
         self.frames += frames
 
@@ -77,7 +82,7 @@ class SplitWriter:
         self.fh.close()
         np.save(self.folder / f"{self.split}.offsets.npy", np.asarray(self.offsets, np.int64))
         with open(self.folder / f"{self.split}.index.tsv", "w", encoding="utf-8") as fh:
-            fh.write("name\ttokens\tnotes\tframes\n")
+            fh.write("\t".join(INDEX_COLUMNS) + "\n")
             for row in self.index:
                 fh.write("\t".join(str(x) for x in row) + "\n")
         return {
@@ -90,6 +95,15 @@ class SplitWriter:
                 f"{self.split}.offsets.npy": _sha256(self.folder / f"{self.split}.offsets.npy"),
             },
         }
+
+
+def _cell(value: object) -> str:
+    """One index.tsv cell: blank for unknown, short floats, no tabs or newlines."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return " ".join(str(value).split())
 
 
 def _sha256(path: Path) -> str:
@@ -315,10 +329,13 @@ def prepare(
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    split_seed: int = 0,
 ) -> dict:
     """Prepare a data folder from ``sources`` and return its manifest.
 
-    Rejected pieces are listed (with reasons) in the manifest and ``rejected.tsv``; the call
+    Each piece goes to the split that a hash of its split key (its path relative to its source)
+    and ``split_seed`` chooses (:data:`~musicrnn.sources.SPLIT_RULE`); ``.mat`` pieces keep their
+    published split. Rejected pieces are listed (with reasons) in the manifest and ``rejected.tsv``; the call
     fails with :class:`DataError` only if no piece at all was usable.
     """
     if len(split) != 3 or any(x < 0 for x in split) or abs(sum(split) - 1.0) > 1e-6:
@@ -362,8 +379,9 @@ def prepare(
                     if tokens is None:
                         rejected.append((name, reason or "unknown"))
                         continue
-                    s = item.split or choose_split(name, split)
-                    writers[s].add(name, tokens, notes, frame_count(codec, tokens))
+                    key = item.piece_key(name)
+                    s = item.split or choose_split(key, split, split_seed)
+                    writers[s].add(name, tokens, notes, frame_count(codec, tokens), {"split_key": key})
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
@@ -383,6 +401,8 @@ def prepare(
             "codec": codec.to_dict(),
             "sources": list(sources),
             "split_fractions": list(split),
+            "split": {"rule": SPLIT_RULE, "fractions": list(split), "seed": int(split_seed),
+                      "per_piece": "<split>.index.tsv: name, split_key"},
             "splits": counts,
             "files_seen": len(items),
             "rejected": [{"file": n, "reason": r} for n, r in rejected],

@@ -43,22 +43,41 @@ _MAT_BAD_FILE = 3  # the child's exit status for "read it, and it is not a usabl
 
 @dataclass(frozen=True)
 class Item:
-    """One piece to prepare: ``name`` is stable (used for hashing splits and reporting)."""
+    """One piece to prepare: ``name`` says where it came from (reports, index files); ``key``
+    is its path relative to the source given (posix separators), which alone chooses its split,
+    so renaming or moving the source folder moves no piece between splits."""
 
     kind: str  # "midi" | "mat" | "music21"
     name: str
     path: str
     split: str | None = None  # fixed by the source (.mat), else chosen by hash
     index: int = 0  # piece index inside a .mat split
+    key: str = ""  # the split key (see above); the name when empty
+
+    def piece_key(self, piece_name: str) -> str:
+        """The split key of one of this item's pieces (a song-book tune adds its '#N')."""
+        suffix = piece_name[len(self.name):] if piece_name.startswith(self.name) else ""
+        return (self.key or self.name) + suffix
 
 
-def hash_fraction(name: str) -> float:
-    """A stable number in [0, 1) from a piece's name: adding files never moves other files."""
-    return int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
+SPLIT_RULE = (
+    "split key = the file's path relative to the source given (posix separators; a song-book tune "
+    "adds '#N'); x = first 8 bytes of sha1('SEED:KEY') as a big-endian integer / 2**64; "
+    "train if x < train fraction, valid if x < train + valid fraction, else test; "
+    ".mat piano rolls keep their published split"
+)
 
 
-def choose_split(name: str, fractions: tuple[float, float, float]) -> str:
-    x = hash_fraction(name)
+def hash_fraction(key: str, seed: int = 0) -> float:
+    """A stable number in [0, 1) from a piece's split key and the split seed: adding files never
+    moves other files, and another seed gives another split of the same files."""
+    text = f"{int(seed)}:{key}"
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def choose_split(key: str, fractions: tuple[float, float, float], seed: int = 0) -> str:
+    """The split of a piece with split key ``key`` (see :data:`SPLIT_RULE`)."""
+    x = hash_fraction(key, seed)
     train, valid, _ = fractions
     if x < train:
         return "train"
@@ -85,10 +104,12 @@ def find_items(src: str) -> list[Item]:
         raise DataError(f"{src}: no such file or folder; give a MIDI folder, a .mat file or music21:NAME")
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.suffix.lower() in MIDI_SUFFIXES and f.is_file())
-        return [Item("midi", f"{p.name}/{f.relative_to(p).as_posix()}", str(f)) for f in files]
+        root = p.name or p.resolve().name  # "." has no name of its own
+        rels = [f.relative_to(p).as_posix() for f in files]
+        return [Item("midi", f"{root}/{rel}", str(f), key=rel) for f, rel in zip(files, rels)]
     if p.suffix.lower() == ".mat":
         return _mat_items(p)
-    return [Item("midi", p.name, str(p))]
+    return [Item("midi", p.name, str(p), key=p.name)]
 
 
 def _read_mat_rolls(path: Path) -> dict[str, list[np.ndarray]]:
@@ -183,7 +204,8 @@ def _mat_items(path: Path) -> list[Item]:
     rolls = _load_mat_rolls(path)
     items = []
     for split in MAT_SPLITS:
-        items += [Item("mat", f"{path.name}/{split}/{i:04d}", str(path), split, i) for i in range(len(rolls[split]))]
+        items += [Item("mat", f"{path.name}/{split}/{i:04d}", str(path), split, i, key=f"{split}/{i:04d}")
+                  for i in range(len(rolls[split]))]
     return items
 
 
@@ -221,7 +243,7 @@ def _music21_items(name: str) -> list[Item]:
     items = []
     for p in sorted({str(p) for p in paths if Path(p).suffix.lower() in MUSIC21_SUFFIXES}):
         rel = Path(p).relative_to(root).as_posix() if root and p.startswith(str(root)) else Path(p).name
-        items.append(Item("music21", f"music21:{name}/{rel}", p))
+        items.append(Item("music21", f"music21:{name}/{rel}", p, key=rel))
     return items
 
 
