@@ -52,12 +52,16 @@ def codec_options(f):
 
 def build_codec(codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike, default_steps=None):
     from musicrnn.codec import GridCodec, PerformanceCodec
+    from musicrnn.errors import CodecError
 
     lo, hi = _pitch_range(pitch_range)
+    if steps is not None and not (0 < steps < float("inf")):  # 0 would silently mean "the default"
+        unit = "beat" if codec_name == "grid" or time_unit == "beats" else "second"
+        raise CodecError(f"--steps {steps:g}: give a positive number of steps per {unit}, or leave it out for the default")
     if codec_name == "grid":
         spb = steps or default_steps or 4
         if spb != int(spb):
-            raise click.BadParameter("grid codec --steps must be a whole number of steps per beat")
+            raise CodecError(f"--steps {spb:g}: the grid codec needs a whole number of steps per beat, e.g. --steps 4")
         return GridCodec(steps_per_beat=int(spb), min_pitch=lo, max_pitch=hi, mark_restrikes=restrike)
     return PerformanceCodec(time_unit=time_unit, steps_per_unit=steps, max_shift_steps=max_shift,
                             velocity_bins=velocity_bins, min_pitch=lo, max_pitch=hi)
