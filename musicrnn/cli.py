@@ -108,10 +108,16 @@ def data() -> None:
                    "the SOURCE given, so renaming the folder moves nothing (.mat files keep their own split).")
 @click.option("--split-seed", type=int, default=0, show_default=True,
               help="Mixed into the split hash: another seed, another split of the same files.")
+@click.option("--tracks", default=None, metavar="NAMES",
+              help="MIDI files: keep only the tracks with these names (any case), e.g. MELODY,PIANO.")
+@click.option("--programs", default=None, metavar="LIST",
+              help="MIDI files: keep only pitched tracks with these General MIDI programs, e.g. 0-7,24.")
+@click.option("--drums", type=click.Choice(["drop", "keep", "only"]), default="drop", show_default=True,
+              help="Drum tracks: drop them, keep them (hits become notes at their drum key numbers), or keep only them.")
 @click.option("--workers", type=int, default=None, help="Parallel parser processes (default: all cores).")
 @user_errors
 def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike,
-                 split, split_seed, workers) -> None:
+                 split, split_seed, tracks, programs, drums, workers) -> None:
     """Turn SOURCES into token data for training.
 
     \b
@@ -119,14 +125,19 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
     Boulanger-Lewandowski piano-roll .mat files, or music21:NAME (e.g. music21:bach;
     needs `pip install musicrnn[corpora]`).
 
+    The pitched tracks of a MIDI file are merged into one stream and drum tracks dropped,
+    unless --tracks, --programs or --drums say otherwise (--tracks and --programs must both
+    match); the summary says which tracks were merged and dropped. A file with none of the
+    chosen tracks is rejected.
+
     Corrupt or unusable files are skipped, listed in OUT/rejected.tsv and counted here;
     the command succeeds if any piece was usable.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from musicrnn.corpus import prepare
-    from musicrnn.sources import mat_frame_beats
+    from musicrnn.corpus import IngestOptions, prepare, track_summary_line
+    from musicrnn.sources import TrackChoice, mat_frame_beats
 
     try:
         fractions = tuple(float(x) for x in split.split(","))
@@ -135,13 +146,14 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
     mats = [s for s in sources if s.lower().endswith(".mat")]
     default_steps = round(1 / mat_frame_beats(mats[0])) if mats else None
     codec = build_codec(codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike, default_steps)
+    options = IngestOptions(tracks=TrackChoice.parse(tracks, programs, drums))
     console = Console(stderr=True)
     with Progress(TextColumn("parsing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("parse", total=None)
         manifest = prepare(list(sources), out, codec, fractions, workers,
                            progress=lambda done, total: bar.update(task, completed=done, total=total),
-                           split_seed=split_seed)
+                           split_seed=split_seed, options=options)
     for entry in manifest["rejected"]:
         console.print(f"[yellow]rejected[/] {entry['file']}: {entry['reason']}", highlight=False, soft_wrap=True)
     s = manifest["splits"]
@@ -151,6 +163,9 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
         f"{sum(v['tokens'] for v in s.values())} tokens; {len(manifest['rejected'])} of "
         f"{manifest['files_seen']} rejected (listed in {out / 'rejected.tsv'})"
     )
+    tracks_line = track_summary_line(manifest)
+    if tracks_line:
+        click.echo(f"tracks: {tracks_line}")
 
 
 @data.command("stats")

@@ -28,7 +28,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -38,13 +38,16 @@ from musicrnn.errors import DataError, MusicRNNError
 from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, load_midi_batch, piece_index
 from musicrnn.sources import (
     MAT_LOWEST_PITCH,
-    Item,
     SPLIT_RULE,
+    Item,
+    TrackChoice,
     choose_split,
+    chosen_notes,
     find_items,
     load_item,
     mat_frame_beats,
     mat_rolls,
+    piece_tracks,
     roll_to_notes,
 )
 
@@ -140,7 +143,26 @@ def _worker_codec(codec_json: str) -> Codec:
     return _WORKER_CODEC[1]
 
 
-Result = tuple[str, "np.ndarray | None", int, "str | None"]  # (piece name, tokens, notes kept, rejection reason)
+# (piece name, tokens, notes kept, rejection reason, info: the piece's index.tsv columns)
+Result = tuple[str, "np.ndarray | None", int, "str | None", dict]
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """What ``prepare`` takes from each file besides the codec (sent to every worker)."""
+
+    tracks: TrackChoice = TrackChoice()
+
+
+class EncodedPieces(NamedTuple):
+    """:func:`encode_pieces`' answer for a batch of pieces."""
+
+    tokens: np.ndarray  # all the pieces' tokens
+    bounds: np.ndarray  # piece i is tokens[bounds[i]:bounds[i + 1]]
+    notes: list[int]  # notes each piece kept
+    reasons: list[str | None]  # why each piece is rejected, or None
+    infos: list[dict]  # each piece's index.tsv columns
+    tracks: Counter  # (track name, is drum, kept) over the tracks of the accepted pieces
 
 
 @dataclass
@@ -155,6 +177,12 @@ class Encoded:
     notes: list[int]
     reasons: list[str | None]
     per_item: list[int]
+    infos: list[dict] = field(default_factory=list)
+    tracks: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if not self.infos:
+            self.infos = [{} for _ in self.names]
 
     @classmethod
     def join(cls, parts: list["Encoded"]) -> "Encoded":
@@ -167,6 +195,8 @@ class Encoded:
             [n for part in parts for n in part.notes],
             [r for part in parts for r in part.reasons],
             [k for part in parts for k in part.per_item],
+            [info for part in parts for info in part.infos],
+            sum((part.tracks for part in parts), Counter()),
         )
 
     @classmethod
@@ -174,42 +204,56 @@ class Encoded:
         return cls([name], np.zeros(0, np.uint16), np.zeros(2, np.int64), [0], [reason], [1])
 
     def items(self) -> Iterator[list[Result]]:
-        """Per item, its pieces as (name, tokens or None, notes, reason)."""
+        """Per item, its pieces as (name, tokens or None, notes, reason, info)."""
         i = 0
         for count in self.per_item:
             yield [
                 (self.names[k], None if self.reasons[k] else self.tokens[self.bounds[k] : self.bounds[k + 1]],
-                 self.notes[k], self.reasons[k])
+                 self.notes[k], self.reasons[k], self.infos[k])
                 for k in range(i, i + count)
             ]
             i += count
 
 
-def encode_pieces(codec: Codec, batch: NoteBatch) -> tuple[np.ndarray, np.ndarray, list[int], list[str | None]]:
+def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = IngestOptions()) -> EncodedPieces:
     """The pieces of ``batch`` (note columns as :func:`~musicrnn.midi.load_midi_batch` gives
-    them, times in beats) -> all their tokens, the pieces' bounds in them, the notes each kept,
-    and per piece a rejection reason or None. Each piece is first moved earlier by whole bars so
-    it starts in its first bar (keeps the metre); drums are left out."""
+    them, times in beats) -> their tokens, with what each kept and why a piece is rejected.
+    Only the notes of the tracks ``options.tracks`` chooses are kept (by default: every pitched
+    track, no drums). Each piece is first moved earlier by whole bars so its first kept note is
+    in its first bar (keeps the metre)."""
     cols, bounds = batch.cols, batch.bounds
-    counts = np.diff(bounds)
+    chosen = chosen_notes(batch, options.tracks)
+    piece = piece_index(bounds)[chosen]
+    pitch, start, end = cols["pitch"][chosen], cols["start"][chosen], cols["end"][chosen]
+    chosen_bounds = np.searchsorted(piece, np.arange(len(bounds)))
+    counts = np.diff(chosen_bounds)
     firsts = np.zeros(len(batch))
     if counts.any():
-        firsts[counts > 0] = np.minimum.reduceat(cols["start"], bounds[:-1][counts > 0])
+        firsts[counts > 0] = np.minimum.reduceat(start, chosen_bounds[:-1][counts > 0])
     shifts, tempo_maps = zip(*(_bar_shift(float(f), maps) if n else (0.0, maps[0])
                                for f, n, maps in zip(firsts.tolist(), counts.tolist(), batch.maps)))
-    pitched = ~cols["is_drum"]
-    piece = piece_index(bounds)[pitched]
-    pitch, start, end = cols["pitch"][pitched], cols["start"][pitched], cols["end"][pitched]
     if any(shifts):
         shift = np.array(shifts)[piece]
         start, end = start - shift, end - shift
-    pitched_bounds = np.searchsorted(piece, np.arange(len(bounds)))
-    tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][pitched], start, end, pitched_bounds, list(tempo_maps))
+    tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][chosen], start, end, chosen_bounds, list(tempo_maps))
     in_range = (pitch >= codec.min_pitch) & (pitch <= codec.max_pitch)
     kept = np.bincount(piece[in_range], minlength=len(batch)).tolist()
-    empty = f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
-    reasons = [None if k and n else empty for k, n in zip(kept, np.diff(token_bounds).tolist())]
-    return tokens, token_bounds, kept, reasons
+    tracks = piece_tracks(batch, chosen)
+    reasons = [_empty_reason(codec, options.tracks, t, c) if not (k and n) else None
+               for k, n, t, c in zip(kept, np.diff(token_bounds).tolist(), tracks, np.diff(chosen_bounds).tolist())]
+    report = Counter(t for ts, r in zip(tracks, reasons) if r is None for t in ts)
+    return EncodedPieces(tokens, token_bounds, kept, reasons, [{} for _ in reasons], report)
+
+
+def _empty_reason(codec: Codec, choice: TrackChoice, tracks: list[tuple[str, bool, bool]], chosen: int) -> str:
+    """Why a piece without tokens is rejected: none of its tracks chosen, or no note in range."""
+    if chosen == 0 and tracks:
+        if choice.is_default and all(drum for _, drum, _ in tracks):
+            return "no pitched notes (only drum tracks, which are dropped; --drums keep keeps them)"
+        names = [f"{name} (drums)" if drum else name for name, drum, _ in tracks]
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        return f"none of its tracks is chosen by {choice.describe()}; its tracks: {shown}"
+    return f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
 
 
 def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float]]]:
@@ -225,10 +269,11 @@ def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float
     return shift, [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in tempos if b > shift]
 
 
-def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int]) -> Encoded:
+def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int], options: IngestOptions) -> Encoded:
     """:func:`encode_pieces` as one message for the parent."""
-    tokens, bounds, kept, reasons = encode_pieces(codec, batch)
-    return Encoded(names, tokens, bounds, [0 if r else k for k, r in zip(kept, reasons)], reasons, per_item)
+    enc = encode_pieces(codec, batch, options)
+    return Encoded(names, enc.tokens, enc.bounds, [0 if r else k for k, r in zip(enc.notes, enc.reasons)],
+                   enc.reasons, per_item, enc.infos, enc.tracks)
 
 
 def _reason(item: Item, exc: Exception) -> str:
@@ -239,37 +284,40 @@ def _reason(item: Item, exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"  # a parser bug must not stop a 100k-file run
 
 
-def encode_chunk(job: tuple[list[Item], str]) -> Encoded:
-    """Worker: a chunk of items (MIDI files, or one other item: see :func:`_chunks`) -> their
-    pieces, encoded together. A file that fails is rejected alone; should the chunk as a whole
-    fail, each item is tried on its own."""
-    items, codec_json = job
+def encode_chunk(job: tuple) -> Encoded:
+    """Worker: ``(items, codec JSON[, IngestOptions])``, a chunk of items (MIDI files, or one
+    other item: see :func:`_chunks`) -> their pieces, encoded together. A file that fails is
+    rejected alone; should the chunk as a whole fail, each item is tried on its own."""
+    items, codec_json, *rest = job
+    options = rest[0] if rest else IngestOptions()
     codec = _worker_codec(codec_json)
     try:
-        return _encode_midi(codec, items) if items[0].kind == "midi" else _encode_other(codec, items[0])
+        if items[0].kind == "midi":
+            return _encode_midi(codec, items, options)
+        return _encode_other(codec, items[0], options)
     except Exception as exc:
         if len(items) == 1:
             return Encoded.rejected(items[0].name, _reason(items[0], exc))
-        return Encoded.join([encode_chunk(([it], codec_json)) for it in items])
+        return Encoded.join([encode_chunk(([it], codec_json, options)) for it in items])
 
 
-def _encode_midi(codec: Codec, items: list[Item]) -> Encoded:
+def _encode_midi(codec: Codec, items: list[Item], options: IngestOptions) -> Encoded:
     batch, errors = load_midi_batch([it.path for it in items])
-    enc = _encoded(codec, [it.name for it in items], batch, [1] * len(items))
+    enc = _encoded(codec, [it.name for it in items], batch, [1] * len(items), options)
     for i, (item, exc) in enumerate(zip(items, errors)):
         if exc is not None:
             enc.reasons[i] = _reason(item, exc)
     return enc
 
 
-def _encode_other(codec: Codec, item: Item) -> Encoded:
+def _encode_other(codec: Codec, item: Item, options: IngestOptions) -> Encoded:
     """A music21 song book: its pieces, encoded together."""
     pieces = load_item(item)
     if not pieces:
         return Encoded([], np.zeros(0, np.uint16), np.zeros(1, np.int64), [], [], [0])
     batch = NoteBatch.join([({k: piece.notes[k] for k in NOTE_DTYPE.names}, (piece.tempos, piece.time_signatures))
                             for _, piece in pieces])
-    return _encoded(codec, [name for name, _ in pieces], batch, [len(pieces)])
+    return _encoded(codec, [name for name, _ in pieces], batch, [len(pieces)], options)
 
 
 def _chunks(items: list[Item], size: int) -> list[list[Item]]:
@@ -304,9 +352,9 @@ def _mat_results(items: list[Item], codec: Codec) -> Iterator[list[Result]]:
         # the published protocol (empty frames included)
         tokens = codec.encode_roll(roll) if exact else codec.encode(notes)
         if len(tokens) == 0:
-            yield [(item.name, None, 0, "empty piano roll")]
+            yield [(item.name, None, 0, "empty piano roll", {})]
         else:
-            yield [(item.name, tokens, len(notes), None)]
+            yield [(item.name, tokens, len(notes), None, {})]
 
 
 def _open_output(out: Path) -> Path:
@@ -330,6 +378,7 @@ def prepare(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     split_seed: int = 0,
+    options: IngestOptions = IngestOptions(),
 ) -> dict:
     """Prepare a data folder from ``sources`` and return its manifest.
 
@@ -346,10 +395,14 @@ def prepare(
         found = find_items(src)
         if not found:
             raise DataError(f"{src}: no MIDI files found (looked for .mid .midi .kar .smf)")
+        if (options.tracks.names is not None or options.tracks.programs is not None) and found[0].kind != "midi":
+            raise DataError(f"{src}: --tracks and --programs choose tracks of MIDI files, and this source has "
+                            "none; prepare it without them (into its own data folder)")
         items += found
     tmp = _open_output(out)
     writers = {s: SplitWriter(tmp, s) for s in SPLITS}
     rejected: list[tuple[str, str]] = []
+    tracks: Counter = Counter()
     codec_json = json.dumps(codec.to_dict(), sort_keys=True)
     workers = max(1, workers or os.cpu_count() or 1)
     file_items = [it for it in items if it.kind != "mat"]
@@ -360,7 +413,7 @@ def prepare(
         pool = None
         if file_items:
             size = max(1, min(CHUNK_FILES, len(file_items) // (workers * 8)))
-            jobs = [(chunk, codec_json) for chunk in _chunks(file_items, size)]
+            jobs = [(chunk, codec_json, options) for chunk in _chunks(file_items, size)]
             if workers > 1 and len(jobs) > 1:
                 importlib.import_module("symusic")  # once here, not in every forked worker
 
@@ -368,20 +421,20 @@ def prepare(
                 file_results = pool.map(encode_chunk, jobs)
             else:
                 file_results = map(encode_chunk, jobs)
-            results = _chain(results, (pieces for enc in file_results for pieces in enc.items()))
+            results = _chain(results, _file_pieces(file_results, tracks))
         try:
             all_items = mat_items + file_items  # the order results arrive in
             for item, pieces in zip(all_items, results):
                 done += 1
                 if progress:
                     progress(done, len(items))
-                for name, tokens, notes, reason in pieces:
+                for name, tokens, notes, reason, info in pieces:
                     if tokens is None:
                         rejected.append((name, reason or "unknown"))
                         continue
                     key = item.piece_key(name)
                     s = item.split or choose_split(key, split, split_seed)
-                    writers[s].add(name, tokens, notes, frame_count(codec, tokens), {"split_key": key})
+                    writers[s].add(name, tokens, notes, frame_count(codec, tokens), {**info, "split_key": key})
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
@@ -405,6 +458,7 @@ def prepare(
                       "per_piece": "<split>.index.tsv: name, split_key"},
             "splits": counts,
             "files_seen": len(items),
+            "tracks": _track_summary(options.tracks, tracks),
             "rejected": [{"file": n, "reason": r} for n, r in rejected],
         }
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
@@ -435,6 +489,40 @@ def _swap_in(tmp: Path, out: Path) -> None:
             os.replace(old, out)  # put the old data back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _file_pieces(encoded: Iterable[Encoded], tracks: Counter) -> Iterator[list[Result]]:
+    """The pieces of the workers' messages, item by item; their track counts go to ``tracks``."""
+    for enc in encoded:
+        tracks.update(enc.tracks)
+        yield from enc.items()
+
+
+def _track_summary(choice: TrackChoice, tracks: Counter) -> dict:
+    """The manifest's record of the track choice and of the tracks it kept and dropped (over
+    the pieces in the data), by name, most common first."""
+    out: dict = {"choice": choice.to_dict()}
+    for field_name, drum, kept in (("kept", False, True), ("dropped", False, False),
+                                   ("drums_kept", True, True), ("drums_dropped", True, False)):
+        named = Counter({name: n for (name, d, k), n in tracks.items() if d == drum and k == kept})
+        out[field_name] = dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
+
+
+def track_summary_line(manifest: dict, most: int = 8) -> str | None:
+    """What ``data prepare`` did with the tracks, in one line: "merged 2,718 tracks: MELODY x909,
+    ...; dropped 1 drum track: Drums x1"; None for data without tracks (.mat, music21)."""
+    tracks = manifest.get("tracks") or {}
+    parts = []
+    for field_name, verb, what in (("kept", "merged", "track"), ("drums_kept", "kept", "drum track"),
+                                   ("dropped", "dropped", "track"), ("drums_dropped", "dropped", "drum track")):
+        named = tracks.get(field_name) or {}
+        if named:
+            total = sum(named.values())
+            shown = ", ".join(f"{name} x{n:,}" for name, n in list(named.items())[:most])
+            more = f" and {len(named) - most:,} more names" if len(named) > most else ""
+            parts.append(f"{verb} {total:,} {what}{'s' if total != 1 else ''}: {shown}{more}")
+    return "; ".join(parts) or None
 
 
 def _chain(*iterables):

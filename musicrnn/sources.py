@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from musicrnn.errors import DataError, MidiError
-from musicrnn.midi import NOTE_DTYPE, Piece, load_midi
+from musicrnn.midi import NOTE_DTYPE, NoteBatch, Piece, load_midi, piece_index
 
 MIDI_SUFFIXES = {".mid", ".midi", ".kar", ".smf"}
 MAT_SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
@@ -84,6 +84,132 @@ def choose_split(key: str, fractions: tuple[float, float, float], seed: int = 0)
     if x < train + valid:
         return "valid"
     return "test"
+
+
+DRUM_CHOICES = ("drop", "keep", "only")
+UNNAMED = "(unnamed)"
+
+
+@dataclass(frozen=True)
+class TrackChoice:
+    """Which notes of a multi-track MIDI file go into the data. A pitched track is kept when
+    its name is one of ``names`` (any case; None = any name) and its program one of
+    ``programs`` (None = any); drum tracks follow ``drums`` alone: ``drop`` them, ``keep``
+    them (their hits become notes at their GM drum key numbers), or keep ``only`` them."""
+
+    names: frozenset[str] | None = None  # lower case, stripped
+    programs: frozenset[int] | None = None  # General MIDI program numbers 0-127
+    drums: str = "drop"
+
+    @classmethod
+    def parse(cls, tracks: str | None = None, programs: str | None = None, drums: str = "drop") -> "TrackChoice":
+        """From the CLI's ``--tracks MELODY,PIANO``, ``--programs 0-7,24`` and ``--drums``."""
+        if drums not in DRUM_CHOICES:
+            raise DataError(f"--drums {drums}: choose one of {', '.join(DRUM_CHOICES)}")
+        names = None
+        if tracks is not None:
+            names = frozenset(n.strip().lower() for n in tracks.split(",") if n.strip())
+            if not names:
+                raise DataError(f"--tracks {tracks!r}: give track names separated by commas, e.g. --tracks MELODY,PIANO")
+        return cls(names, None if programs is None else _parse_programs(programs), drums)
+
+    @property
+    def is_default(self) -> bool:
+        return self.names is None and self.programs is None and self.drums == "drop"
+
+    def describe(self) -> str:
+        """The options that make this choice, for messages."""
+        parts = []
+        if self.names is not None:
+            parts.append(f"--tracks {','.join(sorted(self.names))}")
+        if self.programs is not None:
+            parts.append(f"--programs {_ranges(sorted(self.programs))}")
+        parts.append(f"--drums {self.drums}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"tracks": None if self.names is None else sorted(self.names),
+                "programs": None if self.programs is None else sorted(self.programs), "drums": self.drums}
+
+
+def _parse_programs(text: str) -> frozenset[int]:
+    """``"0-7,24"`` -> {0, ..., 7, 24}."""
+    out: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            lo, _, hi = part.partition("-")
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            a, b = -1, -1
+        if not 0 <= a <= b <= 127:
+            raise DataError(f"--programs {text}: give General MIDI program numbers 0-127 or ranges, e.g. --programs 0-7,24")
+        out.update(range(a, b + 1))
+    return frozenset(out)
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 3, 24] -> "0-3,24"."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def chosen_notes(batch: NoteBatch, choice: TrackChoice) -> np.ndarray:
+    """Which rows of ``batch`` ``choice`` keeps, with one numpy call per step for the whole
+    batch (names are looked up once per track, not per note)."""
+    drum = batch.cols["is_drum"]
+    if choice.drums == "only":
+        return drum.copy()
+    keep = ~drum
+    if choice.programs is not None:
+        table = np.zeros(128, np.bool_)
+        table[list(choice.programs)] = True
+        keep &= table[np.clip(batch.cols["program"], 0, 127)]
+    if choice.names is not None:
+        keep &= _track_table(batch, lambda name: name.strip().lower() in choice.names)[_track_ids(batch)]
+    if choice.drums == "keep":
+        keep |= drum
+    return keep
+
+
+def _track_ids(batch: NoteBatch) -> np.ndarray:
+    """Each row's track as one number over the whole batch: piece ``i`` has the slots
+    ``firsts[i] .. firsts[i] + len(track_names[i])``, its last one for rows of no named track
+    (a piece without track names)."""
+    lens = np.array([len(names) for names in batch.track_names], np.int64)
+    firsts = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
+    piece = piece_index(batch.bounds)
+    return firsts[piece] + np.minimum(np.clip(batch.cols["track"], 0, None), lens[piece])
+
+
+def _track_table(batch: NoteBatch, f) -> np.ndarray:
+    """``f(name)`` for every slot of :func:`_track_ids`."""
+    return np.array([f(n) for names in batch.track_names for n in [*names, ""]], np.bool_)
+
+
+def piece_tracks(batch: NoteBatch, keep: np.ndarray) -> list[list[tuple[str, bool, bool]]]:
+    """Per piece of ``batch``, its tracks that have notes as ``(name, is_drum, kept)``, where
+    ``keep`` marks the rows kept (see :func:`chosen_notes`); none for a piece without tracks. One bincount per column for the
+    batch, then a loop over tracks (a few per file), not over notes."""
+    ids = _track_ids(batch)
+    size = sum(len(names) + 1 for names in batch.track_names)
+    total = np.bincount(ids, minlength=size).tolist()
+    kept = np.bincount(ids[keep], minlength=size).tolist()
+    drums = np.bincount(ids[batch.cols["is_drum"]], minlength=size).tolist()
+    out: list[list[tuple[str, bool, bool]]] = []
+    slot = 0
+    for names in batch.track_names:
+        tracks = []
+        for name in [*names, ""]:
+            if total[slot] and names:  # a piece without track names (music21) reports none
+                tracks.append((" ".join(name.split()) or UNNAMED, drums[slot] > 0, kept[slot] > 0))
+            slot += 1
+        out.append(tracks)
+    return out
 
 
 def mat_frame_beats(path: str | Path) -> float:

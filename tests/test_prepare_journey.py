@@ -89,3 +89,102 @@ def test_split_seed_gives_another_split_and_is_recorded(thirty_songs: Path, tmp_
     split_a = {n: r["split"] for n, r in index_rows(a).items()}
     split_b = {n: r["split"] for n, r in index_rows(b).items()}
     assert split_a.keys() == split_b.keys() and split_a != split_b
+
+
+# --------------------------------------------------------------------------------------------
+# 2. multi-track files: what was merged and dropped, and choosing tracks
+# --------------------------------------------------------------------------------------------
+
+MELODY, BRIDGE, PIANO = [72, 74, 76, 77, 79], [66, 68, 70], [48, 50, 52, 53, 55]
+BASS, GUITAR, DRUMS = [28, 30, 32], [60, 62, 64], [35, 38, 42, 46]
+
+
+@pytest.fixture(scope="module")
+def band(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three songs: a POP909-like one (MELODY, BRIDGE, PIANO, drums), a band (bass, guitar,
+    drums) and a drum loop."""
+    root = tmp_path_factory.mktemp("band") / "band"
+    write_song(root / "pop.mid", [("MELODY", 0, False, MELODY), ("BRIDGE", 0, False, BRIDGE),
+                                  ("PIANO", 0, False, PIANO), ("Drums", 0, True, DRUMS)])
+    write_song(root / "rock.mid", [("Bass", 33, False, BASS), ("Guitar", 24, False, GUITAR), ("Drums", 0, True, DRUMS)])
+    write_song(root / "loop.mid", [("Drums", 0, True, DRUMS)])
+    return root
+
+
+def pitches_by_file(folder: Path) -> dict[str, set[int]]:
+    """The pitches each piece of a data folder decodes to, by file name."""
+    from musicrnn.corpus import TokenData
+
+    out = {}
+    for s in SPLITS:
+        data = TokenData(folder, s)
+        names = [line.split("\t")[0] for line in (folder / f"{s}.index.tsv").read_text().splitlines()[1:]]
+        for i, name in enumerate(names):
+            out[Path(name).name] = {int(p) for p in data.codec.decode(data.piece(i))["pitch"]}
+    return out
+
+
+def rejected(folder: Path) -> dict[str, str]:
+    return {Path(r["file"]).name: r["reason"] for r in read_manifest(folder)["rejected"]}
+
+
+def test_default_merges_pitched_tracks_drops_drums_and_says_so(band: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    result = prepare(band, out)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("tracks: "))
+    assert "merged 5 tracks: " in line and all(f"{n} x1" in line for n in ("MELODY", "BRIDGE", "PIANO", "Bass", "Guitar"))
+    assert "dropped 2 drum tracks: Drums x2" in line  # the drum loop is rejected, so its track is not counted
+    assert pitches_by_file(out) == {"pop.mid": set(MELODY + BRIDGE + PIANO), "rock.mid": set(BASS + GUITAR)}
+    assert "no pitched notes" in rejected(out)["loop.mid"] and "--drums keep" in rejected(out)["loop.mid"]
+    tracks = read_manifest(out)["tracks"]
+    assert tracks["choice"] == {"tracks": None, "programs": None, "drums": "drop"}
+    assert tracks["drums_dropped"] == {"Drums": 2} and tracks["kept"]["MELODY"] == 1
+
+
+def test_tracks_by_name_any_case(band: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    result = prepare(band, out, "--tracks", "melody,Piano")
+    assert result.exit_code == 0, result.output
+    assert pitches_by_file(out) == {"pop.mid": set(MELODY + PIANO)}
+    reasons = rejected(out)
+    assert reasons["rock.mid"] == ("none of its tracks is chosen by --tracks melody,piano --drums drop; "
+                                   "its tracks: Bass, Guitar, Drums (drums)")
+    assert "merged 2 tracks: MELODY x1, PIANO x1; dropped 1 track: BRIDGE x1; dropped 1 drum track" in result.stdout
+
+
+def test_tracks_by_program_and_drums_kept_or_alone(band: Path, tmp_path: Path) -> None:
+    out = tmp_path / "guitar"
+    assert prepare(band, out, "--programs", "24-31").exit_code == 0
+    assert pitches_by_file(out) == {"rock.mid": set(GUITAR)}
+    assert "--programs 24-31" in rejected(out)["pop.mid"]
+    out = tmp_path / "keep"
+    result = prepare(band, out, "--programs", "0-7,33", "--drums", "keep")
+    assert result.exit_code == 0, result.output
+    assert pitches_by_file(out) == {"pop.mid": set(MELODY + BRIDGE + PIANO + DRUMS), "rock.mid": set(BASS + DRUMS),
+                                    "loop.mid": set(DRUMS)}
+    assert "kept 3 drum tracks: Drums x3" in result.stdout and "dropped 1 track: Guitar x1" in result.stdout
+    out = tmp_path / "only"
+    assert prepare(band, out, "--drums", "only").exit_code == 0
+    assert pitches_by_file(out) == {name: set(DRUMS) for name in ("pop.mid", "rock.mid", "loop.mid")}
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--programs", "0-200"], "--programs 0-200: give General MIDI program numbers 0-127"),
+    (["--programs", "piano"], "--programs piano"),
+    (["--tracks", " , "], "--tracks"),
+])
+def test_bad_track_options_are_one_error_line(band: Path, tmp_path: Path, args, text) -> None:
+    result = prepare(band, tmp_path / "o", *args)
+    assert result.exit_code == 1, result.output
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_tracks_on_a_source_without_tracks_is_refused(jsb_path: Path, tmp_path: Path) -> None:
+    result = prepare(jsb_path, tmp_path / "o", "--codec", "grid", "--tracks", "PIANO")
+    assert result.exit_code == 1
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert lines == [f"error: {jsb_path}: --tracks and --programs choose tracks of MIDI files, and this source has "
+                     "none; prepare it without them (into its own data folder)"]
