@@ -114,10 +114,13 @@ def data() -> None:
               help="MIDI files: keep only pitched tracks with these General MIDI programs, e.g. 0-7,24.")
 @click.option("--drums", type=click.Choice(["drop", "keep", "only"]), default="drop", show_default=True,
               help="Drum tracks: drop them, keep them (hits become notes at their drum key numbers), or keep only them.")
+@click.option("--key-normalise", is_flag=True,
+              help="Transpose each piece into C major / A minor (at most 6 semitones): its key from key_audio.txt "
+                   "beside the MIDI file (POP909), else estimated from its notes.")
 @click.option("--workers", type=int, default=None, help="Parallel parser processes (default: all cores).")
 @user_errors
 def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike,
-                 split, split_seed, tracks, programs, drums, workers) -> None:
+                 split, split_seed, tracks, programs, drums, key_normalise, workers) -> None:
     """Turn SOURCES into token data for training.
 
     \b
@@ -136,7 +139,7 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from musicrnn.corpus import IngestOptions, prepare, track_summary_line
+    from musicrnn.corpus import IngestOptions, key_summary_line, prepare, track_summary_line
     from musicrnn.sources import TrackChoice, mat_frame_beats
 
     try:
@@ -146,7 +149,7 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
     mats = [s for s in sources if s.lower().endswith(".mat")]
     default_steps = round(1 / mat_frame_beats(mats[0])) if mats else None
     codec = build_codec(codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike, default_steps)
-    options = IngestOptions(tracks=TrackChoice.parse(tracks, programs, drums))
+    options = IngestOptions(tracks=TrackChoice.parse(tracks, programs, drums), key_normalise=key_normalise)
     console = Console(stderr=True)
     with Progress(TextColumn("parsing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
@@ -163,9 +166,9 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
         f"{sum(v['tokens'] for v in s.values())} tokens; {len(manifest['rejected'])} of "
         f"{manifest['files_seen']} rejected (listed in {out / 'rejected.tsv'})"
     )
-    tracks_line = track_summary_line(manifest)
-    if tracks_line:
-        click.echo(f"tracks: {tracks_line}")
+    for label, line in (("tracks", track_summary_line(manifest)), ("keys", key_summary_line(manifest))):
+        if line:
+            click.echo(f"{label}: {line}")
 
 
 @data.command("stats")

@@ -37,6 +37,7 @@ from musicrnn.codec import BOS, Codec, GridCodec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
 from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, load_midi_batch, piece_index
 from musicrnn.sources import (
+    KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
     SPLIT_RULE,
     Item,
@@ -48,14 +49,16 @@ from musicrnn.sources import (
     mat_frame_beats,
     mat_rolls,
     piece_tracks,
+    read_key_annotation,
     roll_to_notes,
 )
+from musicrnn.tonality import Key, estimate_keys, home_shift, pitch_class_profiles
 
 MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 CHUNK_FILES = 64  # MIDI files per worker task: per-file numpy overhead and messages shrink with it
 # <split>.index.tsv: one row per piece; the columns after the counts come from the piece's info
-INDEX_INFO = ("split_key",)
+INDEX_INFO = ("split_key", "key", "key_source", "shift")
 INDEX_COLUMNS = ("name", "tokens", "notes", "frames", *INDEX_INFO)
 
 
@@ -152,6 +155,7 @@ class IngestOptions:
     """What ``prepare`` takes from each file besides the codec (sent to every worker)."""
 
     tracks: TrackChoice = TrackChoice()
+    key_normalise: bool = False  # transpose each piece by the home_shift of its key
 
 
 class EncodedPieces(NamedTuple):
@@ -215,16 +219,23 @@ class Encoded:
             i += count
 
 
-def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = IngestOptions()) -> EncodedPieces:
+def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = IngestOptions(),
+                  annotated: list[Key | None] | None = None) -> EncodedPieces:
     """The pieces of ``batch`` (note columns as :func:`~musicrnn.midi.load_midi_batch` gives
     them, times in beats) -> their tokens, with what each kept and why a piece is rejected.
     Only the notes of the tracks ``options.tracks`` chooses are kept (by default: every pitched
     track, no drums). Each piece is first moved earlier by whole bars so its first kept note is
-    in its first bar (keeps the metre)."""
+    in its first bar (keeps the metre). With ``options.key_normalise`` each piece is transposed
+    into its home key (:func:`_key_shifts`; ``annotated`` keys win over estimated ones)."""
     cols, bounds = batch.cols, batch.bounds
     chosen = chosen_notes(batch, options.tracks)
     piece = piece_index(bounds)[chosen]
     pitch, start, end = cols["pitch"][chosen], cols["start"][chosen], cols["end"][chosen]
+    infos: list[dict] = [{} for _ in range(len(batch))]
+    if options.key_normalise:
+        drum = cols["is_drum"][chosen]
+        shifts_by_piece, infos = _key_shifts(pitch, end - start, piece, drum, annotated or [None] * len(batch))
+        pitch = pitch + (shifts_by_piece[piece] * ~drum).astype(pitch.dtype)  # drum keys are instruments: never moved
     chosen_bounds = np.searchsorted(piece, np.arange(len(bounds)))
     counts = np.diff(chosen_bounds)
     firsts = np.zeros(len(batch))
@@ -242,8 +253,23 @@ def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = Inges
     reasons = [_empty_reason(codec, options.tracks, t, c) if not (k and n) else None
                for k, n, t, c in zip(kept, np.diff(token_bounds).tolist(), tracks, np.diff(chosen_bounds).tolist())]
     report = Counter(t for ts, r in zip(tracks, reasons) if r is None for t in ts)
-    return EncodedPieces(tokens, token_bounds, kept, reasons, [{} for _ in reasons], report)
+    return EncodedPieces(tokens, token_bounds, kept, reasons, infos, report)
 
+
+def _key_shifts(pitch: np.ndarray, duration: np.ndarray, piece: np.ndarray, drum: np.ndarray,
+                annotated: list[Key | None]) -> tuple[np.ndarray, list[dict]]:
+    """Per piece, the shift into its home key (:func:`~musicrnn.tonality.home_shift`) and its
+    index.tsv columns: its key (annotated, else estimated by Krumhansl–Schmuckler from the
+    duration-weighted pitch classes of its pitched notes; one matrix product for the batch)."""
+    pitched = ~drum
+    estimated = estimate_keys(pitch_class_profiles(pitch[pitched], duration[pitched], piece[pitched], len(annotated)))
+    shifts, infos = [], []
+    for given, guess in zip(annotated, estimated):
+        key = given or guess
+        shifts.append(home_shift(key))
+        infos.append({"key": str(key), "key_source": KEY_ANNOTATION if given else f"estimated ({guess.score:.2f})",
+                      "shift": shifts[-1]})
+    return np.array(shifts, np.int16), infos
 
 def _empty_reason(codec: Codec, choice: TrackChoice, tracks: list[tuple[str, bool, bool]], chosen: int) -> str:
     """Why a piece without tokens is rejected: none of its tracks chosen, or no note in range."""
@@ -269,9 +295,10 @@ def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float
     return shift, [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in tempos if b > shift]
 
 
-def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int], options: IngestOptions) -> Encoded:
+def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int], options: IngestOptions,
+             annotated: list[Key | None] | None = None) -> Encoded:
     """:func:`encode_pieces` as one message for the parent."""
-    enc = encode_pieces(codec, batch, options)
+    enc = encode_pieces(codec, batch, options, annotated) if annotated else encode_pieces(codec, batch, options)
     return Encoded(names, enc.tokens, enc.bounds, [0 if r else k for k, r in zip(enc.notes, enc.reasons)],
                    enc.reasons, per_item, enc.infos, enc.tracks)
 
@@ -303,7 +330,15 @@ def encode_chunk(job: tuple) -> Encoded:
 
 def _encode_midi(codec: Codec, items: list[Item], options: IngestOptions) -> Encoded:
     batch, errors = load_midi_batch([it.path for it in items])
-    enc = _encoded(codec, [it.name for it in items], batch, [1] * len(items), options)
+    annotated: list[Key | None] = []
+    if options.key_normalise:
+        for i, item in enumerate(items):
+            try:
+                annotated.append(read_key_annotation(item.path))
+            except DataError as exc:
+                annotated.append(None)
+                errors[i] = errors[i] or exc
+    enc = _encoded(codec, [it.name for it in items], batch, [1] * len(items), options, annotated)
     for i, (item, exc) in enumerate(zip(items, errors)):
         if exc is not None:
             enc.reasons[i] = _reason(item, exc)
@@ -332,14 +367,21 @@ def _chunks(items: list[Item], size: int) -> list[list[Item]]:
     return chunks
 
 
-def _mat_results(items: list[Item], codec: Codec) -> Iterator[list[Result]]:
-    """Encode .mat pieces in this process (each file is read once)."""
+def _mat_results(items: list[Item], codec: Codec, key_normalise: bool = False) -> Iterator[list[Result]]:
+    """Encode .mat pieces in this process (each file is read once), each moved into its home
+    key (estimated) with ``key_normalise``."""
     cache: dict[tuple[str, str], list[np.ndarray]] = {}
     for item in items:
         key = (item.path, item.split or "train")
         if key not in cache:
             cache[key] = mat_rolls(item.path, key[1])
         roll = cache[key][item.index]
+        info: dict = {}
+        if key_normalise:
+            on = np.nonzero(roll)
+            shifts, [info] = _key_shifts(on[1] + MAT_LOWEST_PITCH, np.ones(len(on[0])), np.zeros(len(on[0]), np.int64),
+                                         np.zeros(len(on[0]), np.bool_), [None])
+            roll = _shift_roll(roll, int(shifts[0]))
         frame_beats = mat_frame_beats(item.path)
         exact = (
             isinstance(codec, GridCodec)
@@ -352,9 +394,20 @@ def _mat_results(items: list[Item], codec: Codec) -> Iterator[list[Result]]:
         # the published protocol (empty frames included)
         tokens = codec.encode_roll(roll) if exact else codec.encode(notes)
         if len(tokens) == 0:
-            yield [(item.name, None, 0, "empty piano roll", {})]
+            yield [(item.name, None, 0, "empty piano roll", info)]
         else:
-            yield [(item.name, tokens, len(notes), None, {})]
+            yield [(item.name, tokens, len(notes), None, info)]
+
+
+def _shift_roll(roll: np.ndarray, semitones: int) -> np.ndarray:
+    """A piano roll moved up by ``semitones``; pitches pushed off its keyboard are dropped."""
+    out = np.zeros_like(roll)
+    width = roll.shape[1]
+    if semitones >= 0:
+        out[:, semitones:] = roll[:, : width - semitones]
+    else:
+        out[:, :semitones] = roll[:, -semitones:]
+    return out
 
 
 def _open_output(out: Path) -> Path:
@@ -403,13 +456,14 @@ def prepare(
     writers = {s: SplitWriter(tmp, s) for s in SPLITS}
     rejected: list[tuple[str, str]] = []
     tracks: Counter = Counter()
+    keys: Counter = Counter()  # (key, from the annotation, shift) over the pieces kept
     codec_json = json.dumps(codec.to_dict(), sort_keys=True)
     workers = max(1, workers or os.cpu_count() or 1)
     file_items = [it for it in items if it.kind != "mat"]
     mat_items = [it for it in items if it.kind == "mat"]
     done = 0
     try:
-        results: Iterable[list[Result]] = _mat_results(mat_items, codec)
+        results: Iterable[list[Result]] = _mat_results(mat_items, codec, options.key_normalise)
         pool = None
         if file_items:
             size = max(1, min(CHUNK_FILES, len(file_items) // (workers * 8)))
@@ -435,6 +489,8 @@ def prepare(
                     key = item.piece_key(name)
                     s = item.split or choose_split(key, split, split_seed)
                     writers[s].add(name, tokens, notes, frame_count(codec, tokens), {**info, "split_key": key})
+                    if "key" in info:
+                        keys[(info["key"], info["key_source"] == KEY_ANNOTATION, info["shift"])] += 1
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
@@ -459,6 +515,7 @@ def prepare(
             "splits": counts,
             "files_seen": len(items),
             "tracks": _track_summary(options.tracks, tracks),
+            "key_normalise": _key_summary(keys) if options.key_normalise else None,
             "rejected": [{"file": n, "reason": r} for n, r in rejected],
         }
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
@@ -507,6 +564,42 @@ def _track_summary(choice: TrackChoice, tracks: Counter) -> dict:
         named = Counter({name: n for (name, d, k), n in tracks.items() if d == drum and k == kept})
         out[field_name] = dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
+
+
+KEY_RULE = (
+    "each piece is transposed by home_shift(key) semitones (-5..6), which moves the key's diatonic set onto "
+    f"the white keys (C major / A minor); key = the one covering most of the song in {KEY_ANNOTATION} beside "
+    "the MIDI file, else Krumhansl-Schmuckler (Krumhansl-Kessler profiles) on the duration-weighted pitch "
+    "classes of its pitched notes; notes pushed out of the codec's pitch range are dropped; drums never move"
+)
+
+
+def _key_summary(keys: Counter) -> dict:
+    """The manifest's record of key normalisation: the rule, and over the pieces kept, how many
+    keys came from annotations, each original key's count and each shift's count."""
+    by_key: Counter = Counter()
+    by_shift: Counter = Counter()
+    for (key, _, shift), n in keys.items():
+        by_key[key] += n
+        by_shift[str(shift)] += n
+    return {
+        "rule": KEY_RULE,
+        "from_annotation": sum(n for (_, given, _), n in keys.items() if given),
+        "estimated": sum(n for (_, given, _), n in keys.items() if not given),
+        "keys": dict(sorted(by_key.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "shifts": dict(sorted(by_shift.items(), key=lambda kv: int(kv[0]))),
+        "per_piece": "<split>.index.tsv: key, key_source, shift",
+    }
+
+
+def key_summary_line(manifest: dict) -> str | None:
+    """One line on key normalisation for ``data prepare``'s summary, or None if it was off."""
+    k = manifest.get("key_normalise")
+    if not k:
+        return None
+    shifts = ", ".join(f"{int(s):+d}: {n:,}" for s, n in k["shifts"].items())
+    return (f"moved into C major / A minor: keys from {KEY_ANNOTATION} {k['from_annotation']:,}, estimated "
+            f"{k['estimated']:,}; pieces per shift {shifts}")
 
 
 def track_summary_line(manifest: dict, most: int = 8) -> str | None:

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from musicrnn.errors import DataError, MidiError
+from musicrnn.errors import DataError, MidiError, MusicRNNError
 from musicrnn.midi import NOTE_DTYPE, NoteBatch, Piece, load_midi, piece_index
+from musicrnn.tonality import Key, parse_key
 
 MIDI_SUFFIXES = {".mid", ".midi", ".kar", ".smf"}
 MAT_SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
@@ -210,6 +211,37 @@ def piece_tracks(batch: NoteBatch, keep: np.ndarray) -> list[list[tuple[str, boo
             slot += 1
         out.append(tracks)
     return out
+
+
+KEY_ANNOTATION = "key_audio.txt"  # POP909's key changes, beside each song's MIDI file
+
+
+def read_key_annotation(midi_path: str | Path) -> Key | None:
+    """The key of the MIDI file at ``midi_path`` from the annotation file beside it
+    (:data:`KEY_ANNOTATION`, lines ``start_s end_s key`` as in POP909): the key that covers most
+    of the song's duration; None when there is no such file, :class:`DataError` when it cannot
+    be read."""
+    path = Path(midi_path).with_name(KEY_ANNOTATION)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{KEY_ANNOTATION} beside it cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    spans: dict[Key, float] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            start, end, name = line.split()
+            key = parse_key(name)
+            spans[key] = spans.get(key, 0.0) + max(0.0, float(end) - float(start))
+        except (ValueError, MusicRNNError):
+            raise DataError(f"{KEY_ANNOTATION} beside it, line {n}: {line.strip()[:60]!r} is not 'start_s end_s key' "
+                            "(key like Gb:maj or E:min)") from None
+    if not spans:
+        return None
+    return max(spans.items(), key=lambda kv: kv[1])[0]  # ties: the first key written
 
 
 def mat_frame_beats(path: str | Path) -> float:

@@ -188,3 +188,64 @@ def test_tracks_on_a_source_without_tracks_is_refused(jsb_path: Path, tmp_path: 
     lines = [x for x in result.stderr.splitlines() if x.strip()]
     assert lines == [f"error: {jsb_path}: --tracks and --programs choose tracks of MIDI files, and this source has "
                      "none; prepare it without them (into its own data folder)"]
+
+
+# --------------------------------------------------------------------------------------------
+# key normalisation
+# --------------------------------------------------------------------------------------------
+
+F_SHARP_MAJOR = [66, 68, 70, 71, 73, 75, 77, 78, 66, 70, 73, 78]  # the scale, then the tonic arpeggio
+WHITE_KEYS = {0, 2, 4, 5, 7, 9, 11}
+
+
+@pytest.fixture(scope="module")
+def in_f_sharp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An F# major song alone, one with a key annotation (D major for most of its length) and
+    one with an unreadable annotation."""
+    root = tmp_path_factory.mktemp("keys") / "keys"
+    write_song(root / "plain" / "plain.mid", [("PIANO", 0, False, F_SHARP_MAJOR), ("Drums", 0, True, DRUMS)])
+    write_song(root / "noted" / "noted.mid", [("PIANO", 0, False, F_SHARP_MAJOR)])
+    (root / "noted" / "key_audio.txt").write_text("0.5\t2.0\tF#:maj\n2.0\t9.5\tD:maj\n")
+    write_song(root / "broken" / "broken.mid", [("PIANO", 0, False, F_SHARP_MAJOR)])
+    (root / "broken" / "key_audio.txt").write_text("0.5 2.0 H:maj\n")
+    return root
+
+
+def test_key_normalise_moves_f_sharp_major_onto_the_white_keys(in_f_sharp: Path, tmp_path: Path) -> None:
+    out = tmp_path / "home"
+    result = prepare(in_f_sharp, out, "--key-normalise", "--drums", "keep")
+    assert result.exit_code == 0, result.output
+    pitches = pitches_by_file(out)
+    assert {p % 12 for p in pitches["plain.mid"] - set(DRUMS)} <= WHITE_KEYS
+    assert pitches["plain.mid"] == {p + 6 for p in F_SHARP_MAJOR} | set(DRUMS)  # up 6; drum keys never move
+    rows = {Path(n).name: r for n, r in index_rows(out).items()}
+    assert (rows["plain.mid"]["key"], rows["plain.mid"]["shift"]) == ("F#:major", "6")
+    assert rows["plain.mid"]["key_source"].startswith("estimated (")
+    # the annotation wins over the notes, and its longest key wins: D major, down 2
+    assert (rows["noted.mid"]["key"], rows["noted.mid"]["key_source"], rows["noted.mid"]["shift"]) == (
+        "D:major", "key_audio.txt", "-2")
+    assert pitches["noted.mid"] == {p - 2 for p in F_SHARP_MAJOR}
+    assert "key_audio.txt beside it, line 1: '0.5 2.0 H:maj' is not 'start_s end_s key'" in rejected(out)["broken.mid"]
+    keys = read_manifest(out)["key_normalise"]
+    assert (keys["from_annotation"], keys["estimated"], keys["shifts"]) == (1, 1, {"-2": 1, "6": 1})
+    assert "keys: moved into C major / A minor: keys from key_audio.txt 1, estimated 1; pieces per shift -2: 1, +6: 1" \
+        in result.stdout
+
+
+def test_without_key_normalise_nothing_moves(in_f_sharp: Path, tmp_path: Path) -> None:
+    out = tmp_path / "as-is"
+    assert prepare(in_f_sharp, out).exit_code == 0
+    assert pitches_by_file(out)["plain.mid"] == set(F_SHARP_MAJOR)
+    assert read_manifest(out)["key_normalise"] is None and not rejected(out)
+    assert all(r["key"] == r["shift"] == "" for r in index_rows(out).values())
+
+
+def test_key_normalise_drops_notes_pushed_out_of_range_as_the_codec_does(tmp_path: Path) -> None:
+    # F# major an octave up, all within 21-90; +6 pushes its top notes past 90
+    song = [p + 12 for p in F_SHARP_MAJOR]
+    write_song(tmp_path / "src" / "high.mid", [("PIANO", 0, False, song)])
+    out = tmp_path / "d"
+    result = prepare(tmp_path / "src", out, "--key-normalise", "--pitch-range", "21-90")
+    assert result.exit_code == 0, result.output
+    assert max(song) <= 90 and pitches_by_file(out)["high.mid"] == {p + 6 for p in song if p + 6 <= 90}
+    assert index_rows(out)["src/high.mid"]["notes"] == str(sum(p + 6 <= 90 for p in song))
