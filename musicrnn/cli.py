@@ -175,11 +175,12 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
 @click.argument("folder", type=click.Path(path_type=Path))
 @user_errors
 def data_stats_cmd(folder) -> None:
-    """Show pieces, tokens, frames, notes per split and the most common tokens of FOLDER."""
+    """Show pieces, tokens, frames, notes per split, the most common tokens, and durations,
+    tempi, time signatures and notes per second of FOLDER."""
     from rich.console import Console
     from rich.table import Table
 
-    from musicrnn.corpus import data_stats
+    from musicrnn.corpus import data_stats, key_summary_line, track_summary_line
 
     st = data_stats(folder)
     console = Console()
@@ -197,6 +198,48 @@ def data_stats_cmd(folder) -> None:
     console.print(top)
     if st["pitch_range"]:
         console.print(f"pitch range used: {st['pitch_range'][0]}-{st['pitch_range'][1]}; rejected files: {st['rejected']}")
+    _print_music(console, st["music"])
+    for label, line in (("tracks", track_summary_line(st["manifest"])), ("keys", key_summary_line(st["manifest"]))):
+        if line:
+            console.print(f"{label}: {line}", highlight=False)
+
+
+def _print_music(console, music: dict | None) -> None:
+    """``data stats``' durations, tempi, metres and note rate per split (from the manifest)."""
+    from rich.table import Table
+
+    if not music:
+        console.print("durations, tempi and metres: not recorded in this data folder (prepared by an older "
+                      "musicrnn); prepare it again to see them")
+        return
+    table = Table(title="durations and tempi")
+    for col in ("split", "total", "mean length", "mean beats", "tempo min/median/max", "notes/s"):
+        table.add_column(col, justify="right")
+    for name in ("train", "valid", "test", "all"):
+        m = music[name]
+        sec, beats, bpm = m["seconds"], m["beats"], m["bpm"]
+        table.add_row(
+            name,
+            _hours(sec["total"]) if sec else "-",
+            f"{sec['mean']:.1f} s" if sec else "-",
+            f"{beats['mean']:.1f}" if beats else "-",
+            f"{bpm['min']:.0f}/{bpm['median']:.0f}/{bpm['max']:.0f} BPM" if bpm else "-",
+            f"{m['notes_per_second']:.2f}" if m["notes_per_second"] is not None else "-",
+        )
+    console.print(table)
+    metres = music["all"]["time_signatures"]
+    if metres:
+        most = sorted(metres.items(), key=lambda kv: (-kv[1], kv[0]))
+        console.print("time signatures (pieces): " + ", ".join(f"{k} {n:,}" for k, n in most), highlight=False)
+    untimed = music["all"]["pieces"] - music["all"]["pieces_with_tempo"]
+    if untimed:
+        console.print(f"{untimed:,} pieces have no tempo or metre (piano rolls): counted in beats only", highlight=False)
+
+
+def _hours(seconds: float) -> str:
+    """1234.5 -> '0:20:34'."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from musicrnn import __version__
 from musicrnn.codec import BOS, Codec, GridCodec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
-from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, load_midi_batch, piece_index
+from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, beats_to_seconds_batch, load_midi_batch, piece_index
 from musicrnn.sources import (
     KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
@@ -58,8 +58,10 @@ MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 CHUNK_FILES = 64  # MIDI files per worker task: per-file numpy overhead and messages shrink with it
 # <split>.index.tsv: one row per piece; the columns after the counts come from the piece's info
-INDEX_INFO = ("split_key", "key", "key_source", "shift")
+INDEX_INFO = ("split_key", "beats", "seconds", "bpm", "bpm_min", "bpm_max", "time_signatures", "key", "key_source",
+              "shift")
 INDEX_COLUMNS = ("name", "tokens", "notes", "frames", *INDEX_INFO)
+MUSIC_INFO = ("beats", "seconds", "bpm", "bpm_min", "bpm_max", "time_signatures")
 
 
 @dataclass
@@ -72,6 +74,7 @@ class SplitWriter:
     index: list[tuple] = field(default_factory=list)
     notes: int = 0
     frames: int = 0
+    music: list[tuple] = field(default_factory=list)  # per piece: (notes, info) for music_summary
 
     def __post_init__(self) -> None:
         self.fh = open(self.folder / f"{self.split}.tokens", "wb", buffering=1 << 20)  # few large writes
@@ -81,6 +84,7 @@ class SplitWriter:
         self.fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
         self.offsets.append(self.offsets[-1] + len(tokens))
         self.index.append((name, len(tokens), notes, frames, *(_cell(info.get(k)) for k in INDEX_INFO)))
+        self.music.append((notes, {k: info[k] for k in MUSIC_INFO if k in info}))
         self.notes += notes
         self.frames += frames
 
@@ -110,6 +114,29 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return " ".join(str(value).split())
+
+
+def music_summary(pieces: list[tuple[int, dict]]) -> dict:
+    """Durations, tempi, metres and note rate of ``(notes, info)`` pieces (info: their
+    :data:`MUSIC_INFO` columns; pieces without a tempo, like .mat rolls, count for beats only)."""
+    beats = [i["beats"] for _, i in pieces if "beats" in i]
+    timed = [(n, i) for n, i in pieces if "seconds" in i]
+    seconds = [i["seconds"] for _, i in timed]
+    metres: Counter = Counter(m for _, i in timed for m in i["time_signatures"].split())
+
+    def total_mean(values: list[float]) -> dict | None:
+        return {"total": float(sum(values)), "mean": float(sum(values) / len(values))} if values else None
+
+    return {
+        "pieces": len(pieces),
+        "pieces_with_tempo": len(timed),
+        "beats": total_mean(beats),
+        "seconds": total_mean(seconds),
+        "bpm": {"min": min(i["bpm_min"] for _, i in timed), "median": float(np.median([i["bpm"] for _, i in timed])),
+                "max": max(i["bpm_max"] for _, i in timed)} if timed else None,
+        "time_signatures": dict(sorted(metres.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "notes_per_second": sum(n for n, _ in timed) / sum(seconds) if timed and sum(seconds) > 0 else None,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -249,6 +276,8 @@ def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = Inges
     tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][chosen], start, end, chosen_bounds, list(tempo_maps))
     in_range = (pitch >= codec.min_pitch) & (pitch <= codec.max_pitch)
     kept = np.bincount(piece[in_range], minlength=len(batch)).tolist()
+    for info, music in zip(infos, _music(piece[in_range], end[in_range], list(tempo_maps), batch.maps, shifts)):
+        info.update(music)
     tracks = piece_tracks(batch, chosen)
     reasons = [_empty_reason(codec, options.tracks, t, c) if not (k and n) else None
                for k, n, t, c in zip(kept, np.diff(token_bounds).tolist(), tracks, np.diff(chosen_bounds).tolist())]
@@ -270,6 +299,55 @@ def _key_shifts(pitch: np.ndarray, duration: np.ndarray, piece: np.ndarray, drum
         infos.append({"key": str(key), "key_source": KEY_ANNOTATION if given else f"estimated ({guess.score:.2f})",
                       "shift": shifts[-1]})
     return np.array(shifts, np.int16), infos
+
+def _music(piece: np.ndarray, end: np.ndarray, tempo_maps: list[list[tuple[float, float]]], maps: list[Maps],
+           shifts: tuple[float, ...]) -> list[dict]:
+    """Per piece (rows of ``piece``, sorted; ``end`` in beats after its bar shift), the
+    index.tsv columns ``data stats`` sums up: its length in beats (from the start of its first
+    bar to its last note's end) and seconds (through its tempo map, one call for the batch),
+    its tempo (median over its beats, lowest, highest) and the time signatures in force."""
+    n = len(tempo_maps)
+    bounds = np.searchsorted(piece, np.arange(n + 1))
+    beats = np.zeros(n)
+    has = np.diff(bounds) > 0
+    if has.any():
+        beats[has] = np.maximum.reduceat(end, bounds[:-1][has])
+    seconds = beats_to_seconds_batch(tempo_maps, np.arange(n + 1), beats[None, :])[0]
+    out = []
+    for i, (tempos, (_, sigs)) in enumerate(zip(tempo_maps, maps)):
+        median, low, high = _tempo_spread(tempos, float(beats[i]))
+        out.append({"beats": float(beats[i]), "seconds": float(seconds[i]), "bpm": median, "bpm_min": low,
+                    "bpm_max": high, "time_signatures": " ".join(_metres(sigs, shifts[i], shifts[i] + float(beats[i])))})
+    return out
+
+
+def _tempo_spread(tempos: list[tuple[float, float]], length: float) -> tuple[float, float, float]:
+    """The median tempo over beats 0..``length`` (each tempo weighted by the beats it lasts),
+    and the lowest and highest tempo in force there."""
+    spans = [(bpm, min(length, nxt) - max(0.0, beat))
+             for (beat, bpm), nxt in zip(tempos, [t[0] for t in tempos[1:]] + [math.inf])]
+    spans = [(bpm, w) for bpm, w in spans if w > 0] or [(tempos[0][1], 1.0)]
+    spans.sort()
+    half, acc = sum(w for _, w in spans) / 2, 0.0
+    median = spans[-1][0]
+    for bpm, w in spans:
+        acc += w
+        if acc >= half:
+            median = bpm
+            break
+    return median, spans[0][0], spans[-1][0]
+
+
+def _metres(sigs: list[tuple[float, int, int]], start: float, stop: float) -> list[str]:
+    """The time signatures in force at some beat in [``start``, ``stop``), in order, once each."""
+    seen: list[str] = []
+    for (beat, num, den), nxt in zip(sigs, [s[0] for s in sigs[1:]] + [math.inf]):
+        if beat < stop and nxt > start or beat <= start < nxt:
+            name = f"{num}/{den}"
+            if name not in seen:
+                seen.append(name)
+    return seen
+
 
 def _empty_reason(codec: Codec, choice: TrackChoice, tracks: list[tuple[str, bool, bool]], chosen: int) -> str:
     """Why a piece without tokens is rejected: none of its tracks chosen, or no note in range."""
@@ -376,12 +454,13 @@ def _mat_results(items: list[Item], codec: Codec, key_normalise: bool = False) -
         if key not in cache:
             cache[key] = mat_rolls(item.path, key[1])
         roll = cache[key][item.index]
-        info: dict = {}
+        info: dict = {"beats": roll.shape[0] * mat_frame_beats(item.path)}  # rolls have no tempo or metre
         if key_normalise:
             on = np.nonzero(roll)
-            shifts, [info] = _key_shifts(on[1] + MAT_LOWEST_PITCH, np.ones(len(on[0])), np.zeros(len(on[0]), np.int64),
+            shifts, [key_info] = _key_shifts(on[1] + MAT_LOWEST_PITCH, np.ones(len(on[0])), np.zeros(len(on[0]), np.int64),
                                          np.zeros(len(on[0]), np.bool_), [None])
             roll = _shift_roll(roll, int(shifts[0]))
+            info.update(key_info)
         frame_beats = mat_frame_beats(item.path)
         exact = (
             isinstance(codec, GridCodec)
@@ -495,6 +574,8 @@ def prepare(
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         counts = {s: w.close() for s, w in writers.items()}
+        music = {s: music_summary(w.music) for s, w in writers.items()}
+        music["all"] = music_summary([m for w in writers.values() for m in w.music])
         if sum(c["pieces"] for c in counts.values()) == 0:
             raise DataError(
                 f"no usable pieces in {', '.join(sources)} ({len(rejected)} rejected; see the reasons above)"
@@ -516,6 +597,7 @@ def prepare(
             "files_seen": len(items),
             "tracks": _track_summary(options.tracks, tracks),
             "key_normalise": _key_summary(keys) if options.key_normalise else None,
+            "music": music,
             "rejected": [{"file": n, "reason": r} for n, r in rejected],
         }
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
@@ -609,10 +691,10 @@ def track_summary_line(manifest: dict, most: int = 8) -> str | None:
     parts = []
     for field_name, verb, what in (("kept", "merged", "track"), ("drums_kept", "kept", "drum track"),
                                    ("dropped", "dropped", "track"), ("drums_dropped", "dropped", "drum track")):
-        named = tracks.get(field_name) or {}
+        named = sorted((tracks.get(field_name) or {}).items(), key=lambda kv: (-kv[1], kv[0]))  # JSON sorts by name
         if named:
-            total = sum(named.values())
-            shown = ", ".join(f"{name} x{n:,}" for name, n in list(named.items())[:most])
+            total = sum(n for _, n in named)
+            shown = ", ".join(f"{name} x{n:,}" for name, n in named[:most])
             more = f" and {len(named) - most:,} more names" if len(named) > most else ""
             parts.append(f"{verb} {total:,} {what}{'s' if total != 1 else ''}: {shown}{more}")
     return "; ".join(parts) or None
@@ -740,4 +822,6 @@ def data_stats(folder: str | os.PathLike, top: int = 10) -> dict:
     stats["pitch_range"] = (min(pitches), max(pitches)) if pitches else None
     stats["vocab_used"] = len(hist)
     stats["vocab_size"] = codec.vocab_size
+    stats["music"] = manifest.get("music")  # None: prepared before musicrnn recorded it
+    stats["manifest"] = manifest
     return stats

@@ -409,7 +409,7 @@ MUSIC21_SUFFIXES = {".mxl", ".xml", ".musicxml", ".krn", ".abc", ".mid", ".midi"
 
 
 def _score_to_piece(score, source: str) -> Piece:
-    from music21 import tempo
+    from music21 import meter, tempo
 
     rows = []
     for n in score.flatten().notes:
@@ -422,7 +422,11 @@ def _score_to_piece(score, source: str) -> Piece:
         notes["pitch"], notes["velocity"], notes["start"], notes["end"] = arr.T
     marks = list(score.flatten().getElementsByClass(tempo.MetronomeMark))
     bpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else 120.0
-    return Piece(notes[notes["end"] > notes["start"]], tempos=[(0.0, bpm)], source=source)
+    sigs = sorted({(float(ts.offset), int(ts.numerator), int(ts.denominator))
+                   for ts in score.flatten().getElementsByClass(meter.TimeSignature)})
+    if not sigs or sigs[0][0] > 0:
+        sigs.insert(0, (0.0, 4, 4))
+    return Piece(notes[notes["end"] > notes["start"]], tempos=[(0.0, bpm)], time_signatures=sigs, source=source)
 
 
 def load_music21(path: str) -> list[tuple[str, Piece]]:

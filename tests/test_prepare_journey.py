@@ -249,3 +249,83 @@ def test_key_normalise_drops_notes_pushed_out_of_range_as_the_codec_does(tmp_pat
     assert result.exit_code == 0, result.output
     assert max(song) <= 90 and pitches_by_file(out)["high.mid"] == {p + 6 for p in song if p + 6 <= 90}
     assert index_rows(out)["src/high.mid"]["notes"] == str(sum(p + 6 <= 90 for p in song))
+
+
+# --------------------------------------------------------------------------------------------
+# data stats: durations, tempi, metres, notes per second
+# --------------------------------------------------------------------------------------------
+
+
+def write_tempo_change_song(path: Path) -> Path:
+    """8 one-beat notes: 4 beats at 120 BPM in 2/4, then 4 at 60 BPM in 6/8 (6 s in all)."""
+    import mido
+
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    meta = mido.MidiTrack([
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(120), time=0),
+        mido.MetaMessage("time_signature", numerator=2, denominator=4, time=0),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(60), time=4 * 480),
+        mido.MetaMessage("time_signature", numerator=6, denominator=8, time=0),
+    ])
+    notes = mido.MidiTrack()
+    for p in range(60, 68):
+        notes += [mido.Message("note_on", note=p, velocity=80, time=0), mido.Message("note_off", note=p, time=480)]
+    mid.tracks += [meta, notes]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mid.save(str(path))
+    return path
+
+
+def test_stats_show_durations_tempi_metres_and_note_rate(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_song(src / "a.mid", [("PIANO", 0, False, list(range(60, 68)))], bpm=120, metre=(4, 4), beat=0.5)  # 4 beats, 2 s
+    write_song(src / "b.mid", [("PIANO", 0, False, list(range(60, 66)))], bpm=60, metre=(3, 4), beat=1.0)  # 6 beats, 6 s
+    write_tempo_change_song(src / "c.mid")  # 8 beats, 6 s
+    out = tmp_path / "d"
+    assert prepare(src, out, "--split", "1,0,0").exit_code == 0
+    music = read_manifest(out)["music"]
+    assert music["train"] == music["all"]
+    m = music["all"]
+    assert (m["pieces"], m["pieces_with_tempo"]) == (3, 3)
+    assert m["seconds"] == pytest.approx({"total": 14.0, "mean": 14.0 / 3})
+    assert m["beats"] == pytest.approx({"total": 18.0, "mean": 6.0})
+    assert m["bpm"] == pytest.approx({"min": 60.0, "median": 60.0, "max": 120.0})  # c.mid: as many beats at 60 as at 120
+    assert m["time_signatures"] == {"2/4": 1, "3/4": 1, "4/4": 1, "6/8": 1}
+    assert m["notes_per_second"] == pytest.approx(22 / 14)
+    assert music["valid"]["pieces"] == 0 and music["valid"]["seconds"] is None
+    rows = {Path(n).name: r for n, r in index_rows(out).items()}
+    assert (rows["c.mid"]["beats"], rows["c.mid"]["seconds"], rows["c.mid"]["bpm_min"], rows["c.mid"]["bpm_max"],
+            rows["c.mid"]["time_signatures"]) == ("8", "6", "60", "120", "2/4 6/8")
+
+    result = CliRunner().invoke(cli, ["data", "stats", str(out)], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    train = next(x for x in result.stdout.splitlines() if "BPM" in x and " train " in x)
+    for text in ("0:00:14", "4.7 s", "6.0", "60/60/120 BPM", "1.57"):
+        assert text in train, f"{text} missing from: {train}"
+    assert "time signatures (pieces): 2/4 1, 3/4 1, 4/4 1, 6/8 1" in result.stdout
+    assert "tracks: merged 3 tracks: PIANO x2, (unnamed) x1" in result.stdout
+
+
+def test_stats_of_an_older_data_folder_say_how_to_get_them(tmp_path: Path) -> None:
+    import json
+
+    src = tmp_path / "src"
+    write_song(src / "a.mid", [("PIANO", 0, False, [60, 62, 64])])
+    out = tmp_path / "d"
+    assert prepare(src, out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["music"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["data", "stats", str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "durations, tempi and metres: not recorded in this data folder" in result.stdout
+
+
+def test_music21_scores_keep_their_time_signatures(tmp_path: Path) -> None:
+    pytest.importorskip("music21", reason="music21 corpora need the optional 'corpora' extra")
+    from musicrnn.sources import load_music21
+
+    abc = tmp_path / "tunes.abc"
+    abc.write_text("X:1\nT:waltz\nM:3/4\nL:1/4\nK:G\nGAB|c2B|\n\nX:2\nT:jig\nM:6/8\nL:1/8\nK:D\nDFA dAF|\n")
+    pieces = load_music21(str(abc))
+    assert [p.time_signatures for _, p in pieces] == [[(0.0, 3, 4)], [(0.0, 6, 8)]]
