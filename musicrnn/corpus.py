@@ -679,13 +679,13 @@ def key_summary_line(manifest: dict) -> str | None:
     k = manifest.get("key_normalise")
     if not k:
         return None
-    shifts = ", ".join(f"{int(s):+d}: {n:,}" for s, n in k["shifts"].items())
+    shifts = ", ".join(f"{int(s):+d}: {n:,}" for s, n in sorted(k["shifts"].items(), key=lambda kv: int(kv[0])))
     return (f"moved into C major / A minor: keys from {KEY_ANNOTATION} {k['from_annotation']:,}, estimated "
             f"{k['estimated']:,}; pieces per shift {shifts}")
 
 
 def track_summary_line(manifest: dict, most: int = 8) -> str | None:
-    """What ``data prepare`` did with the tracks, in one line: "merged 2,718 tracks: MELODY x909,
+    """What ``data prepare`` did with the tracks, in one line: "merged 2,727 tracks: BRIDGE x909,
     ...; dropped 1 drum track: Drums x1"; None for data without tracks (.mat, music21)."""
     tracks = manifest.get("tracks") or {}
     parts = []

@@ -329,3 +329,14 @@ def test_music21_scores_keep_their_time_signatures(tmp_path: Path) -> None:
     abc.write_text("X:1\nT:waltz\nM:3/4\nL:1/4\nK:G\nGAB|c2B|\n\nX:2\nT:jig\nM:6/8\nL:1/8\nK:D\nDFA dAF|\n")
     pieces = load_music21(str(abc))
     assert [p.time_signatures for _, p in pieces] == [[(0.0, 3, 4)], [(0.0, 6, 8)]]
+
+
+def test_key_line_orders_shifts_by_number_after_a_json_round_trip() -> None:
+    import json
+
+    from musicrnn.corpus import key_summary_line
+
+    manifest = json.loads(json.dumps({"key_normalise": {"from_annotation": 3, "estimated": 1,
+                                                        "shifts": {"6": 1, "-1": 2, "-2": 1}}}, sort_keys=True))
+    assert key_summary_line(manifest).endswith("pieces per shift -2: 1, -1: 2, +6: 1")
+    assert key_summary_line({"key_normalise": None}) is None
