@@ -181,7 +181,7 @@ Result = tuple[str, "np.ndarray | None", int, "str | None", dict]
 class IngestOptions:
     """What ``prepare`` takes from each file besides the codec (sent to every worker)."""
 
-    tracks: TrackChoice = TrackChoice()
+    tracks: TrackChoice = field(default_factory=TrackChoice)
     key_normalise: bool = False  # transpose each piece by the home_shift of its key
 
 
@@ -300,6 +300,7 @@ def _key_shifts(pitch: np.ndarray, duration: np.ndarray, piece: np.ndarray, drum
                       "shift": shifts[-1]})
     return np.array(shifts, np.int16), infos
 
+
 def _music(piece: np.ndarray, end: np.ndarray, tempo_maps: list[list[tuple[float, float]]], maps: list[Maps],
            shifts: tuple[float, ...]) -> list[dict]:
     """Per piece (rows of ``piece``, sorted; ``end`` in beats after its bar shift), the
@@ -376,7 +377,7 @@ def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float
 def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int], options: IngestOptions,
              annotated: list[Key | None] | None = None) -> Encoded:
     """:func:`encode_pieces` as one message for the parent."""
-    enc = encode_pieces(codec, batch, options, annotated) if annotated else encode_pieces(codec, batch, options)
+    enc = encode_pieces(codec, batch, options, annotated)
     return Encoded(names, enc.tokens, enc.bounds, [0 if r else k for k, r in zip(enc.notes, enc.reasons)],
                    enc.reasons, per_item, enc.infos, enc.tracks)
 

@@ -57,7 +57,7 @@ class Item:
 
     def piece_key(self, piece_name: str) -> str:
         """The split key of one of this item's pieces (a song-book tune adds its '#N')."""
-        suffix = piece_name[len(self.name):] if piece_name.startswith(self.name) else ""
+        suffix = piece_name.removeprefix(self.name) if piece_name.startswith(self.name) else ""
         return (self.key or self.name) + suffix
 
 

@@ -186,8 +186,8 @@ def test_tracks_on_a_source_without_tracks_is_refused(jsb_path: Path, tmp_path: 
     result = prepare(jsb_path, tmp_path / "o", "--codec", "grid", "--tracks", "PIANO")
     assert result.exit_code == 1
     lines = [x for x in result.stderr.splitlines() if x.strip()]
-    assert lines == [f"error: {jsb_path}: --tracks and --programs choose tracks of MIDI files, and this source has "
-                     "none; prepare it without them (into its own data folder)"]
+    assert lines == [(f"error: {jsb_path}: --tracks and --programs choose tracks of MIDI files, and this source has "
+                      "none; prepare it without them (into its own data folder)")]
 
 
 # --------------------------------------------------------------------------------------------
