@@ -28,28 +28,40 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from musicrnn import __version__
 from musicrnn.codec import BOS, Codec, GridCodec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
-from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, load_midi_batch, piece_index
+from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, beats_to_seconds_batch, load_midi_batch, piece_index
 from musicrnn.sources import (
+    KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
+    SPLIT_RULE,
     Item,
+    TrackChoice,
     choose_split,
+    chosen_notes,
     find_items,
     load_item,
     mat_frame_beats,
     mat_rolls,
+    piece_tracks,
+    read_key_annotation,
     roll_to_notes,
 )
+from musicrnn.tonality import Key, estimate_keys, home_shift, pitch_class_profiles
 
 MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
 CHUNK_FILES = 64  # MIDI files per worker task: per-file numpy overhead and messages shrink with it
+# <split>.index.tsv: one row per piece; the columns after the counts come from the piece's info
+INDEX_INFO = ("split_key", "beats", "seconds", "bpm", "bpm_min", "bpm_max", "time_signatures", "key", "key_source",
+              "shift")
+INDEX_COLUMNS = ("name", "tokens", "notes", "frames", *INDEX_INFO)
+MUSIC_INFO = ("beats", "seconds", "bpm", "bpm_min", "bpm_max", "time_signatures")
 
 
 @dataclass
@@ -59,17 +71,20 @@ class SplitWriter:
     folder: Path
     split: str
     offsets: list[int] = field(default_factory=lambda: [0])
-    index: list[tuple[str, int, int, int]] = field(default_factory=list)
+    index: list[tuple] = field(default_factory=list)
     notes: int = 0
     frames: int = 0
+    music: list[tuple] = field(default_factory=list)  # per piece: (notes, info) for music_summary
 
     def __post_init__(self) -> None:
         self.fh = open(self.folder / f"{self.split}.tokens", "wb", buffering=1 << 20)  # few large writes
 
-    def add(self, name: str, tokens: np.ndarray, notes: int, frames: int) -> None:
+    def add(self, name: str, tokens: np.ndarray, notes: int, frames: int, info: dict) -> None:
+        """Append a piece; ``info`` holds its :data:`INDEX_INFO` columns (missing ones are blank)."""
         self.fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
         self.offsets.append(self.offsets[-1] + len(tokens))
-        self.index.append((name, len(tokens), notes, frames))
+        self.index.append((name, len(tokens), notes, frames, *(_cell(info.get(k)) for k in INDEX_INFO)))
+        self.music.append((notes, {k: info[k] for k in MUSIC_INFO if k in info}))
         self.notes += notes
         self.frames += frames
 
@@ -77,7 +92,7 @@ class SplitWriter:
         self.fh.close()
         np.save(self.folder / f"{self.split}.offsets.npy", np.asarray(self.offsets, np.int64))
         with open(self.folder / f"{self.split}.index.tsv", "w", encoding="utf-8") as fh:
-            fh.write("name\ttokens\tnotes\tframes\n")
+            fh.write("\t".join(INDEX_COLUMNS) + "\n")
             for row in self.index:
                 fh.write("\t".join(str(x) for x in row) + "\n")
         return {
@@ -90,6 +105,38 @@ class SplitWriter:
                 f"{self.split}.offsets.npy": _sha256(self.folder / f"{self.split}.offsets.npy"),
             },
         }
+
+
+def _cell(value: object) -> str:
+    """One index.tsv cell: blank for unknown, short floats, no tabs or newlines."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return " ".join(str(value).split())
+
+
+def music_summary(pieces: list[tuple[int, dict]]) -> dict:
+    """Durations, tempi, metres and note rate of ``(notes, info)`` pieces (info: their
+    :data:`MUSIC_INFO` columns; pieces without a tempo, like .mat rolls, count for beats only)."""
+    beats = [i["beats"] for _, i in pieces if "beats" in i]
+    timed = [(n, i) for n, i in pieces if "seconds" in i]
+    seconds = [i["seconds"] for _, i in timed]
+    metres: Counter = Counter(m for _, i in timed for m in i["time_signatures"].split())
+
+    def total_mean(values: list[float]) -> dict | None:
+        return {"total": float(sum(values)), "mean": float(sum(values) / len(values))} if values else None
+
+    return {
+        "pieces": len(pieces),
+        "pieces_with_tempo": len(timed),
+        "beats": total_mean(beats),
+        "seconds": total_mean(seconds),
+        "bpm": {"min": min(i["bpm_min"] for _, i in timed), "median": float(np.median([i["bpm"] for _, i in timed])),
+                "max": max(i["bpm_max"] for _, i in timed)} if timed else None,
+        "time_signatures": dict(sorted(metres.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "notes_per_second": sum(n for n, _ in timed) / sum(seconds) if timed and sum(seconds) > 0 else None,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -126,7 +173,27 @@ def _worker_codec(codec_json: str) -> Codec:
     return _WORKER_CODEC[1]
 
 
-Result = tuple[str, "np.ndarray | None", int, "str | None"]  # (piece name, tokens, notes kept, rejection reason)
+# (piece name, tokens, notes kept, rejection reason, info: the piece's index.tsv columns)
+Result = tuple[str, "np.ndarray | None", int, "str | None", dict]
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """What ``prepare`` takes from each file besides the codec (sent to every worker)."""
+
+    tracks: TrackChoice = field(default_factory=TrackChoice)
+    key_normalise: bool = False  # transpose each piece by the home_shift of its key
+
+
+class EncodedPieces(NamedTuple):
+    """:func:`encode_pieces`' answer for a batch of pieces."""
+
+    tokens: np.ndarray  # all the pieces' tokens
+    bounds: np.ndarray  # piece i is tokens[bounds[i]:bounds[i + 1]]
+    notes: list[int]  # notes each piece kept
+    reasons: list[str | None]  # why each piece is rejected, or None
+    infos: list[dict]  # each piece's index.tsv columns
+    tracks: Counter  # (track name, is drum, kept) over the tracks of the accepted pieces
 
 
 @dataclass
@@ -141,6 +208,12 @@ class Encoded:
     notes: list[int]
     reasons: list[str | None]
     per_item: list[int]
+    infos: list[dict] = field(default_factory=list)
+    tracks: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if not self.infos:
+            self.infos = [{} for _ in self.names]
 
     @classmethod
     def join(cls, parts: list["Encoded"]) -> "Encoded":
@@ -153,6 +226,8 @@ class Encoded:
             [n for part in parts for n in part.notes],
             [r for part in parts for r in part.reasons],
             [k for part in parts for k in part.per_item],
+            [info for part in parts for info in part.infos],
+            sum((part.tracks for part in parts), Counter()),
         )
 
     @classmethod
@@ -160,42 +235,130 @@ class Encoded:
         return cls([name], np.zeros(0, np.uint16), np.zeros(2, np.int64), [0], [reason], [1])
 
     def items(self) -> Iterator[list[Result]]:
-        """Per item, its pieces as (name, tokens or None, notes, reason)."""
+        """Per item, its pieces as (name, tokens or None, notes, reason, info)."""
         i = 0
         for count in self.per_item:
             yield [
                 (self.names[k], None if self.reasons[k] else self.tokens[self.bounds[k] : self.bounds[k + 1]],
-                 self.notes[k], self.reasons[k])
+                 self.notes[k], self.reasons[k], self.infos[k])
                 for k in range(i, i + count)
             ]
             i += count
 
 
-def encode_pieces(codec: Codec, batch: NoteBatch) -> tuple[np.ndarray, np.ndarray, list[int], list[str | None]]:
+def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = IngestOptions(),
+                  annotated: list[Key | None] | None = None) -> EncodedPieces:
     """The pieces of ``batch`` (note columns as :func:`~musicrnn.midi.load_midi_batch` gives
-    them, times in beats) -> all their tokens, the pieces' bounds in them, the notes each kept,
-    and per piece a rejection reason or None. Each piece is first moved earlier by whole bars so
-    it starts in its first bar (keeps the metre); drums are left out."""
+    them, times in beats) -> their tokens, with what each kept and why a piece is rejected.
+    Only the notes of the tracks ``options.tracks`` chooses are kept (by default: every pitched
+    track, no drums). Each piece is first moved earlier by whole bars so its first kept note is
+    in its first bar (keeps the metre). With ``options.key_normalise`` each piece is transposed
+    into its home key (:func:`_key_shifts`; ``annotated`` keys win over estimated ones)."""
     cols, bounds = batch.cols, batch.bounds
-    counts = np.diff(bounds)
+    chosen = chosen_notes(batch, options.tracks)
+    piece = piece_index(bounds)[chosen]
+    pitch, start, end = cols["pitch"][chosen], cols["start"][chosen], cols["end"][chosen]
+    infos: list[dict] = [{} for _ in range(len(batch))]
+    if options.key_normalise:
+        drum = cols["is_drum"][chosen]
+        shifts_by_piece, infos = _key_shifts(pitch, end - start, piece, drum, annotated or [None] * len(batch))
+        pitch = pitch + (shifts_by_piece[piece] * ~drum).astype(pitch.dtype)  # drum keys are instruments: never moved
+    chosen_bounds = np.searchsorted(piece, np.arange(len(bounds)))
+    counts = np.diff(chosen_bounds)
     firsts = np.zeros(len(batch))
     if counts.any():
-        firsts[counts > 0] = np.minimum.reduceat(cols["start"], bounds[:-1][counts > 0])
+        firsts[counts > 0] = np.minimum.reduceat(start, chosen_bounds[:-1][counts > 0])
     shifts, tempo_maps = zip(*(_bar_shift(float(f), maps) if n else (0.0, maps[0])
                                for f, n, maps in zip(firsts.tolist(), counts.tolist(), batch.maps)))
-    pitched = ~cols["is_drum"]
-    piece = piece_index(bounds)[pitched]
-    pitch, start, end = cols["pitch"][pitched], cols["start"][pitched], cols["end"][pitched]
     if any(shifts):
         shift = np.array(shifts)[piece]
         start, end = start - shift, end - shift
-    pitched_bounds = np.searchsorted(piece, np.arange(len(bounds)))
-    tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][pitched], start, end, pitched_bounds, list(tempo_maps))
+    tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][chosen], start, end, chosen_bounds, list(tempo_maps))
     in_range = (pitch >= codec.min_pitch) & (pitch <= codec.max_pitch)
     kept = np.bincount(piece[in_range], minlength=len(batch)).tolist()
-    empty = f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
-    reasons = [None if k and n else empty for k, n in zip(kept, np.diff(token_bounds).tolist())]
-    return tokens, token_bounds, kept, reasons
+    for info, music in zip(infos, _music(piece[in_range], end[in_range], list(tempo_maps), batch.maps, shifts)):
+        info.update(music)
+    tracks = piece_tracks(batch, chosen)
+    reasons = [_empty_reason(codec, options.tracks, t, c) if not (k and n) else None
+               for k, n, t, c in zip(kept, np.diff(token_bounds).tolist(), tracks, np.diff(chosen_bounds).tolist())]
+    report = Counter(t for ts, r in zip(tracks, reasons) if r is None for t in ts)
+    return EncodedPieces(tokens, token_bounds, kept, reasons, infos, report)
+
+
+def _key_shifts(pitch: np.ndarray, duration: np.ndarray, piece: np.ndarray, drum: np.ndarray,
+                annotated: list[Key | None]) -> tuple[np.ndarray, list[dict]]:
+    """Per piece, the shift into its home key (:func:`~musicrnn.tonality.home_shift`) and its
+    index.tsv columns: its key (annotated, else estimated by Krumhansl–Schmuckler from the
+    duration-weighted pitch classes of its pitched notes; one matrix product for the batch)."""
+    pitched = ~drum
+    estimated = estimate_keys(pitch_class_profiles(pitch[pitched], duration[pitched], piece[pitched], len(annotated)))
+    shifts, infos = [], []
+    for given, guess in zip(annotated, estimated):
+        key = given or guess
+        shifts.append(home_shift(key))
+        infos.append({"key": str(key), "key_source": KEY_ANNOTATION if given else f"estimated ({guess.score:.2f})",
+                      "shift": shifts[-1]})
+    return np.array(shifts, np.int16), infos
+
+
+def _music(piece: np.ndarray, end: np.ndarray, tempo_maps: list[list[tuple[float, float]]], maps: list[Maps],
+           shifts: tuple[float, ...]) -> list[dict]:
+    """Per piece (rows of ``piece``, sorted; ``end`` in beats after its bar shift), the
+    index.tsv columns ``data stats`` sums up: its length in beats (from the start of its first
+    bar to its last note's end) and seconds (through its tempo map, one call for the batch),
+    its tempo (median over its beats, lowest, highest) and the time signatures in force."""
+    n = len(tempo_maps)
+    bounds = np.searchsorted(piece, np.arange(n + 1))
+    beats = np.zeros(n)
+    has = np.diff(bounds) > 0
+    if has.any():
+        beats[has] = np.maximum.reduceat(end, bounds[:-1][has])
+    seconds = beats_to_seconds_batch(tempo_maps, np.arange(n + 1), beats[None, :])[0]
+    out = []
+    for i, (tempos, (_, sigs)) in enumerate(zip(tempo_maps, maps)):
+        median, low, high = _tempo_spread(tempos, float(beats[i]))
+        out.append({"beats": float(beats[i]), "seconds": float(seconds[i]), "bpm": median, "bpm_min": low,
+                    "bpm_max": high, "time_signatures": " ".join(_metres(sigs, shifts[i], shifts[i] + float(beats[i])))})
+    return out
+
+
+def _tempo_spread(tempos: list[tuple[float, float]], length: float) -> tuple[float, float, float]:
+    """The median tempo over beats 0..``length`` (each tempo weighted by the beats it lasts),
+    and the lowest and highest tempo in force there."""
+    spans = [(bpm, min(length, nxt) - max(0.0, beat))
+             for (beat, bpm), nxt in zip(tempos, [t[0] for t in tempos[1:]] + [math.inf])]
+    spans = [(bpm, w) for bpm, w in spans if w > 0] or [(tempos[0][1], 1.0)]
+    spans.sort()
+    half, acc = sum(w for _, w in spans) / 2, 0.0
+    median = spans[-1][0]
+    for bpm, w in spans:
+        acc += w
+        if acc >= half:
+            median = bpm
+            break
+    return median, spans[0][0], spans[-1][0]
+
+
+def _metres(sigs: list[tuple[float, int, int]], start: float, stop: float) -> list[str]:
+    """The time signatures in force at some beat in [``start``, ``stop``), in order, once each."""
+    seen: list[str] = []
+    for (beat, num, den), nxt in zip(sigs, [s[0] for s in sigs[1:]] + [math.inf]):
+        if beat < stop and nxt > start or beat <= start < nxt:
+            name = f"{num}/{den}"
+            if name not in seen:
+                seen.append(name)
+    return seen
+
+
+def _empty_reason(codec: Codec, choice: TrackChoice, tracks: list[tuple[str, bool, bool]], chosen: int) -> str:
+    """Why a piece without tokens is rejected: none of its tracks chosen, or no note in range."""
+    if chosen == 0 and tracks:
+        if choice.is_default and all(drum for _, drum, _ in tracks):
+            return "no pitched notes (only drum tracks, which are dropped; --drums keep keeps them)"
+        names = [f"{name} (drums)" if drum else name for name, drum, _ in tracks]
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        return f"none of its tracks is chosen by {choice.describe()}; its tracks: {shown}"
+    return f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
 
 
 def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float]]]:
@@ -211,10 +374,12 @@ def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float
     return shift, [(0.0, in_force)] + [(b - shift, bpm) for b, bpm in tempos if b > shift]
 
 
-def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int]) -> Encoded:
+def _encoded(codec: Codec, names: list[str], batch: NoteBatch, per_item: list[int], options: IngestOptions,
+             annotated: list[Key | None] | None = None) -> Encoded:
     """:func:`encode_pieces` as one message for the parent."""
-    tokens, bounds, kept, reasons = encode_pieces(codec, batch)
-    return Encoded(names, tokens, bounds, [0 if r else k for k, r in zip(kept, reasons)], reasons, per_item)
+    enc = encode_pieces(codec, batch, options, annotated)
+    return Encoded(names, enc.tokens, enc.bounds, [0 if r else k for k, r in zip(enc.notes, enc.reasons)],
+                   enc.reasons, per_item, enc.infos, enc.tracks)
 
 
 def _reason(item: Item, exc: Exception) -> str:
@@ -225,37 +390,48 @@ def _reason(item: Item, exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"  # a parser bug must not stop a 100k-file run
 
 
-def encode_chunk(job: tuple[list[Item], str]) -> Encoded:
-    """Worker: a chunk of items (MIDI files, or one other item: see :func:`_chunks`) -> their
-    pieces, encoded together. A file that fails is rejected alone; should the chunk as a whole
-    fail, each item is tried on its own."""
-    items, codec_json = job
+def encode_chunk(job: tuple) -> Encoded:
+    """Worker: ``(items, codec JSON[, IngestOptions])``, a chunk of items (MIDI files, or one
+    other item: see :func:`_chunks`) -> their pieces, encoded together. A file that fails is
+    rejected alone; should the chunk as a whole fail, each item is tried on its own."""
+    items, codec_json, *rest = job
+    options = rest[0] if rest else IngestOptions()
     codec = _worker_codec(codec_json)
     try:
-        return _encode_midi(codec, items) if items[0].kind == "midi" else _encode_other(codec, items[0])
+        if items[0].kind == "midi":
+            return _encode_midi(codec, items, options)
+        return _encode_other(codec, items[0], options)
     except Exception as exc:
         if len(items) == 1:
             return Encoded.rejected(items[0].name, _reason(items[0], exc))
-        return Encoded.join([encode_chunk(([it], codec_json)) for it in items])
+        return Encoded.join([encode_chunk(([it], codec_json, options)) for it in items])
 
 
-def _encode_midi(codec: Codec, items: list[Item]) -> Encoded:
+def _encode_midi(codec: Codec, items: list[Item], options: IngestOptions) -> Encoded:
     batch, errors = load_midi_batch([it.path for it in items])
-    enc = _encoded(codec, [it.name for it in items], batch, [1] * len(items))
+    annotated: list[Key | None] = []
+    if options.key_normalise:
+        for i, item in enumerate(items):
+            try:
+                annotated.append(read_key_annotation(item.path))
+            except DataError as exc:
+                annotated.append(None)
+                errors[i] = errors[i] or exc
+    enc = _encoded(codec, [it.name for it in items], batch, [1] * len(items), options, annotated)
     for i, (item, exc) in enumerate(zip(items, errors)):
         if exc is not None:
             enc.reasons[i] = _reason(item, exc)
     return enc
 
 
-def _encode_other(codec: Codec, item: Item) -> Encoded:
+def _encode_other(codec: Codec, item: Item, options: IngestOptions) -> Encoded:
     """A music21 song book: its pieces, encoded together."""
     pieces = load_item(item)
     if not pieces:
         return Encoded([], np.zeros(0, np.uint16), np.zeros(1, np.int64), [], [], [0])
     batch = NoteBatch.join([({k: piece.notes[k] for k in NOTE_DTYPE.names}, (piece.tempos, piece.time_signatures))
                             for _, piece in pieces])
-    return _encoded(codec, [name for name, _ in pieces], batch, [len(pieces)])
+    return _encoded(codec, [name for name, _ in pieces], batch, [len(pieces)], options)
 
 
 def _chunks(items: list[Item], size: int) -> list[list[Item]]:
@@ -270,14 +446,22 @@ def _chunks(items: list[Item], size: int) -> list[list[Item]]:
     return chunks
 
 
-def _mat_results(items: list[Item], codec: Codec) -> Iterator[list[Result]]:
-    """Encode .mat pieces in this process (each file is read once)."""
+def _mat_results(items: list[Item], codec: Codec, key_normalise: bool = False) -> Iterator[list[Result]]:
+    """Encode .mat pieces in this process (each file is read once), each moved into its home
+    key (estimated) with ``key_normalise``."""
     cache: dict[tuple[str, str], list[np.ndarray]] = {}
     for item in items:
         key = (item.path, item.split or "train")
         if key not in cache:
             cache[key] = mat_rolls(item.path, key[1])
         roll = cache[key][item.index]
+        info: dict = {"beats": roll.shape[0] * mat_frame_beats(item.path)}  # rolls have no tempo or metre
+        if key_normalise:
+            on = np.nonzero(roll)
+            shifts, [key_info] = _key_shifts(on[1] + MAT_LOWEST_PITCH, np.ones(len(on[0])), np.zeros(len(on[0]), np.int64),
+                                         np.zeros(len(on[0]), np.bool_), [None])
+            roll = _shift_roll(roll, int(shifts[0]))
+            info.update(key_info)
         frame_beats = mat_frame_beats(item.path)
         exact = (
             isinstance(codec, GridCodec)
@@ -290,9 +474,20 @@ def _mat_results(items: list[Item], codec: Codec) -> Iterator[list[Result]]:
         # the published protocol (empty frames included)
         tokens = codec.encode_roll(roll) if exact else codec.encode(notes)
         if len(tokens) == 0:
-            yield [(item.name, None, 0, "empty piano roll")]
+            yield [(item.name, None, 0, "empty piano roll", info)]
         else:
-            yield [(item.name, tokens, len(notes), None)]
+            yield [(item.name, tokens, len(notes), None, info)]
+
+
+def _shift_roll(roll: np.ndarray, semitones: int) -> np.ndarray:
+    """A piano roll moved up by ``semitones``; pitches pushed off its keyboard are dropped."""
+    out = np.zeros_like(roll)
+    width = roll.shape[1]
+    if semitones >= 0:
+        out[:, semitones:] = roll[:, : width - semitones]
+    else:
+        out[:, :semitones] = roll[:, -semitones:]
+    return out
 
 
 def _open_output(out: Path) -> Path:
@@ -315,10 +510,14 @@ def prepare(
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    split_seed: int = 0,
+    options: IngestOptions = IngestOptions(),
 ) -> dict:
     """Prepare a data folder from ``sources`` and return its manifest.
 
-    Rejected pieces are listed (with reasons) in the manifest and ``rejected.tsv``; the call
+    Each piece goes to the split that a hash of its split key (its path relative to its source)
+    and ``split_seed`` chooses (:data:`~musicrnn.sources.SPLIT_RULE`); ``.mat`` pieces keep their
+    published split. Rejected pieces are listed (with reasons) in the manifest and ``rejected.tsv``; the call
     fails with :class:`DataError` only if no piece at all was usable.
     """
     if len(split) != 3 or any(x < 0 for x in split) or abs(sum(split) - 1.0) > 1e-6:
@@ -329,21 +528,26 @@ def prepare(
         found = find_items(src)
         if not found:
             raise DataError(f"{src}: no MIDI files found (looked for .mid .midi .kar .smf)")
+        if (options.tracks.names is not None or options.tracks.programs is not None) and found[0].kind != "midi":
+            raise DataError(f"{src}: --tracks and --programs choose tracks of MIDI files, and this source has "
+                            "none; prepare it without them (into its own data folder)")
         items += found
     tmp = _open_output(out)
     writers = {s: SplitWriter(tmp, s) for s in SPLITS}
     rejected: list[tuple[str, str]] = []
+    tracks: Counter = Counter()
+    keys: Counter = Counter()  # (key, from the annotation, shift) over the pieces kept
     codec_json = json.dumps(codec.to_dict(), sort_keys=True)
     workers = max(1, workers or os.cpu_count() or 1)
     file_items = [it for it in items if it.kind != "mat"]
     mat_items = [it for it in items if it.kind == "mat"]
     done = 0
     try:
-        results: Iterable[list[Result]] = _mat_results(mat_items, codec)
+        results: Iterable[list[Result]] = _mat_results(mat_items, codec, options.key_normalise)
         pool = None
         if file_items:
             size = max(1, min(CHUNK_FILES, len(file_items) // (workers * 8)))
-            jobs = [(chunk, codec_json) for chunk in _chunks(file_items, size)]
+            jobs = [(chunk, codec_json, options) for chunk in _chunks(file_items, size)]
             if workers > 1 and len(jobs) > 1:
                 importlib.import_module("symusic")  # once here, not in every forked worker
 
@@ -351,23 +555,28 @@ def prepare(
                 file_results = pool.map(encode_chunk, jobs)
             else:
                 file_results = map(encode_chunk, jobs)
-            results = _chain(results, (pieces for enc in file_results for pieces in enc.items()))
+            results = _chain(results, _file_pieces(file_results, tracks))
         try:
             all_items = mat_items + file_items  # the order results arrive in
             for item, pieces in zip(all_items, results):
                 done += 1
                 if progress:
                     progress(done, len(items))
-                for name, tokens, notes, reason in pieces:
+                for name, tokens, notes, reason, info in pieces:
                     if tokens is None:
                         rejected.append((name, reason or "unknown"))
                         continue
-                    s = item.split or choose_split(name, split)
-                    writers[s].add(name, tokens, notes, frame_count(codec, tokens))
+                    key = item.piece_key(name)
+                    s = item.split or choose_split(key, split, split_seed)
+                    writers[s].add(name, tokens, notes, frame_count(codec, tokens), {**info, "split_key": key})
+                    if "key" in info:
+                        keys[(info["key"], info["key_source"] == KEY_ANNOTATION, info["shift"])] += 1
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         counts = {s: w.close() for s, w in writers.items()}
+        music = {s: music_summary(w.music) for s, w in writers.items()}
+        music["all"] = music_summary([m for w in writers.values() for m in w.music])
         if sum(c["pieces"] for c in counts.values()) == 0:
             raise DataError(
                 f"no usable pieces in {', '.join(sources)} ({len(rejected)} rejected; see the reasons above)"
@@ -383,8 +592,13 @@ def prepare(
             "codec": codec.to_dict(),
             "sources": list(sources),
             "split_fractions": list(split),
+            "split": {"rule": SPLIT_RULE, "fractions": list(split), "seed": int(split_seed),
+                      "per_piece": "<split>.index.tsv: name, split_key"},
             "splits": counts,
             "files_seen": len(items),
+            "tracks": _track_summary(options.tracks, tracks),
+            "key_normalise": _key_summary(keys) if options.key_normalise else None,
+            "music": music,
             "rejected": [{"file": n, "reason": r} for n, r in rejected],
         }
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
@@ -415,6 +629,76 @@ def _swap_in(tmp: Path, out: Path) -> None:
             os.replace(old, out)  # put the old data back
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _file_pieces(encoded: Iterable[Encoded], tracks: Counter) -> Iterator[list[Result]]:
+    """The pieces of the workers' messages, item by item; their track counts go to ``tracks``."""
+    for enc in encoded:
+        tracks.update(enc.tracks)
+        yield from enc.items()
+
+
+def _track_summary(choice: TrackChoice, tracks: Counter) -> dict:
+    """The manifest's record of the track choice and of the tracks it kept and dropped (over
+    the pieces in the data), by name, most common first."""
+    out: dict = {"choice": choice.to_dict()}
+    for field_name, drum, kept in (("kept", False, True), ("dropped", False, False),
+                                   ("drums_kept", True, True), ("drums_dropped", True, False)):
+        named = Counter({name: n for (name, d, k), n in tracks.items() if d == drum and k == kept})
+        out[field_name] = dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
+
+
+KEY_RULE = (
+    "each piece is transposed by home_shift(key) semitones (-5..6), which moves the key's tonic to C "
+    f"(C major / C minor); key = the one covering most of the song in {KEY_ANNOTATION} beside "
+    "the MIDI file, else Krumhansl-Schmuckler (Krumhansl-Kessler profiles) on the duration-weighted pitch "
+    "classes of its pitched notes; notes pushed out of the codec's pitch range are dropped; drums never move"
+)
+
+
+def _key_summary(keys: Counter) -> dict:
+    """The manifest's record of key normalisation: the rule, and over the pieces kept, how many
+    keys came from annotations, each original key's count and each shift's count."""
+    by_key: Counter = Counter()
+    by_shift: Counter = Counter()
+    for (key, _, shift), n in keys.items():
+        by_key[key] += n
+        by_shift[str(shift)] += n
+    return {
+        "rule": KEY_RULE,
+        "from_annotation": sum(n for (_, given, _), n in keys.items() if given),
+        "estimated": sum(n for (_, given, _), n in keys.items() if not given),
+        "keys": dict(sorted(by_key.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "shifts": dict(sorted(by_shift.items(), key=lambda kv: int(kv[0]))),
+        "per_piece": "<split>.index.tsv: key, key_source, shift",
+    }
+
+
+def key_summary_line(manifest: dict) -> str | None:
+    """One line on key normalisation for ``data prepare``'s summary, or None if it was off."""
+    k = manifest.get("key_normalise")
+    if not k:
+        return None
+    shifts = ", ".join(f"{int(s):+d}: {n:,}" for s, n in sorted(k["shifts"].items(), key=lambda kv: int(kv[0])))
+    return (f"tonic moved to C (C major / C minor): keys from {KEY_ANNOTATION} {k['from_annotation']:,}, estimated "
+            f"{k['estimated']:,}; pieces per shift {shifts}")
+
+
+def track_summary_line(manifest: dict, most: int = 8) -> str | None:
+    """What ``data prepare`` did with the tracks, in one line: "merged 2,727 tracks: BRIDGE x909,
+    ...; dropped 1 drum track: Drums x1"; None for data without tracks (.mat, music21)."""
+    tracks = manifest.get("tracks") or {}
+    parts = []
+    for field_name, verb, what in (("kept", "merged", "track"), ("drums_kept", "kept", "drum track"),
+                                   ("dropped", "dropped", "track"), ("drums_dropped", "dropped", "drum track")):
+        named = sorted((tracks.get(field_name) or {}).items(), key=lambda kv: (-kv[1], kv[0]))  # JSON sorts by name
+        if named:
+            total = sum(n for _, n in named)
+            shown = ", ".join(f"{name} x{n:,}" for name, n in named[:most])
+            more = f" and {len(named) - most:,} more names" if len(named) > most else ""
+            parts.append(f"{verb} {total:,} {what}{'s' if total != 1 else ''}: {shown}{more}")
+    return "; ".join(parts) or None
 
 
 def _chain(*iterables):
@@ -539,4 +823,6 @@ def data_stats(folder: str | os.PathLike, top: int = 10) -> dict:
     stats["pitch_range"] = (min(pitches), max(pitches)) if pitches else None
     stats["vocab_used"] = len(hist)
     stats["vocab_size"] = codec.vocab_size
+    stats["music"] = manifest.get("music")  # None: prepared before musicrnn recorded it
+    stats["manifest"] = manifest
     return stats

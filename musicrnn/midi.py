@@ -113,6 +113,13 @@ class NoteBatch:
     cols: Columns
     bounds: np.ndarray
     maps: list[Maps]
+    # per piece, the names of its tracks by the ``track`` column's numbers (MIDI files only:
+    # an empty list for pieces without tracks)
+    track_names: list[list[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.track_names:
+            self.track_names = [[] for _ in self.maps]
 
     @classmethod
     def join(cls, pieces: list[tuple[Columns, Maps]]) -> "NoteBatch":
@@ -214,6 +221,7 @@ class _ScoreNotes(NamedTuple):
     programs: np.ndarray
     indices: np.ndarray  # the tracks' places in the file
     drums: list[bool]
+    names: list[str]  # every track's name, by place (tracks without notes too)
 
 
 def _from_symusic(path: Path, data: bytes) -> tuple[_ScoreNotes, Maps]:
@@ -231,6 +239,7 @@ def _from_symusic(path: Path, data: bytes) -> tuple[_ScoreNotes, Maps]:
         np.array([t.program for _, t, _ in tracks], np.int16),
         np.array([ti for ti, _, _ in tracks], np.int16),
         [t.is_drum for _, t, _ in tracks],
+        [t.name for t in score.tracks],
     )
     tempos = [(t.time / tpq, float(t.qpm)) for t in score.tempos]
     sigs = [(s.time / tpq, int(s.numerator), int(s.denominator)) for s in score.time_signatures]
@@ -270,7 +279,7 @@ def _no_notes() -> Columns:
     return {name: np.zeros(0, NOTE_DTYPE[name]) for name in NOTE_DTYPE.names}
 
 
-def _from_mido(path: Path) -> tuple[Columns, Maps]:
+def _from_mido(path: Path) -> tuple[Columns, Maps, list[str]]:
     import mido
 
     mid = mido.MidiFile(str(path), clip=True)
@@ -280,6 +289,7 @@ def _from_mido(path: Path) -> tuple[Columns, Maps]:
     rows: list[tuple] = []
     tempos: list[tuple[float, float]] = []
     sigs: list[tuple[float, int, int]] = []
+    names = [track.name for track in mid.tracks]
     for ti, track in enumerate(mid.tracks):
         tick = 0
         programs = [0] * 16
@@ -301,7 +311,7 @@ def _from_mido(path: Path) -> tuple[Columns, Maps]:
                     start, vel = stack.pop(0)
                     rows.append((msg.note, vel, start, beat, programs[msg.channel], msg.channel == 9, ti, msg.channel))
     notes = make_notes(rows) if rows else np.zeros(0, NOTE_DTYPE)
-    return {name: notes[name] for name in NOTE_DTYPE.names}, _clean_maps(tempos, sigs)
+    return {name: notes[name] for name in NOTE_DTYPE.names}, _clean_maps(tempos, sigs), names
 
 
 def _clean_maps(tempos, sigs):
@@ -376,7 +386,7 @@ def load_midi_batch(
     the error that :func:`load_midi` would raise, or None. A file that fails has no notes in
     the batch."""
     files = [Path(p) for p in paths]
-    cols, bounds, maps, errors = _read_files(files)
+    cols, bounds, maps, errors, names = _read_files(files)
     cols, bounds = _sanitize_columns(cols, bounds)
     counts = np.diff(bounds)
     ends = np.zeros(len(files))
@@ -396,22 +406,24 @@ def load_midi_batch(
         ([t for t in tempos if t[0] <= MAX_PIECE_BEATS], [s for s in sigs if s[0] <= MAX_PIECE_BEATS])
         for tempos, sigs in maps
     ]
-    return NoteBatch(cols, bounds, maps), errors
+    return NoteBatch(cols, bounds, maps, names), errors
 
 
-def _read_files(files: list[Path]) -> tuple[Columns, np.ndarray, list[Maps], list[Exception | None]]:
+def _read_files(files: list[Path]) -> tuple[Columns, np.ndarray, list[Maps], list[Exception | None], list[list[str]]]:
     """Parse files one by one, then put all their notes (unsanitised) in one set of columns:
-    (columns, pieces' row bounds, maps, errors). A file that fails has no notes."""
+    (columns, pieces' row bounds, maps, errors, track names). A file that fails has no notes."""
     errors: list[Exception | None] = [None] * len(files)
     parsed: list[_ScoreNotes | Columns] = []
     maps: list[Maps] = []
+    names: list[list[str]] = []
     for i, path in enumerate(files):
         try:
-            notes, piece_maps = _parse(path)
+            notes, piece_maps, piece_names = _parse(path)
         except Exception as exc:  # one file's failure, whatever it is, stays that file's
-            errors[i], notes, piece_maps = exc, _no_notes(), _clean_maps([], [])
+            errors[i], notes, piece_maps, piece_names = exc, _no_notes(), _clean_maps([], []), []
         parsed.append(notes)
         maps.append(piece_maps)
+        names.append(piece_names)
     cols, piece = _score_columns([(i, n) for i, n in enumerate(parsed) if isinstance(n, _ScoreNotes)])
     others = [(i, n) for i, n in enumerate(parsed) if not isinstance(n, _ScoreNotes) and len(n["pitch"])]
     if others:  # read by mido: their rows go to their pieces' places
@@ -419,12 +431,12 @@ def _read_files(files: list[Path]) -> tuple[Columns, np.ndarray, list[Maps], lis
         piece = np.concatenate([piece] + [np.full(len(n["pitch"]), i) for i, n in others])
         order = np.argsort(piece, kind="stable")
         cols, piece = {name: col[order] for name, col in cols.items()}, piece[order]
-    return cols, np.searchsorted(piece, np.arange(len(files) + 1)), maps, errors
+    return cols, np.searchsorted(piece, np.arange(len(files) + 1)), maps, errors, names
 
 
-def _parse(p: Path) -> tuple[_ScoreNotes | Columns, Maps]:
-    """One file's notes (unsanitised; as symusic gives them, or columns from mido) and maps,
-    or :class:`MidiError`."""
+def _parse(p: Path) -> tuple[_ScoreNotes | Columns, Maps, list[str]]:
+    """One file's notes (unsanitised; as symusic gives them, or columns from mido), maps and
+    track names (by the notes' ``track`` numbers), or :class:`MidiError`."""
     try:
         data = p.read_bytes()  # read once, for the checks and the parser
     except OSError:
@@ -434,7 +446,8 @@ def _parse(p: Path) -> tuple[_ScoreNotes | Columns, Maps]:
     if reason:
         raise MidiError(f"{p}: {reason}")
     try:
-        return _from_symusic(p, data)
+        notes, maps = _from_symusic(p, data)
+        return notes, maps, notes.names
     except MidiError:
         raise
     except Exception as first:  # symusic refuses some files mido can read (and vice versa)

@@ -37,31 +37,17 @@ from musicrnn.codec import (
     PerformanceCodec,
 )
 from musicrnn.errors import MusicRNNError
-
-NOTE_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-SCALES = {
-    "major": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10, 11),  # natural minor plus the raised leading tone
-    "natural-minor": (0, 2, 3, 5, 7, 8, 10),
-    "harmonic-minor": (0, 2, 3, 5, 7, 8, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
-    "pentatonic": (0, 2, 4, 7, 9),
-    "minor-pentatonic": (0, 3, 5, 7, 10),
-    "blues": (0, 3, 5, 6, 7, 10),
-    "chromatic": tuple(range(12)),
-}
+from musicrnn.tonality import MODE_ALIASES, SCALES, parse_tonic
 
 
 def parse_key(text: str) -> frozenset[int]:
-    """``"C:major"``, ``"F#:minor"``, ``"Bb:dorian"`` -> the scale's pitch classes."""
+    """``"C:major"``, ``"F#:minor"``, ``"Bb:dorian"``, ``"Gb:maj"`` -> the scale's pitch classes
+    (names and scales: :mod:`musicrnn.tonality`)."""
     try:
         tonic, scale = text.split(":", 1)
-        pc = NOTE_NAMES[tonic[0].upper()]
-        for acc in tonic[1:]:
-            pc += {"#": 1, "b": -1}[acc]
-        steps = SCALES[scale.lower()]
-    except (ValueError, KeyError, IndexError):
+        pc = parse_tonic(tonic)
+        steps = SCALES[MODE_ALIASES.get(scale.lower(), scale.lower())]
+    except (ValueError, KeyError, MusicRNNError):
         raise MusicRNNError(
             f"key {text!r} not understood; write TONIC:SCALE, e.g. C:major, A:minor, F#:dorian "
             f"(scales: {', '.join(SCALES)})"

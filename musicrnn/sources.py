@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from musicrnn.errors import DataError, MidiError
-from musicrnn.midi import NOTE_DTYPE, Piece, load_midi
+from musicrnn.errors import DataError, MidiError, MusicRNNError
+from musicrnn.midi import NOTE_DTYPE, NoteBatch, Piece, load_midi, piece_index
+from musicrnn.tonality import Key, parse_key
 
 MIDI_SUFFIXES = {".mid", ".midi", ".kar", ".smf"}
 MAT_SPLITS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
@@ -43,28 +44,204 @@ _MAT_BAD_FILE = 3  # the child's exit status for "read it, and it is not a usabl
 
 @dataclass(frozen=True)
 class Item:
-    """One piece to prepare: ``name`` is stable (used for hashing splits and reporting)."""
+    """One piece to prepare: ``name`` says where it came from (reports, index files); ``key``
+    is its path relative to the source given (posix separators), which alone chooses its split,
+    so renaming or moving the source folder moves no piece between splits."""
 
     kind: str  # "midi" | "mat" | "music21"
     name: str
     path: str
     split: str | None = None  # fixed by the source (.mat), else chosen by hash
     index: int = 0  # piece index inside a .mat split
+    key: str = ""  # the split key (see above); the name when empty
+
+    def piece_key(self, piece_name: str) -> str:
+        """The split key of one of this item's pieces (a song-book tune adds its '#N')."""
+        suffix = piece_name.removeprefix(self.name) if piece_name.startswith(self.name) else ""
+        return (self.key or self.name) + suffix
 
 
-def hash_fraction(name: str) -> float:
-    """A stable number in [0, 1) from a piece's name: adding files never moves other files."""
-    return int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
+SPLIT_RULE = (
+    "split key = the file's path relative to the source given (posix separators; a song-book tune "
+    "adds '#N'); x = first 8 bytes of sha1('SEED:KEY') as a big-endian integer / 2**64; "
+    "train if x < train fraction, valid if x < train + valid fraction, else test; "
+    ".mat piano rolls keep their published split"
+)
 
 
-def choose_split(name: str, fractions: tuple[float, float, float]) -> str:
-    x = hash_fraction(name)
+def hash_fraction(key: str, seed: int = 0) -> float:
+    """A stable number in [0, 1) from a piece's split key and the split seed: adding files never
+    moves other files, and another seed gives another split of the same files."""
+    text = f"{int(seed)}:{key}"
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def choose_split(key: str, fractions: tuple[float, float, float], seed: int = 0) -> str:
+    """The split of a piece with split key ``key`` (see :data:`SPLIT_RULE`)."""
+    x = hash_fraction(key, seed)
     train, valid, _ = fractions
     if x < train:
         return "train"
     if x < train + valid:
         return "valid"
     return "test"
+
+
+DRUM_CHOICES = ("drop", "keep", "only")
+UNNAMED = "(unnamed)"
+
+
+@dataclass(frozen=True)
+class TrackChoice:
+    """Which notes of a multi-track MIDI file go into the data. A pitched track is kept when
+    its name is one of ``names`` (any case; None = any name) and its program one of
+    ``programs`` (None = any); drum tracks follow ``drums`` alone: ``drop`` them, ``keep``
+    them (their hits become notes at their GM drum key numbers), or keep ``only`` them."""
+
+    names: frozenset[str] | None = None  # lower case, stripped
+    programs: frozenset[int] | None = None  # General MIDI program numbers 0-127
+    drums: str = "drop"
+
+    @classmethod
+    def parse(cls, tracks: str | None = None, programs: str | None = None, drums: str = "drop") -> "TrackChoice":
+        """From the CLI's ``--tracks MELODY,PIANO``, ``--programs 0-7,24`` and ``--drums``."""
+        if drums not in DRUM_CHOICES:
+            raise DataError(f"--drums {drums}: choose one of {', '.join(DRUM_CHOICES)}")
+        names = None
+        if tracks is not None:
+            names = frozenset(n.strip().lower() for n in tracks.split(",") if n.strip())
+            if not names:
+                raise DataError(f"--tracks {tracks!r}: give track names separated by commas, e.g. --tracks MELODY,PIANO")
+        return cls(names, None if programs is None else _parse_programs(programs), drums)
+
+    @property
+    def is_default(self) -> bool:
+        return self.names is None and self.programs is None and self.drums == "drop"
+
+    def describe(self) -> str:
+        """The options that make this choice, for messages."""
+        parts = []
+        if self.names is not None:
+            parts.append(f"--tracks {','.join(sorted(self.names))}")
+        if self.programs is not None:
+            parts.append(f"--programs {_ranges(sorted(self.programs))}")
+        parts.append(f"--drums {self.drums}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"tracks": None if self.names is None else sorted(self.names),
+                "programs": None if self.programs is None else sorted(self.programs), "drums": self.drums}
+
+
+def _parse_programs(text: str) -> frozenset[int]:
+    """``"0-7,24"`` -> {0, ..., 7, 24}."""
+    out: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            lo, _, hi = part.partition("-")
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            a, b = -1, -1
+        if not 0 <= a <= b <= 127:
+            raise DataError(f"--programs {text}: give General MIDI program numbers 0-127 or ranges, e.g. --programs 0-7,24")
+        out.update(range(a, b + 1))
+    return frozenset(out)
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 3, 24] -> "0-3,24"."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def chosen_notes(batch: NoteBatch, choice: TrackChoice) -> np.ndarray:
+    """Which rows of ``batch`` ``choice`` keeps, with one numpy call per step for the whole
+    batch (names are looked up once per track, not per note)."""
+    drum = batch.cols["is_drum"]
+    if choice.drums == "only":
+        return drum.copy()
+    keep = ~drum
+    if choice.programs is not None:
+        table = np.zeros(128, np.bool_)
+        table[list(choice.programs)] = True
+        keep &= table[np.clip(batch.cols["program"], 0, 127)]
+    if choice.names is not None:
+        keep &= _track_table(batch, lambda name: name.strip().lower() in choice.names)[_track_ids(batch)]
+    if choice.drums == "keep":
+        keep |= drum
+    return keep
+
+
+def _track_ids(batch: NoteBatch) -> np.ndarray:
+    """Each row's track as one number over the whole batch: piece ``i`` has the slots
+    ``firsts[i] .. firsts[i] + len(track_names[i])``, its last one for rows of no named track
+    (a piece without track names)."""
+    lens = np.array([len(names) for names in batch.track_names], np.int64)
+    firsts = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
+    piece = piece_index(batch.bounds)
+    return firsts[piece] + np.minimum(np.clip(batch.cols["track"], 0, None), lens[piece])
+
+
+def _track_table(batch: NoteBatch, f) -> np.ndarray:
+    """``f(name)`` for every slot of :func:`_track_ids`."""
+    return np.array([f(n) for names in batch.track_names for n in [*names, ""]], np.bool_)
+
+
+def piece_tracks(batch: NoteBatch, keep: np.ndarray) -> list[list[tuple[str, bool, bool]]]:
+    """Per piece of ``batch``, its tracks that have notes as ``(name, is_drum, kept)``, where
+    ``keep`` marks the rows kept (see :func:`chosen_notes`); none for a piece without tracks. One bincount per column for the
+    batch, then a loop over tracks (a few per file), not over notes."""
+    ids = _track_ids(batch)
+    size = sum(len(names) + 1 for names in batch.track_names)
+    total = np.bincount(ids, minlength=size).tolist()
+    kept = np.bincount(ids[keep], minlength=size).tolist()
+    drums = np.bincount(ids[batch.cols["is_drum"]], minlength=size).tolist()
+    out: list[list[tuple[str, bool, bool]]] = []
+    slot = 0
+    for names in batch.track_names:
+        tracks = []
+        for name in [*names, ""]:
+            if total[slot] and names:  # a piece without track names (music21) reports none
+                tracks.append((" ".join(name.split()) or UNNAMED, drums[slot] > 0, kept[slot] > 0))
+            slot += 1
+        out.append(tracks)
+    return out
+
+
+KEY_ANNOTATION = "key_audio.txt"  # POP909's key changes, beside each song's MIDI file
+
+
+def read_key_annotation(midi_path: str | Path) -> Key | None:
+    """The key of the MIDI file at ``midi_path`` from the annotation file beside it
+    (:data:`KEY_ANNOTATION`, lines ``start_s end_s key`` as in POP909): the key that covers most
+    of the song's duration; None when there is no such file, :class:`DataError` when it cannot
+    be read."""
+    path = Path(midi_path).with_name(KEY_ANNOTATION)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{KEY_ANNOTATION} beside it cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    spans: dict[Key, float] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            start, end, name = line.split()
+            key = parse_key(name)
+            spans[key] = spans.get(key, 0.0) + max(0.0, float(end) - float(start))
+        except (ValueError, MusicRNNError):
+            raise DataError(f"{KEY_ANNOTATION} beside it, line {n}: {line.strip()[:60]!r} is not 'start_s end_s key' "
+                            "(key like Gb:maj or E:min)") from None
+    if not spans:
+        return None
+    return max(spans.items(), key=lambda kv: kv[1])[0]  # ties: the first key written
 
 
 def mat_frame_beats(path: str | Path) -> float:
@@ -85,10 +262,12 @@ def find_items(src: str) -> list[Item]:
         raise DataError(f"{src}: no such file or folder; give a MIDI folder, a .mat file or music21:NAME")
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.suffix.lower() in MIDI_SUFFIXES and f.is_file())
-        return [Item("midi", f"{p.name}/{f.relative_to(p).as_posix()}", str(f)) for f in files]
+        root = p.name or p.resolve().name  # "." has no name of its own
+        rels = [f.relative_to(p).as_posix() for f in files]
+        return [Item("midi", f"{root}/{rel}", str(f), key=rel) for f, rel in zip(files, rels)]
     if p.suffix.lower() == ".mat":
         return _mat_items(p)
-    return [Item("midi", p.name, str(p))]
+    return [Item("midi", p.name, str(p), key=p.name)]
 
 
 def _read_mat_rolls(path: Path) -> dict[str, list[np.ndarray]]:
@@ -183,7 +362,8 @@ def _mat_items(path: Path) -> list[Item]:
     rolls = _load_mat_rolls(path)
     items = []
     for split in MAT_SPLITS:
-        items += [Item("mat", f"{path.name}/{split}/{i:04d}", str(path), split, i) for i in range(len(rolls[split]))]
+        items += [Item("mat", f"{path.name}/{split}/{i:04d}", str(path), split, i, key=f"{split}/{i:04d}")
+                  for i in range(len(rolls[split]))]
     return items
 
 
@@ -221,7 +401,7 @@ def _music21_items(name: str) -> list[Item]:
     items = []
     for p in sorted({str(p) for p in paths if Path(p).suffix.lower() in MUSIC21_SUFFIXES}):
         rel = Path(p).relative_to(root).as_posix() if root and p.startswith(str(root)) else Path(p).name
-        items.append(Item("music21", f"music21:{name}/{rel}", p))
+        items.append(Item("music21", f"music21:{name}/{rel}", p, key=rel))
     return items
 
 
@@ -229,7 +409,7 @@ MUSIC21_SUFFIXES = {".mxl", ".xml", ".musicxml", ".krn", ".abc", ".mid", ".midi"
 
 
 def _score_to_piece(score, source: str) -> Piece:
-    from music21 import tempo
+    from music21 import meter, tempo
 
     rows = []
     for n in score.flatten().notes:
@@ -242,7 +422,11 @@ def _score_to_piece(score, source: str) -> Piece:
         notes["pitch"], notes["velocity"], notes["start"], notes["end"] = arr.T
     marks = list(score.flatten().getElementsByClass(tempo.MetronomeMark))
     bpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else 120.0
-    return Piece(notes[notes["end"] > notes["start"]], tempos=[(0.0, bpm)], source=source)
+    sigs = sorted({(float(ts.offset), int(ts.numerator), int(ts.denominator))
+                   for ts in score.flatten().getElementsByClass(meter.TimeSignature)})
+    if not sigs or sigs[0][0] > 0:
+        sigs.insert(0, (0.0, 4, 4))
+    return Piece(notes[notes["end"] > notes["start"]], tempos=[(0.0, bpm)], time_signatures=sigs, source=source)
 
 
 def load_music21(path: str) -> list[tuple[str, Piece]]:

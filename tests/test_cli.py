@@ -94,7 +94,13 @@ def test_prepare_options_reach_the_codec(edge_cases: Path, tmp_path: Path) -> No
         (["--split", "a,b,c"], 2, "three fractions"),
         (["--split", "0.5,0.5,0.5"], 1, "sum to 1"),
         (["--velocity-bins", "500"], 1, "velocity bins"),
-        (["--codec", "grid", "--steps", "2.5"], 2, "whole number"),
+        (["--codec", "grid", "--steps", "2.5"], 1, "whole number"),
+        (["--steps", "0"], 1, "positive number of steps per beat"),
+        (["--steps", "-3"], 1, "positive number of steps per beat"),
+        (["--time-unit", "seconds", "--steps", "0"], 1, "positive number of steps per second"),
+        (["--codec", "grid", "--steps", "0"], 1, "positive number of steps per beat"),
+        (["--codec", "grid", "--steps", "-2"], 1, "positive number of steps per beat"),
+        (["--codec", "grid", "--steps", "inf"], 1, "positive number"),
     ],
 )
 def test_bad_options_are_explained(edge_cases: Path, tmp_path: Path, args, code, text) -> None:
@@ -103,6 +109,9 @@ def test_bad_options_are_explained(edge_cases: Path, tmp_path: Path, args, code,
     assert text in result.stderr
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)  # a clean exit, not an escaped exception
+    if code == 1:
+        assert _error_lines(result.stderr) == [next(x for x in _error_lines(result.stderr) if x.startswith("error: "))]
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_source_path_is_one_error_line(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def _folder_bytes(folder: Path) -> dict[str, bytes]:
 
 def _index(folder: Path, split: str) -> list[str]:
     lines = (folder / f"{split}.index.tsv").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "name\ttokens\tnotes\tframes"
+    assert lines[0].startswith("name\ttokens\tnotes\tframes\tsplit_key")
     return [line.split("\t")[0] for line in lines[1:]]
 
 

@@ -59,7 +59,7 @@ def _results(items: list, codec: Codec, size: int) -> list[tuple]:
     out = []
     for chunk in _chunks(items, size):
         for pieces in encode_chunk((chunk, codec_json)).items():
-            out += [(n, None if t is None else t.astype("<u2").tobytes(), k, r) for n, t, k, r in pieces]
+            out += [(n, None if t is None else t.astype("<u2").tobytes(), k, r) for n, t, k, r, _ in pieces]
     return out
 
 
@@ -122,10 +122,10 @@ def test_a_failing_chunk_is_encoded_file_by_file(synth: Path, monkeypatch: pytes
     alone = _results(items, codec, 1)
     encode_pieces = corpus.encode_pieces
 
-    def fail_on_chunks(codec, batch):
+    def fail_on_chunks(codec, batch, *options):
         if len(batch) > 1:
             raise MemoryError("a chunk too large")
-        return encode_pieces(codec, batch)
+        return encode_pieces(codec, batch, *options)
 
     monkeypatch.setattr(corpus, "encode_pieces", fail_on_chunks)
     assert _results(items, codec, 64) == alone

@@ -53,7 +53,7 @@ import mido
 
 from musicrnn.errors import MusicRNNError
 from musicrnn.listening import Follow, Listener, parse_velocity
-from musicrnn.tonality import NAMES
+from musicrnn.tonality import TONIC_NAMES
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
@@ -706,7 +706,7 @@ def _key_name(pitch_classes: frozenset[int] | None) -> str | None:
     if pitch_classes is None:
         return None
     match = _key_match(pitch_classes)
-    return f"{NAMES[match[0]]}:{match[1]}" if match else "custom"
+    return f"{TONIC_NAMES[match[0]]}:{match[1]}" if match else "custom"
 
 
 def _key_tonic(pitch_classes: frozenset[int] | None) -> int | None:
