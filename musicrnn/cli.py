@@ -211,11 +211,15 @@ def data_stats_cmd(folder) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice).")
 @click.option("--resume", is_flag=True, help="Continue exactly where RUN/last.pt stopped.")
+@click.option("--overwrite", is_flag=True,
+              help="Start again in a run folder that already holds a run: deletes its best.pt, last.pt and metrics.jsonl.")
 @user_errors
-def train_cmd(data_folder, run_dir, resume, **options) -> None:
+def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     """Train a model on DATA_FOLDER (made by `musicrnn data prepare`).
 
     \b
+    A run folder that already holds a run is refused unless `--resume` (continue it)
+    or `--overwrite` (start again, replacing it) is given.
     Ctrl-C saves RUN/last.pt and exits; `--resume` continues from it exactly.
     Several GPUs or nodes: run the same command under torchrun, e.g.
       torchrun --nproc-per-node 4 -m musicrnn train data/jsb -o runs/jsb --epochs 100
@@ -223,9 +227,10 @@ def train_cmd(data_folder, run_dir, resume, **options) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from musicrnn.train import TrainConfig, train
+    from musicrnn.train import TrainConfig, check_run_folder, train
 
     cfg = TrainConfig(**options)
+    check_run_folder(run_dir, resume, overwrite)  # before any progress bar is drawn
     console = Console(stderr=True)
     rank0 = os.environ.get("RANK", "0") == "0"
     with Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -241,7 +246,7 @@ def train_cmd(data_folder, run_dir, resume, **options) -> None:
             info = f"loss {shown('train_loss', '.3f')} valid {shown('best_valid_nll', '.4f')} {shown('tokens_per_s', ',.0f')} tok/s"
             bar.update(task, completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
 
-        result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress)
+        result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress, overwrite=overwrite)
     if rank0:
         click.echo(f"{result.stopped} after {result.steps} steps; best valid NLL/token {result.best_valid_nll:.4f}; "
                    f"saved {run_dir / 'best.pt'} and {run_dir / 'last.pt'}")

@@ -202,6 +202,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")
+
+
+def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over an existing one unless asked: a trained best.pt and its
+    metrics are not to be lost to a forgotten ``--resume``."""
+    if resume and overwrite:
+        raise MusicRNNError("--resume and --overwrite exclude each other; --resume continues the run in the "
+                            "folder, --overwrite starts again and replaces it")
+    if resume or overwrite:
+        return
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found:
+        raise MusicRNNError(f"{run_dir}: already holds a training run ({', '.join(found)}); continue it with --resume, "
+                            "start again with --overwrite (deletes them), or choose another -o folder")
+
+
 def _lr_lambda(cfg: TrainConfig, total_steps: int, time_progress: Callable[[], float] = lambda: 0.0) -> Callable[[int], float]:
     """Warm-up, then cosine decay by whichever runs out first: steps or (with a time limit) minutes."""
 
@@ -255,11 +272,17 @@ def train(
     cfg: TrainConfig,
     resume: bool = False,
     on_progress: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train (or resume) a model on a prepared data folder; writes RUN/{last,best}.pt and metrics.jsonl."""
+    """Train (or resume) a model on a prepared data folder; writes RUN/{last,best}.pt and metrics.jsonl.
+
+    A run folder that already holds a run is continued (``resume``), replaced (``overwrite``:
+    its best.pt, last.pt and metrics.jsonl are deleted before training starts) or refused."""
     run_dir = Path(run_dir)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    # checked by every rank before any process group exists, so before any rank writes anything
+    check_run_folder(run_dir, resume, overwrite)
     device = pick_device(cfg.device)
     distributed = world > 1
     if distributed:
@@ -381,8 +404,9 @@ def train(
         for stale in [*run_dir.glob(".last.pt.*.tmp"), *run_dir.glob(".best.pt.*.tmp")]:
             stale.unlink(missing_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    if rank == 0 and not resume and metrics_path.exists():
-        metrics_path.unlink()
+    if rank == 0 and overwrite and not resume:  # asked for: the old run goes, so the folder never mixes two runs
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
     meta_base = {"data": str(data_folder), "train_config": asdict(cfg), "world_size": world, "device": str(device),
                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
                  "parameters": model.num_parameters, "command": " ".join(["musicrnn", *sys.argv[1:]]) if sys.argv else "",

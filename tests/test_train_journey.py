@@ -1,0 +1,116 @@
+"""The train/eval user journey of issue 13: existing run folders, empty splits, n-gram specs,
+Ctrl-C, bundled models by name, logs when output is redirected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+from click.testing import CliRunner
+
+from musicrnn.cli import cli
+from musicrnn.codec import GridCodec
+from musicrnn.corpus import prepare
+
+CODEC = GridCodec(steps_per_beat=2, mark_restrikes=True)  # the bundled default model's codec
+TINY = ["--hidden", "16", "--embedding", "8", "--layers", "1", "--batch-size", "2", "--seq-len", "16",
+        "--device", "cpu", "--threads", "1", "--warmup-steps", "1"]
+
+
+def _write_midis(folder: Path, count: int) -> Path:
+    """``count`` short random piano pieces (4 bars of quarter notes and a held chord)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+        inst = pretty_midi.Instrument(program=0, name="piano")
+        for beat in range(16):
+            pitch = int(rng.integers(55, 80))
+            inst.notes.append(pretty_midi.Note(80, pitch, beat * 0.5, beat * 0.5 + 0.45))
+        for pitch in (48, 52, 55):
+            inst.notes.append(pretty_midi.Note(70, pitch, 0.0, 8.0))
+        pm.instruments.append(inst)
+        pm.write(str(folder / f"piece{i:02d}.mid"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def midis(tmp_path_factory) -> Path:
+    return _write_midis(tmp_path_factory.mktemp("src") / "midi", 12)
+
+
+@pytest.fixture(scope="module")
+def data(midis, tmp_path_factory) -> Path:
+    """train and valid pieces, an empty test split."""
+    out = tmp_path_factory.mktemp("data") / "mine"
+    m = prepare([str(midis)], out, CODEC, (0.5, 0.5, 0.0), workers=1)
+    assert m["splits"]["train"]["pieces"] and m["splits"]["valid"]["pieces"] and not m["splits"]["test"]["pieces"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_no_valid(midis, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "novalid"
+    prepare([str(midis)], out, CODEC, (1.0, 0.0, 0.0), workers=1)
+    return out
+
+
+def _train(data: Path, run: Path, *extra: str, steps: int = 2):
+    return CliRunner().invoke(cli, ["train", str(data), "-o", str(run), *TINY, "--max-steps", str(steps), *extra])
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+# --- 1. an existing run folder is never replaced without being asked -------------------------
+
+
+def test_train_into_an_existing_run_is_refused_and_touches_nothing(data, tmp_path):
+    run = tmp_path / "run"
+    first = _train(data, run, steps=4)
+    assert first.exit_code == 0, first.output
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
+    again = _train(data, run, steps=1)
+    assert again.exit_code == 1
+    lines = _error_lines(again.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), again.stderr
+    assert "--resume" in lines[0] and "--overwrite" in lines[0] and "best.pt" in lines[0]
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()} == before
+
+
+def test_a_folder_with_only_metrics_is_refused_too(data, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    result = _train(data, run, steps=1)
+    assert result.exit_code == 1 and "metrics.jsonl" in result.stderr
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_overwrite_starts_again_and_replaces_the_old_run(data, tmp_path):
+    run = tmp_path / "run"
+    assert _train(data, run, steps=4).exit_code == 0
+    assert max(r["step"] for r in _rows(run)) == 4
+    result = _train(data, run, "--overwrite", steps=1)
+    assert result.exit_code == 0, result.output
+    assert max(r["step"] for r in _rows(run)) == 1  # the old metrics are gone, not appended to
+    import torch
+
+    for name in ("best.pt", "last.pt"):
+        assert torch.load(run / name, weights_only=True)["trainer"]["step"] == 1
+
+
+def test_resume_and_overwrite_together_are_refused(data, tmp_path):
+    run = tmp_path / "run"
+    assert _train(data, run, steps=1).exit_code == 0
+    result = _train(data, run, "--resume", "--overwrite", steps=2)
+    assert result.exit_code == 1
+    assert _error_lines(result.stderr)[0].startswith("error: --resume and --overwrite")
