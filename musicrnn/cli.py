@@ -227,7 +227,7 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from musicrnn.train import TrainConfig, check_run_folder, train
+    from musicrnn.train import TrainConfig, check_run_folder, result_summary, train
 
     cfg = TrainConfig(**options)
     check_run_folder(run_dir, resume, overwrite)  # before any progress bar is drawn
@@ -243,13 +243,16 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
             def shown(key: str, fmt: str) -> str:  # "-" until the first logging window has it
                 return format(last[key], fmt) if key in last else "-"
 
-            info = f"loss {shown('train_loss', '.3f')} valid {shown('best_valid_nll', '.4f')} {shown('tokens_per_s', ',.0f')} tok/s"
+            best = (f"best train loss {shown('best_train_loss', '.4f')}" if "best_train_loss" in last
+                    else f"valid {shown('best_valid_nll', '.4f')}")
+            info = f"loss {shown('train_loss', '.3f')} {best} {shown('tokens_per_s', ',.0f')} tok/s"
             bar.update(task, completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
 
-        result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress, overwrite=overwrite)
+        result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress, overwrite=overwrite,
+                       echo=click.echo)
     if rank0:
-        click.echo(f"{result.stopped} after {result.steps} steps; best valid NLL/token {result.best_valid_nll:.4f}; "
-                   f"saved {run_dir / 'best.pt'} and {run_dir / 'last.pt'}")
+        saved = " and ".join(str(run_dir / n) for n in ("best.pt", "last.pt") if (run_dir / n).exists()) or "nothing"
+        click.echo(f"{result.stopped} after {result.steps} steps; {result_summary(result)}; saved {saved}")
 
 
 @cli.command("eval")

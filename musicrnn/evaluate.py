@@ -91,12 +91,26 @@ def evaluate_pieces(scorer: Scorer, pieces: list[np.ndarray], codec, progress: C
     return result
 
 
+def nonempty_split(data_folder, split: str) -> TokenData:
+    """One split of a data folder, refused when it holds no piece: scoring nothing would print
+    NLL 0 and perplexity 1, numbers that look like a perfect model."""
+    from musicrnn.errors import DataError
+
+    data = TokenData(data_folder, split)
+    if len(data) == 0:
+        others = " or ".join(s for s in ("valid", "test") if s != split)
+        other = f"choose another --split ({others}) or " if split != "train" else ""
+        raise DataError(f"{data_folder}: the {split} split is empty (0 pieces); {other}prepare the data with a "
+                        f"non-zero {split} fraction (musicrnn data prepare --split)")
+    return data
+
+
 def evaluate_checkpoint(ckpt, data_folder, split: str = "test", device: str = "cpu", batch_size: int = 32,
                         max_pieces: int | None = None, progress=None) -> dict:
     """Evaluate a loaded checkpoint on one split of a prepared data folder."""
     from musicrnn.errors import DataError
 
-    data = TokenData(data_folder, split)
+    data = nonempty_split(data_folder, split)
     if data.codec != ckpt.codec:
         raise DataError(
             f"{data_folder}: prepared with {data.codec!r} but the model was trained with {ckpt.codec!r}; "

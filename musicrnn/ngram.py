@@ -81,7 +81,9 @@ class KneserNey:
 
 
 def fit_ngram(data_folder, order: int) -> KneserNey:
-    train = TokenData(data_folder, "train")
+    from musicrnn.evaluate import nonempty_split
+
+    train = nonempty_split(data_folder, "train")
     return KneserNey(order, train.codec.vocab_size).fit([train.piece(i) for i in range(len(train))])
 
 
@@ -89,8 +91,10 @@ def evaluate_ngram(data_folder, order: int, split: str = "test") -> dict:
     """Fit on train, score ``split`` with the shared evaluation code."""
     from musicrnn.evaluate import evaluate_pieces
 
+    from musicrnn.evaluate import nonempty_split
+
+    data = nonempty_split(data_folder, split)  # before the fit, which can take a while
     model = fit_ngram(data_folder, order)
-    data = TokenData(data_folder, split)
     result = evaluate_pieces(model, [data.piece(i) for i in range(len(data))], data.codec)
     result["split"] = split
     result["model"] = f"{order}-gram interpolated Kneser-Ney"

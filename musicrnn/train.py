@@ -7,7 +7,9 @@ sees exactly what evaluation and generation see: a piece that starts from BOS an
 Augmentation (random transposition, time stretch for the performance codec) is drawn per piece.
 
 ``RUN/last.pt`` holds everything needed to continue exactly (model, optimizer, scheduler, step,
-RNG streams, data position, carried RNN state); ``RUN/best.pt`` the best model on valid NLL.
+RNG streams, data position, carried RNN state); ``RUN/best.pt`` the best model on valid NLL (or,
+when the valid split is empty, on the mean training loss since the previous evaluation: an
+announced fallback; no valid number is then reported).
 """
 
 from __future__ import annotations
@@ -236,9 +238,20 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int, time_progress: Callable[[], f
 class TrainResult:
     run_dir: Path
     steps: int
-    best_valid_nll: float
+    best_valid_nll: float | None  # None when the valid split is empty (best.pt chosen by training loss)
     stopped: str  # "done" | "early-stopped" | "time-limit" | "interrupted"
     model: Any = None  # the trained model as it is at the end (not necessarily the best)
+    chosen_by: str = "valid_nll"  # what best.pt was chosen by: "valid_nll" or "train_loss"
+    best_score: float = float("inf")  # the best value of that measure (inf: no evaluation happened)
+
+
+def result_summary(result: TrainResult) -> str:
+    """What best.pt was chosen by, in words, never a made-up valid number."""
+    if not math.isfinite(result.best_score):
+        return "no evaluation yet, so no best.pt"
+    if result.chosen_by == "train_loss":
+        return f"best train loss/token {result.best_score:.4f} (the valid split is empty)"
+    return f"best valid NLL/token {result.best_score:.4f}"
 
 
 class _Interrupt:
@@ -273,11 +286,13 @@ def train(
     resume: bool = False,
     on_progress: Callable[[dict], None] | None = None,
     overwrite: bool = False,
+    echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train (or resume) a model on a prepared data folder; writes RUN/{last,best}.pt and metrics.jsonl.
 
     A run folder that already holds a run is continued (``resume``), replaced (``overwrite``:
-    its best.pt, last.pt and metrics.jsonl are deleted before training starts) or refused."""
+    its best.pt, last.pt and metrics.jsonl are deleted before training starts) or refused.
+    ``echo`` receives announcements for the user (rank 0 only)."""
     run_dir = Path(run_dir)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -302,6 +317,12 @@ def train(
         raise MusicRNNError(f"{data_folder}: the train split is empty; prepare more data or change --split")
     codec = train_data.codec
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    valid_n = len(valid_data) if cfg.eval_max_pieces is None else min(cfg.eval_max_pieces, len(valid_data))
+    chosen_by = "valid_nll" if valid_n > 0 else "train_loss"  # an empty valid split must never score 0
+
+    def say(text: str) -> None:
+        if echo is not None and rank == 0:
+            echo(text)
 
     saved: dict[str, Any] | None = None
     if resume:
@@ -420,8 +441,7 @@ def train(
             on_progress(row)
 
     def validate() -> float:
-        n = len(valid_data) if cfg.eval_max_pieces is None else min(cfg.eval_max_pieces, len(valid_data))
-        mine = list(range(rank, n, world))
+        mine = list(range(rank, valid_n, world))
         scorer = RNNScorer(model, device, batch_size=max(8, cfg.batch_size), autocast_dtype=amp_dtype if device.type == "cuda" else None)
         r = evaluate_pieces(scorer, [valid_data.piece(i) for i in mine], codec)
         sums = torch.tensor([r["nll_per_token"] * r["tokens"], r["tokens"]], dtype=torch.float64)
@@ -445,7 +465,9 @@ def train(
             return
         save_checkpoint(
             path, model, codec,
-            meta={**meta_base, "step": step, "epochs": streams.epochs_done, "best_valid_nll": best, "kind": kind,
+            meta={**meta_base, "step": step, "epochs": streams.epochs_done, "kind": kind, "chosen_by": chosen_by,
+                  "best_valid_nll": best if chosen_by == "valid_nll" else None,
+                  **({"best_train_loss": best} if chosen_by == "train_loss" else {}),
                   **(extra_meta or {})},
             train_config=asdict(cfg),
             optimizer=opt.state_dict(),
@@ -456,9 +478,22 @@ def train(
             carried=_state_to_saved(carried),
         )
 
+    def mean_train_loss(total: float, count: int) -> float:
+        """The training loss since the previous evaluation, averaged over every rank (all must agree)."""
+        sums = torch.tensor([total, count], dtype=torch.float64)
+        if distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)
+        return float(sums[0] / max(sums[1], 1))
+
+    if chosen_by == "train_loss":
+        say(f"{data_folder}: the valid split is empty: best.pt is chosen by training loss (no valid NLL is reported); "
+            "prepare the data with a non-zero valid fraction (--split) to measure it")
     model.train()
     stopped = "done"
     window_tokens, window_loss, window_n = 0, 0.0, 0
+    since_eval_loss, since_eval_n = 0.0, 0
     compute_time, window_start = 0.0, time.perf_counter()
     start_time = time.perf_counter()
     clock["start"] = start_time
@@ -495,6 +530,8 @@ def train(
             window_tokens += int(n_tok) * world
             window_loss += float(loss.detach())
             window_n += 1
+            since_eval_loss += float(loss.detach())
+            since_eval_n += 1
 
             if step % cfg.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
@@ -508,19 +545,24 @@ def train(
 
             out_of_time = limit_s is not None and _agree(train_seconds() >= limit_s, distributed, device)
             if step % eval_every == 0 or step == total_steps or out_of_time:
-                v = validate()
+                v = validate() if chosen_by == "valid_nll" else mean_train_loss(since_eval_loss, since_eval_n)
+                since_eval_loss, since_eval_n = 0.0, 0
                 improved = v < best - 1e-6
                 if improved:
                     best, bad_evals = v, 0
-                    save(best_path, "best", {"valid_nll": v})
+                    save(best_path, "best", {chosen_by: v})
                 else:
                     bad_evals += 1
                     if cfg.schedule == "plateau":
                         lr_scale[0] *= 0.5
                         for g in opt.param_groups:  # apply the new scale now, not at the next step
                             g["lr"] = g["initial_lr"] * base_lambda(sched.last_epoch) * lr_scale[0]
-                log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": v, "best_valid_nll": best,
-                     "time": time.perf_counter() - start_time})
+                if chosen_by == "valid_nll":
+                    log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": v, "best_valid_nll": best,
+                         "time": time.perf_counter() - start_time})
+                else:  # no valid number at all, rather than a made-up one
+                    log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": None, "chosen_by": "train_loss",
+                         "train_loss_since_eval": v, "best_train_loss": best, "time": time.perf_counter() - start_time})
                 save(last_path, "last")
                 if cfg.patience and bad_evals >= cfg.patience:
                     stopped = "early-stopped"
@@ -537,7 +579,7 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(run_dir, step, best, stopped, model)
+    return TrainResult(run_dir, step, best if chosen_by == "valid_nll" else None, stopped, model, chosen_by, best)
 
 
 def _agree(flag: bool, distributed: bool, device: torch.device | None = None) -> bool:

@@ -114,3 +114,33 @@ def test_resume_and_overwrite_together_are_refused(data, tmp_path):
     result = _train(data, run, "--resume", "--overwrite", steps=2)
     assert result.exit_code == 1
     assert _error_lines(result.stderr)[0].startswith("error: --resume and --overwrite")
+
+
+# --- 2. an empty split never gives made-up numbers --------------------------------------------
+
+
+def test_training_with_an_empty_valid_split_announces_the_fallback_and_reports_no_valid_number(data_no_valid, tmp_path):
+    run = tmp_path / "run"
+    result = _train(data_no_valid, run, "--eval-every", "2", steps=4)
+    assert result.exit_code == 0, result.output
+    assert "valid split is empty: best.pt is chosen by training loss" in result.stdout
+    assert "valid NLL/token 0.0000" not in result.stdout and "best valid" not in result.stdout
+    assert "best train loss/token" in result.stdout
+    evals = [r for r in _rows(run) if "valid_nll" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["valid_nll"] is None and r["chosen_by"] == "train_loss" and r["best_train_loss"] > 1.0 for r in evals)
+    import torch
+
+    meta = torch.load(run / "best.pt", weights_only=True)["meta"]
+    assert meta["best_valid_nll"] is None and meta["chosen_by"] == "train_loss" and meta["best_train_loss"] > 1.0
+
+
+def test_eval_on_an_empty_split_is_an_error(data, tiny_grid_model):
+    for checkpoint in (str(tiny_grid_model), "ngram:3"):
+        result = CliRunner().invoke(cli, ["eval", checkpoint, str(data), "--split", "test", "--device", "cpu"])
+        assert result.exit_code == 1, result.output
+        lines = _error_lines(result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "test split is empty" in lines[0], result.stderr
+        assert "--split" in lines[0] and "perplexity" not in result.stdout
+    ok = CliRunner().invoke(cli, ["eval", str(tiny_grid_model), str(data), "--split", "valid", "--device", "cpu"])
+    assert ok.exit_code == 0 and "perplexity" in ok.stdout, ok.output
