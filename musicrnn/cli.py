@@ -220,7 +220,8 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     \b
     A run folder that already holds a run is refused unless `--resume` (continue it)
     or `--overwrite` (start again, replacing it) is given.
-    Ctrl-C saves RUN/last.pt and exits; `--resume` continues from it exactly.
+    Ctrl-C saves RUN/last.pt and exits with status 130 (so `train && eval` stops there);
+    `--resume` continues from it exactly.
     Several GPUs or nodes: run the same command under torchrun, e.g.
       torchrun --nproc-per-node 4 -m musicrnn train data/jsb -o runs/jsb --epochs 100
     """
@@ -253,6 +254,12 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     if rank0:
         saved = " and ".join(str(run_dir / n) for n in ("best.pt", "last.pt") if (run_dir / n).exists()) or "nothing"
         click.echo(f"{result.stopped} after {result.steps} steps; {result_summary(result)}; saved {saved}")
+    if result.stopped == "interrupted":  # a script's `train && eval` must not carry on as if training had finished
+        import signal
+
+        if rank0:
+            click.echo(f"interrupted; {run_dir / 'last.pt'} is saved: continue with --resume", err=True)
+        sys.exit(128 + (result.signum or int(signal.SIGINT)))
 
 
 @cli.command("eval")
@@ -287,9 +294,9 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
 
     dev = pick_device(device)
     if str(checkpoint).startswith("ngram:"):
-        from musicrnn.ngram import evaluate_ngram
+        from musicrnn.ngram import evaluate_ngram, parse_ngram_spec
 
-        result = evaluate_ngram(data_folder, int(str(checkpoint).split(":", 1)[1]), split)
+        result = evaluate_ngram(data_folder, parse_ngram_spec(str(checkpoint)), split)
     else:
         from musicrnn.evaluate import evaluate_checkpoint
         from musicrnn.model import load_checkpoint

@@ -14,15 +14,34 @@ import numpy as np
 
 from musicrnn.codec import BOS
 from musicrnn.corpus import TokenData
+from musicrnn.errors import MusicRNNError
+
+MAX_ORDER = 16  # beyond ~10 Kneser-Ney gains nothing on music; the cap keeps a typo from eating memory
+
+
+def check_order(order: object) -> int:
+    """The n-gram order as an int in 1..MAX_ORDER, or a one-line error naming the fix."""
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+        raise MusicRNNError(f"n-gram order {order!r}: give a whole number from 1 to {MAX_ORDER}, e.g. ngram:5")
+    return order
+
+
+def parse_ngram_spec(spec: str) -> int:
+    """The order in ``ngram:ORDER`` (what ``musicrnn eval`` takes in place of a checkpoint)."""
+    text = spec.split(":", 1)[1].strip() if ":" in spec else ""
+    try:
+        order = int(text)
+    except ValueError:
+        raise MusicRNNError(f"{spec!r}: give the n-gram order as a whole number from 1 to {MAX_ORDER}, "
+                            "e.g. ngram:5") from None
+    return check_order(order)
 
 
 class KneserNey:
     """Interpolated Kneser-Ney over token ids; discount per order from counts-of-counts."""
 
     def __init__(self, order: int, vocab_size: int) -> None:
-        if order < 1:
-            raise ValueError("n-gram order must be >= 1")
-        self.n, self.vocab = order, vocab_size
+        self.n, self.vocab = check_order(order), vocab_size
         # counts[k][context][token]: raw counts at the top order, continuation counts below
         self.counts: list[dict[tuple, dict[int, int]]] = [defaultdict(lambda: defaultdict(int)) for _ in range(order)]
         self.discount = [0.75] * order

@@ -243,6 +243,7 @@ class TrainResult:
     model: Any = None  # the trained model as it is at the end (not necessarily the best)
     chosen_by: str = "valid_nll"  # what best.pt was chosen by: "valid_nll" or "train_loss"
     best_score: float = float("inf")  # the best value of that measure (inf: no evaluation happened)
+    signum: int = 0  # the signal that interrupted training (SIGINT, SIGTERM), 0 if none
 
 
 def result_summary(result: TrainResult) -> str:
@@ -259,6 +260,7 @@ class _Interrupt:
 
     def __init__(self) -> None:
         self.hit = False
+        self.signum = 0
         self._old: dict[int, Any] = {}
 
     def __enter__(self):
@@ -272,7 +274,7 @@ class _Interrupt:
     def _handler(self, signum, frame) -> None:
         if self.hit:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.hit = True
+        self.hit, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -575,11 +577,14 @@ def train(
                 window_tokens, window_loss, window_n = 0, 0.0, 0
     if stopped == "interrupted":
         save(last_path, "last")
+        signum = int(interrupt.signum)
+    else:
+        signum = 0
     if distributed:
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(run_dir, step, best if chosen_by == "valid_nll" else None, stopped, model, chosen_by, best)
+    return TrainResult(run_dir, step, best if chosen_by == "valid_nll" else None, stopped, model, chosen_by, best, signum)
 
 
 def _agree(flag: bool, distributed: bool, device: torch.device | None = None) -> bool:

@@ -144,3 +144,52 @@ def test_eval_on_an_empty_split_is_an_error(data, tiny_grid_model):
         assert "--split" in lines[0] and "perplexity" not in result.stdout
     ok = CliRunner().invoke(cli, ["eval", str(tiny_grid_model), str(data), "--split", "valid", "--device", "cpu"])
     assert ok.exit_code == 0 and "perplexity" in ok.stdout, ok.output
+
+
+# --- 5. errors that escaped or were swallowed -------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["ngram:abc", "ngram:0", "ngram:", "ngram:-3", "ngram:1000"])
+def test_bad_ngram_orders_are_one_error_line(data, spec):
+    result = CliRunner().invoke(cli, ["eval", spec, str(data), "--split", "valid"])
+    assert result.exit_code == 1, result.output
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "e.g. ngram:5" in lines[0], result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_kneser_ney_of_order_zero_is_a_user_error():
+    from musicrnn.errors import MusicRNNError
+    from musicrnn.ngram import KneserNey
+
+    with pytest.raises(MusicRNNError, match="from 1 to"):
+        KneserNey(0, 10)
+
+
+def test_ctrl_c_during_train_saves_last_pt_and_exits_130(data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "musicrnn", "train", str(data), "-o", str(run), *TINY,
+                             "--max-steps", "100000", "--eval-every", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.time() + 60
+        metrics = run / "metrics.jsonl"
+        while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"--resume" in err
+    assert (run / "last.pt").exists() and b"interrupted after" in out
