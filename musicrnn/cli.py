@@ -192,8 +192,9 @@ def data_stats_cmd(folder) -> None:
 @click.option("--max-steps", type=int, default=None, help="Optimizer steps (stops at whichever of --epochs/--max-steps comes first).")
 @click.option("--time-limit", type=float, default=None, metavar="MINUTES",
               help="Stop after this many minutes (the cosine schedule then decays by time; not bit-reproducible).")
-@click.option("--init-from", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="CKPT",
-              help="Fine-tune: start from this checkpoint's weights and architecture (same codec as DATA_FOLDER).")
+@click.option("--init-from", type=click.Path(path_type=str), default=None, metavar="CKPT",
+              help="Fine-tune: start from this checkpoint's weights and architecture (same codec as DATA_FOLDER): "
+                   "a .pt file, a run folder, or a bundled model name such as 'default'.")
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
 @click.option("--optimizer", type=click.Choice(["adamw", "rmsprop"]), default="adamw", show_default=True)
 @click.option("--clip", type=float, default=1.0, show_default=True, help="Gradient-norm clip (0 = off).")
@@ -231,26 +232,35 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     from musicrnn.train import TrainConfig, check_run_folder, result_summary, train
 
     cfg = TrainConfig(**options)
-    check_run_folder(run_dir, resume, overwrite)  # before any progress bar is drawn
+    check_run_folder(run_dir, resume, overwrite)
     console = Console(stderr=True)
     rank0 = os.environ.get("RANK", "0") == "0"
-    with Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, disable=not rank0) as bar:
-        task = bar.add_task("train", total=None, info="")
-        last: dict = {}
+    # drawn from the first progress row on, so an error before training is one clean line
+    bar = Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), console=console, disable=not rank0)
+    tasks: list = []
+    last: dict = {}
 
-        def on_progress(row: dict) -> None:
-            last.update(row)
-            def shown(key: str, fmt: str) -> str:  # "-" until the first logging window has it
-                return format(last[key], fmt) if key in last else "-"
+    def on_progress(row: dict) -> None:
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task("train", total=None, info=""))
+        last.update(row)
 
-            best = (f"best train loss {shown('best_train_loss', '.4f')}" if "best_train_loss" in last
-                    else f"valid {shown('best_valid_nll', '.4f')}")
-            info = f"loss {shown('train_loss', '.3f')} {best} {shown('tokens_per_s', ',.0f')} tok/s"
-            bar.update(task, completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
+        def shown(key: str, fmt: str) -> str:  # "-" until the first logging window has it
+            return format(last[key], fmt) if key in last else "-"
 
+        best = (f"best train loss {shown('best_train_loss', '.4f')}" if "best_train_loss" in last
+                else f"valid {shown('best_valid_nll', '.4f')}")
+        info = f"loss {shown('train_loss', '.3f')} {best} {shown('tokens_per_s', ',.0f')} tok/s"
+        bar.update(tasks[0], completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
+
+    try:
         result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress, overwrite=overwrite,
                        echo=click.echo)
+    finally:
+        if tasks:  # rich prints a blank line when stopping a bar it never drew
+            bar.stop()
     if rank0:
         saved = " and ".join(str(run_dir / n) for n in ("best.pt", "last.pt") if (run_dir / n).exists()) or "nothing"
         click.echo(f"{result.stopped} after {result.steps} steps; {result_summary(result)}; saved {saved}")
@@ -283,7 +293,8 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
     """Score CHECKPOINT on a split of DATA_FOLDER: NLL per token, bits per token, perplexity,
     and for grid-codec data NLL per frame (nats) as in the published piano-roll tables.
 
-    CHECKPOINT may also be `ngram:ORDER` to score a Kneser-Ney n-gram baseline fitted on the
+    CHECKPOINT is a .pt file, a run folder (its best.pt) or a bundled model name such as
+    `default`; or `ngram:ORDER` (1-16) to score a Kneser-Ney n-gram baseline fitted on the
     train split of DATA_FOLDER.
     """
     import json as jsonlib

@@ -32,7 +32,7 @@ from torch import nn
 from musicrnn.codec import PerformanceCodec
 from musicrnn.corpus import TokenData
 from musicrnn.errors import CheckpointError, MusicRNNError
-from musicrnn.evaluate import RNNScorer, evaluate_pieces
+from musicrnn.evaluate import RNNScorer, codec_mismatch, evaluate_pieces
 from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint, token_nll
 
 
@@ -345,10 +345,9 @@ def train(
     torch.manual_seed(cfg.seed)
     init_weights = None
     if cfg.init_from and saved is None:
-        init = load_checkpoint(cfg.init_from)
+        init = load_checkpoint(cfg.init_from)  # a file, a run folder or a bundled name such as "default"
         if init.codec != codec:
-            raise CheckpointError(f"{cfg.init_from}: trained with {init.codec!r}, but {data_folder} was prepared with "
-                                  f"{codec!r}; prepare the data with the checkpoint's codec options to fine-tune it")
+            raise CheckpointError(codec_mismatch(init.path, init.codec, data_folder, codec, "fine-tune it"))
         c = init.model.config  # the checkpoint's architecture wins; dropout is this run's
         cfg = replace(cfg, arch=c.arch, layers=c.layers, hidden=c.hidden, embedding=c.embedding,
                       tie_weights=c.tie_weights, attention=c.attention)

@@ -193,3 +193,59 @@ def test_ctrl_c_during_train_saves_last_pt_and_exits_130(data, tmp_path):
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err and b"--resume" in err
     assert (run / "last.pt").exists() and b"interrupted after" in out
+
+
+# --- 4. the bundled model by name, and matching data for a checkpoint -------------------------
+
+
+def test_init_from_default_works_from_any_folder(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no musicrnn/models/ here
+    result = _train(data, tmp_path / "run", "--init-from", "default", "--lr", "0", steps=1)
+    assert result.exit_code == 0, result.output
+    from musicrnn.model import default_model_path, load_checkpoint
+
+    tuned, bundled = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(default_model_path())
+    assert tuned.model.config.hidden == bundled.model.config.hidden == 256  # the bundled architecture, not --hidden 16
+    ev = CliRunner().invoke(cli, ["eval", "default", str(data), "--split", "valid", "--device", "cpu"])
+    assert ev.exit_code == 0 and "perplexity" in ev.stdout, ev.output
+
+
+def test_an_unknown_checkpoint_name_names_the_bundled_models_not_a_missing_option(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _train(data, tmp_path / "run", "--init-from", "defualt", steps=1)
+    assert result.exit_code == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: defualt: no such checkpoint"), result.stderr
+    assert "bundled: default" in lines[0] and "--model" not in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def data_grid4(midis, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "grid4"
+    prepare([str(midis)], out, GridCodec(steps_per_beat=4), (0.5, 0.5, 0.0), workers=1)
+    return out
+
+
+@pytest.mark.parametrize("which", ["default", "performance"])
+def test_codec_mismatch_prints_a_prepare_command_that_builds_matching_data(which, midis, data, data_grid4,
+                                                                           tiny_performance_model):
+    import shlex
+
+    from musicrnn.corpus import TokenData
+    from musicrnn.model import load_checkpoint
+
+    ckpt, folder = ("default", data_grid4) if which == "default" else (str(tiny_performance_model), data)
+    result = _train(folder, folder.parent / f"run-{which}", "--init-from", ckpt, steps=1)
+    assert result.exit_code == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    command = lines[0].split("prepare matching data: ", 1)[1]
+    if which == "default":
+        assert "--codec grid --steps 2 --restrike" in command
+    args = shlex.split(command)
+    assert args[:5] == ["musicrnn", "data", "prepare", str(midis), "-o"]  # the data's own sources
+    made = CliRunner().invoke(cli, [*args[1:], "--workers", "1"])
+    assert made.exit_code == 0, made.output
+    out = Path(args[args.index("-o") + 1])
+    assert TokenData(out, "train").codec == load_checkpoint(ckpt).codec
