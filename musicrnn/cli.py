@@ -229,19 +229,26 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from musicrnn.train import TrainConfig, check_run_folder, result_summary, train
+    from musicrnn.train import PlainProgress, TrainConfig, check_run_folder, clock_text, result_summary, train
 
     cfg = TrainConfig(**options)
     check_run_folder(run_dir, resume, overwrite)
     console = Console(stderr=True)
     rank0 = os.environ.get("RANK", "0") == "0"
+    # a live bar on a terminal; plain lines where output goes to a file (or the bar cannot be drawn)
+    show_bar = rank0 and console.is_terminal
+    plain = PlainProgress(click.echo) if rank0 and (not sys.stdout.isatty() or not show_bar) else None
     # drawn from the first progress row on, so an error before training is one clean line
     bar = Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), console=console, disable=not rank0)
+                   TimeElapsedColumn(), console=console, disable=not show_bar)
     tasks: list = []
     last: dict = {}
 
     def on_progress(row: dict) -> None:
+        if plain is not None:
+            plain(row)
+        if not show_bar:
+            return
         if not tasks:
             bar.start()
             tasks.append(bar.add_task("train", total=None, info=""))
@@ -252,7 +259,8 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
 
         best = (f"best train loss {shown('best_train_loss', '.4f')}" if "best_train_loss" in last
                 else f"valid {shown('best_valid_nll', '.4f')}")
-        info = f"loss {shown('train_loss', '.3f')} {best} {shown('tokens_per_s', ',.0f')} tok/s"
+        info = (f"loss {shown('train_loss', '.3f')} {best} {shown('tokens_per_s', ',.0f')} tok/s "
+                f"left {clock_text(last.get('remaining_s'))}")
         bar.update(tasks[0], completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
 
     try:

@@ -205,6 +205,7 @@ def pick_device(name: str) -> torch.device:
 
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")
+LOG_MAX_SECONDS = 30.0  # a progress row at least this often, however slow the steps (logs of long runs)
 
 
 def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -244,6 +245,43 @@ class TrainResult:
     chosen_by: str = "valid_nll"  # what best.pt was chosen by: "valid_nll" or "train_loss"
     best_score: float = float("inf")  # the best value of that measure (inf: no evaluation happened)
     signum: int = 0  # the signal that interrupted training (SIGINT, SIGTERM), 0 if none
+
+
+def clock_text(seconds: float | None) -> str:
+    """12:34 or 1:02:03; '-' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_line(row: dict) -> str:
+    """One plain line for a metrics row, for logs (output that is not a terminal)."""
+    total = row.get("total_steps")
+    head = f"step {row['step']:,}{f'/{total:,}' if total else ''} (epoch {row.get('epoch', 0):.2f})"
+    timing = f"elapsed {clock_text(row.get('elapsed_s'))}, left {clock_text(row.get('remaining_s'))}"
+    if "train_loss" in row:
+        return (f"{head}: loss {row['train_loss']:.4f}, lr {row['lr']:.2e}, {row['tokens_per_s']:,.0f} tok/s; {timing}")
+    if row.get("valid_nll") is not None:
+        return f"{head}: valid NLL/token {row['valid_nll']:.4f} (best {row['best_valid_nll']:.4f}); {timing}"
+    return (f"{head}: train loss since the last evaluation {row['train_loss_since_eval']:.4f} "
+            f"(best {row['best_train_loss']:.4f}; the valid split is empty); {timing}")
+
+
+class PlainProgress:
+    """Progress as plain lines for a log file: every evaluation, and training rows at most one per
+    ``every`` seconds (train() sends one at least every :data:`LOG_MAX_SECONDS`)."""
+
+    def __init__(self, echo: Callable[[str], None], every: float = 10.0) -> None:
+        self.echo, self.every, self.last = echo, every, -math.inf
+
+    def __call__(self, row: dict) -> None:
+        now = time.monotonic()
+        last_step = row.get("total_steps") is not None and row["step"] == row["total_steps"]
+        if "train_loss" in row and now - self.last < self.every and not last_step:
+            return
+        self.last = now
+        self.echo(progress_line(row))
 
 
 def result_summary(result: TrainResult) -> str:
@@ -488,6 +526,13 @@ def train(
             dist.all_reduce(sums)
         return float(sums[0] / max(sums[1], 1))
 
+    say(f"device: {device}{f' x {world} processes' if world > 1 else ''} ({meta_base['device_name']}); "
+        f"model: {cfg.arch} {cfg.layers}x{cfg.hidden}, {model.num_parameters:,} parameters")
+    say(f"data: {data_folder}: train {len(train_data):,} pieces, {train_data.num_tokens:,} tokens; valid {len(valid_data):,} "
+        f"pieces, {valid_data.num_tokens:,} tokens; {steps_per_epoch:,} steps per epoch ({cfg.batch_size} x {cfg.seq_len} tokens)")
+    ends = [f"{total_steps:,} steps" if total_steps < 2**62 else "", f"{cfg.time_limit:g} min" if limit_s else ""]
+    say(f"{'resuming at step ' + format(step, ',') + '; ' if step else ''}stops after {' or '.join(e for e in ends if e)}"
+        f"{f'; evaluates every {eval_every:,} steps' if eval_every < total_steps else ''}")
     if chosen_by == "train_loss":
         say(f"{data_folder}: the valid split is empty: best.pt is chosen by training loss (no valid NLL is reported); "
             "prepare the data with a non-zero valid fraction (--split) to measure it")
@@ -498,6 +543,14 @@ def train(
     compute_time, window_start = 0.0, time.perf_counter()
     start_time = time.perf_counter()
     clock["start"] = start_time
+    start_step = step
+
+    def timing() -> dict[str, float | None]:
+        """Training seconds so far and an estimate of those left (the time limit or the step rate)."""
+        rate = (time.perf_counter() - start_time) / max(1, step - start_step)
+        left = [limit_s - train_seconds()] if limit_s else []
+        left += [(total_steps - step) * rate] if total_steps < 2**62 else []
+        return {"elapsed_s": round(train_seconds(), 3), "remaining_s": round(max(0.0, min(left)), 3) if left else None}
     with _Interrupt() as interrupt:
         while step < total_steps:
             if interrupt.hit:
@@ -534,12 +587,13 @@ def train(
             since_eval_loss += float(loss.detach())
             since_eval_n += 1
 
-            if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window_start
+            elapsed = time.perf_counter() - window_start
+            if step % cfg.log_every == 0 or step == total_steps or elapsed >= LOG_MAX_SECONDS:
                 row = {"step": step, "total_steps": total_steps if total_steps < 2**62 else None, "epoch": round(streams.epochs_done, 4),
                        "train_loss": window_loss / window_n,
                        "lr": opt.param_groups[0]["lr"], "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                       "compute_share": compute_time / max(elapsed, 1e-9), "time": time.perf_counter() - start_time}
+                       "compute_share": compute_time / max(elapsed, 1e-9), "time": time.perf_counter() - start_time,
+                       **timing()}
                 log(row)
                 window_tokens, window_loss, window_n, compute_time = 0, 0.0, 0, 0.0
                 window_start = time.perf_counter()
@@ -560,10 +614,11 @@ def train(
                             g["lr"] = g["initial_lr"] * base_lambda(sched.last_epoch) * lr_scale[0]
                 if chosen_by == "valid_nll":
                     log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": v, "best_valid_nll": best,
-                         "time": time.perf_counter() - start_time})
+                         "time": time.perf_counter() - start_time, **timing()})
                 else:  # no valid number at all, rather than a made-up one
                     log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": None, "chosen_by": "train_loss",
-                         "train_loss_since_eval": v, "best_train_loss": best, "time": time.perf_counter() - start_time})
+                         "train_loss_since_eval": v, "best_train_loss": best, "time": time.perf_counter() - start_time,
+                         **timing()})
                 save(last_path, "last")
                 if cfg.patience and bad_evals >= cfg.patience:
                     stopped = "early-stopped"

@@ -193,6 +193,7 @@ def test_ctrl_c_during_train_saves_last_pt_and_exits_130(data, tmp_path):
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err and b"--resume" in err
     assert (run / "last.pt").exists() and b"interrupted after" in out
+    assert b"device: cpu" in out and b"loss" in out  # stdout is a pipe: plain progress lines, not a bar
 
 
 # --- 4. the bundled model by name, and matching data for a checkpoint -------------------------
@@ -249,3 +250,43 @@ def test_codec_mismatch_prints_a_prepare_command_that_builds_matching_data(which
     assert made.exit_code == 0, made.output
     out = Path(args[args.index("-o") + 1])
     assert TokenData(out, "train").codec == load_checkpoint(ckpt).codec
+
+
+# --- 3. logs when output is not a terminal ------------------------------------------------------
+
+
+def test_redirected_output_gets_start_lines_and_plain_progress_lines(data, tmp_path):
+    result = _train(data, tmp_path / "run", "--eval-every", "25", steps=40)  # CliRunner's stdout is no terminal
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "device: cpu" in out and "parameters" in out
+    data_line = next(line for line in out.splitlines() if line.startswith("data: "))
+    assert "train" in data_line and "pieces" in data_line and "tokens" in data_line and "steps per epoch" in data_line
+    assert "stops after 40 steps" in out
+    progress = [line for line in out.splitlines() if line.startswith("step ")]
+    assert any(line.startswith("step 20/40") and "loss" in line and "tok/s" in line and "elapsed" in line
+               and "left" in line for line in progress), out
+    assert any(line.startswith("step 25 ") and "valid NLL/token" in line for line in progress), out
+    assert "━" not in result.output  # no progress bar drawn into a file
+
+
+def test_time_limit_shows_the_time_left(data, tmp_path):
+    result = CliRunner().invoke(cli, ["train", str(data), "-o", str(tmp_path / "run"), *TINY, "--time-limit", "0.02"])
+    assert result.exit_code == 0, result.output
+    assert "stops after 0.02 min" in result.stdout
+    lefts = [line.rsplit("left ", 1)[1] for line in result.stdout.splitlines() if line.startswith("step ") and "left " in line]
+    assert lefts and all(t[0].isdigit() for t in lefts), result.stdout  # a time, not '-'
+    rows = _rows(tmp_path / "run")
+    assert all(0 <= r["remaining_s"] <= 1.2 for r in rows if "remaining_s" in r)
+
+
+def test_a_progress_row_at_least_every_log_max_seconds_however_slow_the_steps(data, tmp_path, monkeypatch):
+    import musicrnn.train as train_mod
+
+    monkeypatch.setattr(train_mod, "LOG_MAX_SECONDS", 0.0)  # as if every step took longer than the limit
+    cfg = train_mod.TrainConfig(hidden=16, embedding=8, layers=1, batch_size=2, seq_len=16, device="cpu", threads=1,
+                                max_steps=5, log_every=1000, eval_every=1000)
+    lines: list[str] = []
+    train_mod.train(data, tmp_path / "run", cfg, on_progress=train_mod.PlainProgress(lines.append, every=0.0))
+    assert [r["step"] for r in _rows(tmp_path / "run") if "train_loss" in r] == [1, 2, 3, 4, 5]
+    assert len([line for line in lines if "tok/s" in line]) == 5
