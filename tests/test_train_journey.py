@@ -290,3 +290,79 @@ def test_a_progress_row_at_least_every_log_max_seconds_however_slow_the_steps(da
     train_mod.train(data, tmp_path / "run", cfg, on_progress=train_mod.PlainProgress(lines.append, every=0.0))
     assert [r["step"] for r in _rows(tmp_path / "run") if "train_loss" in r] == [1, 2, 3, 4, 5]
     assert len([line for line in lines if "tok/s" in line]) == 5
+
+
+# --- 6. the n-gram baseline in bounded memory, same numbers --------------------------------------
+
+
+class _DictKneserNey:
+    """The former nested-dict implementation, kept as the reference the numpy tables must match."""
+
+    def __init__(self, n: int, vocab: int) -> None:
+        from collections import defaultdict
+
+        self.n, self.vocab = n, vocab
+        self.counts = [defaultdict(lambda: defaultdict(int)) for _ in range(n)]
+        self.discount = [0.75] * n
+
+    def fit(self, pieces):
+        n = self.n
+        for p in pieces:
+            seq = [0] * (n - 1) + [int(t) for t in p]
+            for i in range(n - 1, len(seq)):
+                self.counts[n - 1][tuple(seq[i - n + 1 : i])][seq[i]] += 1
+        for k in range(n - 1, 0, -1):
+            for ctx, nexts in self.counts[k].items():
+                for tok in nexts:
+                    self.counts[k - 1][ctx[1:]][tok] += 1
+        for k in range(n):
+            cc = np.bincount([c for nexts in self.counts[k].values() for c in nexts.values()], minlength=3)
+            self.discount[k] = float(cc[1] / (cc[1] + 2 * cc[2])) if cc[1] + 2 * cc[2] > 0 else 0.75
+        return self
+
+    def prob(self, context: tuple, token: int) -> float:
+        p = 1.0 / self.vocab
+        for k in range(self.n):
+            nexts = self.counts[k].get(context[len(context) - k :] if k else ())
+            if not nexts:
+                continue
+            total, d = sum(nexts.values()), self.discount[k]
+            p = max(nexts.get(token, 0) - d, 0.0) / total + d * len(nexts) / total * p
+        return p
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5, 8])
+def test_ngram_tables_give_the_reference_kneser_ney_probabilities(order):
+    from musicrnn.ngram import KneserNey
+
+    rng = np.random.default_rng(order)
+    vocab = 12
+    train = [rng.integers(1, vocab, int(rng.integers(5, 60))) for _ in range(30)]
+    test = [rng.integers(1, vocab, int(rng.integers(1, 40))) for _ in range(8)] + [np.array([3, 3, 3, 3])]
+    ref, lm = _DictKneserNey(order, vocab).fit(train), KneserNey(order, vocab).fit(train)
+    assert lm.discount == ref.discount
+    for piece, nll in zip(test, lm.score(test)):
+        seq = [0] * (order - 1) + [int(t) for t in piece]
+        want = [-np.log(ref.prob(tuple(seq[i - order + 1 : i]), seq[i])) for i in range(order - 1, len(seq))]
+        np.testing.assert_allclose(nll, want, rtol=1e-12)
+    context = [int(t) for t in test[0][:6]]
+    padded = tuple(([0] * (order - 1) + context)[len(context):])
+    want = np.array([ref.prob(padded, t) for t in range(vocab)])
+    np.testing.assert_allclose(lm.next_distribution(context), want / want.sum(), rtol=1e-12)
+
+
+def test_an_8gram_of_200k_tokens_fits_in_tens_of_megabytes():
+    import tracemalloc
+
+    from musicrnn.ngram import KneserNey
+
+    rng = np.random.default_rng(0)
+    pieces = [rng.integers(1, 200, 2000).astype(np.uint16) for _ in range(100)]
+    tracemalloc.start()
+    try:
+        lm = KneserNey(8, 200).fit(pieces)
+        lm.score(pieces[:5])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 60e6, f"{peak / 1e6:.0f} MB"  # the nested dicts took several hundred MB here
