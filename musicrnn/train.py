@@ -343,8 +343,10 @@ def train(
     if distributed:
         import torch.distributed as dist
 
-        if not dist.is_initialized():
+        if not dist.is_initialized():  # joining waits for every rank, so each has checked the folder first
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        else:  # the caller's group: wait until every rank has checked the run folder before any writes
+            dist.barrier()
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -428,6 +430,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: base_lambda(s) * lr_scale[0])
 
     step, best, bad_evals = 0, float("inf"), 0
+    since_eval_loss, since_eval_n = 0.0, 0  # training loss since the last evaluation (what an empty valid split uses)
     carried = None
     if saved is not None:
         try:
@@ -437,6 +440,7 @@ def train(
             t = saved["trainer"]
             step, best, bad_evals, lr_scale[0] = int(t["step"]), float(t["best"]), int(t["bad_evals"]), float(t["plateau_scale"])
             clock["offset"] = float(t.get("elapsed", 0.0))
+            since_eval_loss, since_eval_n = (float(t["since_eval"][0]), int(t["since_eval"][1])) if "since_eval" in t else (0.0, 0)
             saved_streams = t["streams"] if isinstance(t["streams"], list) else [t["streams"]]
             if len(saved_streams) != world:
                 raise CheckpointError(f"{last_path}: saved with {len(saved_streams)} processes, resumed with {world}; resume with the same number")
@@ -512,7 +516,7 @@ def train(
             optimizer=opt.state_dict(),
             scheduler=sched.state_dict(),
             trainer={"step": step, "best": best, "bad_evals": bad_evals, "plateau_scale": lr_scale[0],
-                     "streams": streams_state, "elapsed": train_seconds()},
+                     "streams": streams_state, "elapsed": train_seconds(), "since_eval": [since_eval_loss, since_eval_n]},
             rng_torch=torch.get_rng_state(),
             carried=_state_to_saved(carried),
         )
@@ -539,7 +543,6 @@ def train(
     model.train()
     stopped = "done"
     window_tokens, window_loss, window_n = 0, 0.0, 0
-    since_eval_loss, since_eval_n = 0.0, 0
     compute_time, window_start = 0.0, time.perf_counter()
     start_time = time.perf_counter()
     clock["start"] = start_time
