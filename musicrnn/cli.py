@@ -261,8 +261,9 @@ def _hours(seconds: float) -> str:
 @click.option("--max-steps", type=int, default=None, help="Optimizer steps (stops at whichever of --epochs/--max-steps comes first).")
 @click.option("--time-limit", type=float, default=None, metavar="MINUTES",
               help="Stop after this many minutes (the cosine schedule then decays by time; not bit-reproducible).")
-@click.option("--init-from", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="CKPT",
-              help="Fine-tune: start from this checkpoint's weights and architecture (same codec as DATA_FOLDER).")
+@click.option("--init-from", type=click.Path(path_type=str), default=None, metavar="CKPT",
+              help="Fine-tune: start from this checkpoint's weights and architecture (same codec as DATA_FOLDER): "
+                   "a .pt file, a run folder, or a bundled model name such as 'default'.")
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
 @click.option("--optimizer", type=click.Choice(["adamw", "rmsprop"]), default="adamw", show_default=True)
 @click.option("--clip", type=float, default=1.0, show_default=True, help="Gradient-norm clip (0 = off).")
@@ -280,40 +281,72 @@ def _hours(seconds: float) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice).")
 @click.option("--resume", is_flag=True, help="Continue exactly where RUN/last.pt stopped.")
+@click.option("--overwrite", is_flag=True,
+              help="Start again in a run folder that already holds a run: deletes its best.pt, last.pt and metrics.jsonl.")
 @user_errors
-def train_cmd(data_folder, run_dir, resume, **options) -> None:
+def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     """Train a model on DATA_FOLDER (made by `musicrnn data prepare`).
 
     \b
-    Ctrl-C saves RUN/last.pt and exits; `--resume` continues from it exactly.
+    A run folder that already holds a run is refused unless `--resume` (continue it)
+    or `--overwrite` (start again, replacing it) is given.
+    Ctrl-C saves RUN/last.pt and exits with status 130 (so `train && eval` stops there);
+    `--resume` continues from it exactly.
     Several GPUs or nodes: run the same command under torchrun, e.g.
       torchrun --nproc-per-node 4 -m musicrnn train data/jsb -o runs/jsb --epochs 100
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from musicrnn.train import TrainConfig, train
+    from musicrnn.train import PlainProgress, TrainConfig, check_run_folder, clock_text, result_summary, train
 
     cfg = TrainConfig(**options)
+    check_run_folder(run_dir, resume, overwrite)
     console = Console(stderr=True)
     rank0 = os.environ.get("RANK", "0") == "0"
-    with Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console, disable=not rank0) as bar:
-        task = bar.add_task("train", total=None, info="")
-        last: dict = {}
+    # a live bar on a terminal; plain lines where output goes to a file (or the bar cannot be drawn)
+    show_bar = rank0 and console.is_terminal
+    plain = PlainProgress(click.echo) if rank0 and (not sys.stdout.isatty() or not show_bar) else None
+    # drawn from the first progress row on, so an error before training is one clean line
+    bar = Progress(TextColumn("step"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                   TimeElapsedColumn(), console=console, disable=not show_bar)
+    tasks: list = []
+    last: dict = {}
 
-        def on_progress(row: dict) -> None:
-            last.update(row)
-            def shown(key: str, fmt: str) -> str:  # "-" until the first logging window has it
-                return format(last[key], fmt) if key in last else "-"
+    def on_progress(row: dict) -> None:
+        if plain is not None:
+            plain(row)
+        if not show_bar:
+            return
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task("train", total=None, info=""))
+        last.update(row)
 
-            info = f"loss {shown('train_loss', '.3f')} valid {shown('best_valid_nll', '.4f')} {shown('tokens_per_s', ',.0f')} tok/s"
-            bar.update(task, completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
+        def shown(key: str, fmt: str) -> str:  # "-" until the first logging window has it
+            return format(last[key], fmt) if key in last else "-"
 
-        result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress)
+        best = (f"best train loss {shown('best_train_loss', '.4f')}" if "best_train_loss" in last
+                else f"valid {shown('best_valid_nll', '.4f')}")
+        info = (f"loss {shown('train_loss', '.3f')} {best} {shown('tokens_per_s', ',.0f')} tok/s "
+                f"left {clock_text(last.get('remaining_s'))}")
+        bar.update(tasks[0], completed=row["step"], total=row.get("total_steps", bar.tasks[0].total), info=info)
+
+    try:
+        result = train(data_folder, run_dir, cfg, resume=resume, on_progress=on_progress, overwrite=overwrite,
+                       echo=click.echo)
+    finally:
+        if tasks:  # rich prints a blank line when stopping a bar it never drew
+            bar.stop()
     if rank0:
-        click.echo(f"{result.stopped} after {result.steps} steps; best valid NLL/token {result.best_valid_nll:.4f}; "
-                   f"saved {run_dir / 'best.pt'} and {run_dir / 'last.pt'}")
+        saved = " and ".join(str(run_dir / n) for n in ("best.pt", "last.pt") if (run_dir / n).exists()) or "nothing"
+        click.echo(f"{result.stopped} after {result.steps} steps; {result_summary(result)}; saved {saved}")
+    if result.stopped == "interrupted":  # a script's `train && eval` must not carry on as if training had finished
+        import signal
+
+        if rank0:
+            click.echo(f"interrupted; {run_dir / 'last.pt'} is saved: continue with --resume", err=True)
+        sys.exit(128 + (result.signum or int(signal.SIGINT)))
 
 
 @cli.command("eval")
@@ -337,7 +370,8 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
     """Score CHECKPOINT on a split of DATA_FOLDER: NLL per token, bits per token, perplexity,
     and for grid-codec data NLL per frame (nats) as in the published piano-roll tables.
 
-    CHECKPOINT may also be `ngram:ORDER` to score a Kneser-Ney n-gram baseline fitted on the
+    CHECKPOINT is a .pt file, a run folder (its best.pt) or a bundled model name such as
+    `default`; or `ngram:ORDER` (1-16) to score a Kneser-Ney n-gram baseline fitted on the
     train split of DATA_FOLDER.
     """
     import json as jsonlib
@@ -348,9 +382,9 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
 
     dev = pick_device(device)
     if str(checkpoint).startswith("ngram:"):
-        from musicrnn.ngram import evaluate_ngram
+        from musicrnn.ngram import evaluate_ngram, parse_ngram_spec
 
-        result = evaluate_ngram(data_folder, int(str(checkpoint).split(":", 1)[1]), split)
+        result = evaluate_ngram(data_folder, parse_ngram_spec(str(checkpoint)), split)
     else:
         from musicrnn.evaluate import evaluate_checkpoint
         from musicrnn.model import load_checkpoint

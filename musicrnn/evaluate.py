@@ -10,13 +10,14 @@ over all frames of all pieces of the split, pooled (sum of NLL / number of frame
 from __future__ import annotations
 
 import math
+import shlex
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
-from musicrnn.codec import BOS, GridCodec
-from musicrnn.corpus import TokenData
+from musicrnn.codec import BOS, Codec, GridCodec, PerformanceCodec
+from musicrnn.corpus import TokenData, read_manifest
 
 
 class Scorer(Protocol):
@@ -91,17 +92,81 @@ def evaluate_pieces(scorer: Scorer, pieces: list[np.ndarray], codec, progress: C
     return result
 
 
+# codec config key -> the `musicrnn data prepare` option that sets it
+_PREPARE_OPTION = {"time_unit": "--time-unit", "steps_per_beat": "--steps", "steps_per_unit": "--steps",
+                   "max_shift_steps": "--max-shift", "velocity_bins": "--velocity-bins", "mark_restrikes": "--restrike"}
+
+
+def prepare_options(codec: Codec) -> str:
+    """The `musicrnn data prepare` codec options that build ``codec`` (from its config, so any
+    codec is covered): e.g. ``--codec grid --steps 2 --restrike``. Settings that no option
+    reaches are named after the options, so the user can see why data would still differ."""
+    d = codec.to_dict()
+    defaults = (PerformanceCodec(time_unit=d["time_unit"]) if d["type"] == "performance" else GridCodec()).to_dict()
+    opts, unreachable = [f"--codec {d['type']}"], []
+    for key, value in d.items():
+        if key in ("type", "version", "min_pitch", "max_pitch"):
+            continue
+        always = key in ("time_unit", "steps_per_beat")  # the CLI's defaults differ from the codec's here
+        if value == defaults.get(key) and not always:
+            continue
+        if key == "mark_restrikes":
+            opts += ["--restrike"] if value else []
+        elif key in _PREPARE_OPTION:
+            opts.append(f"{_PREPARE_OPTION[key]} {format(value, 'g') if isinstance(value, float) else value}")
+        else:
+            unreachable.append(f"{key}={value}")
+    if (d["min_pitch"], d["max_pitch"]) != (21, 108):
+        opts.append(f"--pitch-range {d['min_pitch']}-{d['max_pitch']}")
+    return " ".join(opts) + (f" (and {', '.join(unreachable)}, which no option sets)" if unreachable else "")
+
+
+def prepare_command(codec: Codec, data_folder) -> str:
+    """A ready `musicrnn data prepare` command that rebuilds ``data_folder``'s sources with ``codec``."""
+    sources, fractions = ["SOURCES"], None
+    try:
+        manifest = read_manifest(data_folder)
+        sources = [shlex.quote(str(s)) for s in manifest.get("sources") or []] or sources
+        fractions = manifest.get("split_fractions")
+    except Exception:  # a hint is best-effort: an unreadable manifest keeps the placeholder
+        pass
+    split = f" --split {','.join(format(x, 'g') for x in fractions)}" if fractions and list(fractions) != [0.8, 0.1, 0.1] else ""
+    out = shlex.quote(f"{str(data_folder).rstrip('/')}-{codec.name}")
+    return f"musicrnn data prepare {' '.join(sources)} -o {out}{split} {prepare_options(codec)}"
+
+
+def codec_mismatch(model_name, model_codec: Codec, data_folder, data_codec: Codec, to: str) -> str:
+    """One line: how the model's and the data's codecs differ, and the command that builds matching data."""
+    mine, theirs = prepare_options(model_codec), prepare_options(data_codec)
+    if mine == theirs:  # the difference is in a setting no option reaches
+        mine, theirs = repr(model_codec), repr(data_codec)
+    return (f"{model_name}: the model's codec ({mine}) differs from that of {data_folder} ({theirs}); to {to}, "
+            f"prepare matching data: {prepare_command(model_codec, data_folder)}")
+
+
+def nonempty_split(data_folder, split: str) -> TokenData:
+    """One split of a data folder, refused when it holds no piece: scoring nothing would print
+    NLL 0 and perplexity 1, numbers that look like a perfect model."""
+    from musicrnn.errors import DataError
+
+    data = TokenData(data_folder, split)
+    if len(data) == 0:
+        others = " or ".join(s for s in ("valid", "test") if s != split)
+        other = f"choose another --split ({others}) or " if split != "train" else ""
+        raise DataError(f"{data_folder}: the {split} split is empty (0 pieces); {other}prepare the data with a "
+                        f"non-zero {split} fraction (musicrnn data prepare --split)")
+    return data
+
+
 def evaluate_checkpoint(ckpt, data_folder, split: str = "test", device: str = "cpu", batch_size: int = 32,
                         max_pieces: int | None = None, progress=None) -> dict:
     """Evaluate a loaded checkpoint on one split of a prepared data folder."""
     from musicrnn.errors import DataError
 
-    data = TokenData(data_folder, split)
+    data = nonempty_split(data_folder, split)
     if data.codec != ckpt.codec:
-        raise DataError(
-            f"{data_folder}: prepared with {data.codec!r} but the model was trained with {ckpt.codec!r}; "
-            "prepare the data with the model's codec options"
-        )
+        raise DataError(codec_mismatch(getattr(ckpt, "path", "the model"), ckpt.codec, data_folder, data.codec,
+                                       "evaluate it"))
     n = len(data) if max_pieces is None else min(max_pieces, len(data))
     pieces = [data.piece(i) for i in range(n)]
     model = ckpt.model.to(device)

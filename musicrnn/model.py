@@ -202,11 +202,10 @@ def save_checkpoint(path, model: MusicRNN, codec: Codec, meta: dict[str, Any] | 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint safely (``weights_only=True``: no code in the file can run).
 
+    ``path`` may also be a run folder or the name of a bundled model (see :func:`resolve_checkpoint`).
     Raises :class:`CheckpointError` with one line naming the file and the fix.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint; train one with `musicrnn train` or omit --model for the bundled default")
+    path = resolve_checkpoint(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).exists():
@@ -279,12 +278,38 @@ def _check_weights(path: Path, config: ModelConfig, weights: Any) -> None:
             raise CheckpointError(f"{path}: weights {k} hold NaN or infinity (training diverged, or the file is damaged)")
 
 
-DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "default.pt"
+BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL_PATH = BUNDLED_MODELS_DIR / "default.pt"
 
 
 def default_model_path() -> Path:
     """The model bundled with the package, used when no --model is given."""
     return DEFAULT_MODEL_PATH
+
+
+def bundled_model_names() -> list[str]:
+    """Names of the models shipped inside the package (``default``, ...)."""
+    return sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.pt"))
+
+
+def resolve_checkpoint(spec: str | os.PathLike | None) -> Path:
+    """Where a checkpoint named on the command line is: ``None`` means the bundled default; an
+    existing file or run folder is itself; a bare name such as ``default`` (or ``default.pt``)
+    that is no file here is a bundled model, so ``--init-from default`` works from any folder.
+    The one resolver behind ``train --init-from``, ``compose/serve --model`` and ``eval``."""
+    if spec is None:
+        return default_model_path()
+    path = Path(spec)
+    if path.exists():
+        return path
+    text = str(spec)
+    if text and path.name == text:  # a bare name, no folder part
+        bundled = BUNDLED_MODELS_DIR / (text if text.endswith(".pt") else f"{text}.pt")
+        if bundled.is_file():
+            return bundled
+    names = ", ".join(bundled_model_names()) or "none installed"
+    raise CheckpointError(f"{path}: no such checkpoint (no such file or run folder, and no bundled model of that "
+                          f"name; bundled: {names}); give a .pt file, a run folder (best.pt) or a bundled model name")
 
 
 def export_checkpoint(src, dst, half: bool = True, meta: dict[str, Any] | None = None) -> Path:

@@ -7,7 +7,9 @@ sees exactly what evaluation and generation see: a piece that starts from BOS an
 Augmentation (random transposition, time stretch for the performance codec) is drawn per piece.
 
 ``RUN/last.pt`` holds everything needed to continue exactly (model, optimizer, scheduler, step,
-RNG streams, data position, carried RNN state); ``RUN/best.pt`` the best model on valid NLL.
+RNG streams, data position, carried RNN state); ``RUN/best.pt`` the best model on valid NLL (or,
+when the valid split is empty, on the mean training loss since the previous evaluation: an
+announced fallback; no valid number is then reported).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 from musicrnn.codec import PerformanceCodec
 from musicrnn.corpus import TokenData
 from musicrnn.errors import CheckpointError, MusicRNNError
-from musicrnn.evaluate import RNNScorer, evaluate_pieces
+from musicrnn.evaluate import RNNScorer, codec_mismatch, evaluate_pieces
 from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint, token_nll
 
 
@@ -202,6 +204,24 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl")
+LOG_MAX_SECONDS = 30.0  # a progress row at least this often, however slow the steps (logs of long runs)
+
+
+def check_run_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over an existing one unless asked: a trained best.pt and its
+    metrics are not to be lost to a forgotten ``--resume``."""
+    if resume and overwrite:
+        raise MusicRNNError("--resume and --overwrite exclude each other; --resume continues the run in the "
+                            "folder, --overwrite starts again and replaces it")
+    if resume or overwrite:
+        return
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found:
+        raise MusicRNNError(f"{run_dir}: already holds a training run ({', '.join(found)}); continue it with --resume, "
+                            "start again with --overwrite (deletes them), or choose another -o folder")
+
+
 def _lr_lambda(cfg: TrainConfig, total_steps: int, time_progress: Callable[[], float] = lambda: 0.0) -> Callable[[int], float]:
     """Warm-up, then cosine decay by whichever runs out first: steps or (with a time limit) minutes."""
 
@@ -219,9 +239,58 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int, time_progress: Callable[[], f
 class TrainResult:
     run_dir: Path
     steps: int
-    best_valid_nll: float
+    best_valid_nll: float | None  # None when the valid split is empty (best.pt chosen by training loss)
     stopped: str  # "done" | "early-stopped" | "time-limit" | "interrupted"
     model: Any = None  # the trained model as it is at the end (not necessarily the best)
+    chosen_by: str = "valid_nll"  # what best.pt was chosen by: "valid_nll" or "train_loss"
+    best_score: float = float("inf")  # the best value of that measure (inf: no evaluation happened)
+    signum: int = 0  # the signal that interrupted training (SIGINT, SIGTERM), 0 if none
+
+
+def clock_text(seconds: float | None) -> str:
+    """12:34 or 1:02:03; '-' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_line(row: dict) -> str:
+    """One plain line for a metrics row, for logs (output that is not a terminal)."""
+    total = row.get("total_steps")
+    head = f"step {row['step']:,}{f'/{total:,}' if total else ''} (epoch {row.get('epoch', 0):.2f})"
+    timing = f"elapsed {clock_text(row.get('elapsed_s'))}, left {clock_text(row.get('remaining_s'))}"
+    if "train_loss" in row:
+        return (f"{head}: loss {row['train_loss']:.4f}, lr {row['lr']:.2e}, {row['tokens_per_s']:,.0f} tok/s; {timing}")
+    if row.get("valid_nll") is not None:
+        return f"{head}: valid NLL/token {row['valid_nll']:.4f} (best {row['best_valid_nll']:.4f}); {timing}"
+    return (f"{head}: train loss since the last evaluation {row['train_loss_since_eval']:.4f} "
+            f"(best {row['best_train_loss']:.4f}; the valid split is empty); {timing}")
+
+
+class PlainProgress:
+    """Progress as plain lines for a log file: every evaluation, and training rows at most one per
+    ``every`` seconds (train() sends one at least every :data:`LOG_MAX_SECONDS`)."""
+
+    def __init__(self, echo: Callable[[str], None], every: float = 10.0) -> None:
+        self.echo, self.every, self.last = echo, every, -math.inf
+
+    def __call__(self, row: dict) -> None:
+        now = time.monotonic()
+        last_step = row.get("total_steps") is not None and row["step"] == row["total_steps"]
+        if "train_loss" in row and now - self.last < self.every and not last_step:
+            return
+        self.last = now
+        self.echo(progress_line(row))
+
+
+def result_summary(result: TrainResult) -> str:
+    """What best.pt was chosen by, in words, never a made-up valid number."""
+    if not math.isfinite(result.best_score):
+        return "no evaluation yet, so no best.pt"
+    if result.chosen_by == "train_loss":
+        return f"best train loss/token {result.best_score:.4f} (the valid split is empty)"
+    return f"best valid NLL/token {result.best_score:.4f}"
 
 
 class _Interrupt:
@@ -229,6 +298,7 @@ class _Interrupt:
 
     def __init__(self) -> None:
         self.hit = False
+        self.signum = 0
         self._old: dict[int, Any] = {}
 
     def __enter__(self):
@@ -242,7 +312,7 @@ class _Interrupt:
     def _handler(self, signum, frame) -> None:
         if self.hit:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.hit = True
+        self.hit, self.signum = True, signum
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -255,18 +325,28 @@ def train(
     cfg: TrainConfig,
     resume: bool = False,
     on_progress: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
+    echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) a model on a prepared data folder; writes RUN/{last,best}.pt and metrics.jsonl."""
+    """Train (or resume) a model on a prepared data folder; writes RUN/{last,best}.pt and metrics.jsonl.
+
+    A run folder that already holds a run is continued (``resume``), replaced (``overwrite``:
+    its best.pt, last.pt and metrics.jsonl are deleted before training starts) or refused.
+    ``echo`` receives announcements for the user (rank 0 only)."""
     run_dir = Path(run_dir)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    # checked by every rank before any process group exists, so before any rank writes anything
+    check_run_folder(run_dir, resume, overwrite)
     device = pick_device(cfg.device)
     distributed = world > 1
     if distributed:
         import torch.distributed as dist
 
-        if not dist.is_initialized():
+        if not dist.is_initialized():  # joining waits for every rank, so each has checked the folder first
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        else:  # the caller's group: wait until every rank has checked the run folder before any writes
+            dist.barrier()
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -279,6 +359,12 @@ def train(
         raise MusicRNNError(f"{data_folder}: the train split is empty; prepare more data or change --split")
     codec = train_data.codec
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    valid_n = len(valid_data) if cfg.eval_max_pieces is None else min(cfg.eval_max_pieces, len(valid_data))
+    chosen_by = "valid_nll" if valid_n > 0 else "train_loss"  # an empty valid split must never score 0
+
+    def say(text: str) -> None:
+        if echo is not None and rank == 0:
+            echo(text)
 
     saved: dict[str, Any] | None = None
     if resume:
@@ -299,10 +385,9 @@ def train(
     torch.manual_seed(cfg.seed)
     init_weights = None
     if cfg.init_from and saved is None:
-        init = load_checkpoint(cfg.init_from)
+        init = load_checkpoint(cfg.init_from)  # a file, a run folder or a bundled name such as "default"
         if init.codec != codec:
-            raise CheckpointError(f"{cfg.init_from}: trained with {init.codec!r}, but {data_folder} was prepared with "
-                                  f"{codec!r}; prepare the data with the checkpoint's codec options to fine-tune it")
+            raise CheckpointError(codec_mismatch(init.path, init.codec, data_folder, codec, "fine-tune it"))
         c = init.model.config  # the checkpoint's architecture wins; dropout is this run's
         cfg = replace(cfg, arch=c.arch, layers=c.layers, hidden=c.hidden, embedding=c.embedding,
                       tie_weights=c.tie_weights, attention=c.attention)
@@ -345,6 +430,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: base_lambda(s) * lr_scale[0])
 
     step, best, bad_evals = 0, float("inf"), 0
+    since_eval_loss, since_eval_n = 0.0, 0  # training loss since the last evaluation (what an empty valid split uses)
     carried = None
     if saved is not None:
         try:
@@ -354,6 +440,7 @@ def train(
             t = saved["trainer"]
             step, best, bad_evals, lr_scale[0] = int(t["step"]), float(t["best"]), int(t["bad_evals"]), float(t["plateau_scale"])
             clock["offset"] = float(t.get("elapsed", 0.0))
+            since_eval_loss, since_eval_n = (float(t["since_eval"][0]), int(t["since_eval"][1])) if "since_eval" in t else (0.0, 0)
             saved_streams = t["streams"] if isinstance(t["streams"], list) else [t["streams"]]
             if len(saved_streams) != world:
                 raise CheckpointError(f"{last_path}: saved with {len(saved_streams)} processes, resumed with {world}; resume with the same number")
@@ -381,8 +468,9 @@ def train(
         for stale in [*run_dir.glob(".last.pt.*.tmp"), *run_dir.glob(".best.pt.*.tmp")]:
             stale.unlink(missing_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    if rank == 0 and not resume and metrics_path.exists():
-        metrics_path.unlink()
+    if rank == 0 and overwrite and not resume:  # asked for: the old run goes, so the folder never mixes two runs
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
     meta_base = {"data": str(data_folder), "train_config": asdict(cfg), "world_size": world, "device": str(device),
                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
                  "parameters": model.num_parameters, "command": " ".join(["musicrnn", *sys.argv[1:]]) if sys.argv else "",
@@ -396,8 +484,7 @@ def train(
             on_progress(row)
 
     def validate() -> float:
-        n = len(valid_data) if cfg.eval_max_pieces is None else min(cfg.eval_max_pieces, len(valid_data))
-        mine = list(range(rank, n, world))
+        mine = list(range(rank, valid_n, world))
         scorer = RNNScorer(model, device, batch_size=max(8, cfg.batch_size), autocast_dtype=amp_dtype if device.type == "cuda" else None)
         r = evaluate_pieces(scorer, [valid_data.piece(i) for i in mine], codec)
         sums = torch.tensor([r["nll_per_token"] * r["tokens"], r["tokens"]], dtype=torch.float64)
@@ -421,23 +508,52 @@ def train(
             return
         save_checkpoint(
             path, model, codec,
-            meta={**meta_base, "step": step, "epochs": streams.epochs_done, "best_valid_nll": best, "kind": kind,
+            meta={**meta_base, "step": step, "epochs": streams.epochs_done, "kind": kind, "chosen_by": chosen_by,
+                  "best_valid_nll": best if chosen_by == "valid_nll" else None,
+                  **({"best_train_loss": best} if chosen_by == "train_loss" else {}),
                   **(extra_meta or {})},
             train_config=asdict(cfg),
             optimizer=opt.state_dict(),
             scheduler=sched.state_dict(),
             trainer={"step": step, "best": best, "bad_evals": bad_evals, "plateau_scale": lr_scale[0],
-                     "streams": streams_state, "elapsed": train_seconds()},
+                     "streams": streams_state, "elapsed": train_seconds(), "since_eval": [since_eval_loss, since_eval_n]},
             rng_torch=torch.get_rng_state(),
             carried=_state_to_saved(carried),
         )
 
+    def mean_train_loss(total: float, count: int) -> float:
+        """The training loss since the previous evaluation, averaged over every rank (all must agree)."""
+        sums = torch.tensor([total, count], dtype=torch.float64)
+        if distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)
+        return float(sums[0] / max(sums[1], 1))
+
+    say(f"device: {device}{f' x {world} processes' if world > 1 else ''} ({meta_base['device_name']}); "
+        f"model: {cfg.arch} {cfg.layers}x{cfg.hidden}, {model.num_parameters:,} parameters")
+    say(f"data: {data_folder}: train {len(train_data):,} pieces, {train_data.num_tokens:,} tokens; valid {len(valid_data):,} "
+        f"pieces, {valid_data.num_tokens:,} tokens; {steps_per_epoch:,} steps per epoch ({cfg.batch_size} x {cfg.seq_len} tokens)")
+    ends = [f"{total_steps:,} steps" if total_steps < 2**62 else "", f"{cfg.time_limit:g} min" if limit_s else ""]
+    say(f"{'resuming at step ' + format(step, ',') + '; ' if step else ''}stops after {' or '.join(e for e in ends if e)}"
+        f"{f'; evaluates every {eval_every:,} steps' if eval_every < total_steps else ''}")
+    if chosen_by == "train_loss":
+        say(f"{data_folder}: the valid split is empty: best.pt is chosen by training loss (no valid NLL is reported); "
+            "prepare the data with a non-zero valid fraction (--split) to measure it")
     model.train()
     stopped = "done"
     window_tokens, window_loss, window_n = 0, 0.0, 0
     compute_time, window_start = 0.0, time.perf_counter()
     start_time = time.perf_counter()
     clock["start"] = start_time
+    start_step = step
+
+    def timing() -> dict[str, float | None]:
+        """Training seconds so far and an estimate of those left (the time limit or the step rate)."""
+        rate = (time.perf_counter() - start_time) / max(1, step - start_step)
+        left = [limit_s - train_seconds()] if limit_s else []
+        left += [(total_steps - step) * rate] if total_steps < 2**62 else []
+        return {"elapsed_s": round(train_seconds(), 3), "remaining_s": round(max(0.0, min(left)), 3) if left else None}
     with _Interrupt() as interrupt:
         while step < total_steps:
             if interrupt.hit:
@@ -471,32 +587,41 @@ def train(
             window_tokens += int(n_tok) * world
             window_loss += float(loss.detach())
             window_n += 1
+            since_eval_loss += float(loss.detach())
+            since_eval_n += 1
 
-            if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - window_start
+            elapsed = time.perf_counter() - window_start
+            if step % cfg.log_every == 0 or step == total_steps or elapsed >= LOG_MAX_SECONDS:
                 row = {"step": step, "total_steps": total_steps if total_steps < 2**62 else None, "epoch": round(streams.epochs_done, 4),
                        "train_loss": window_loss / window_n,
                        "lr": opt.param_groups[0]["lr"], "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                       "compute_share": compute_time / max(elapsed, 1e-9), "time": time.perf_counter() - start_time}
+                       "compute_share": compute_time / max(elapsed, 1e-9), "time": time.perf_counter() - start_time,
+                       **timing()}
                 log(row)
                 window_tokens, window_loss, window_n, compute_time = 0, 0.0, 0, 0.0
                 window_start = time.perf_counter()
 
             out_of_time = limit_s is not None and _agree(train_seconds() >= limit_s, distributed, device)
             if step % eval_every == 0 or step == total_steps or out_of_time:
-                v = validate()
+                v = validate() if chosen_by == "valid_nll" else mean_train_loss(since_eval_loss, since_eval_n)
+                since_eval_loss, since_eval_n = 0.0, 0
                 improved = v < best - 1e-6
                 if improved:
                     best, bad_evals = v, 0
-                    save(best_path, "best", {"valid_nll": v})
+                    save(best_path, "best", {chosen_by: v})
                 else:
                     bad_evals += 1
                     if cfg.schedule == "plateau":
                         lr_scale[0] *= 0.5
                         for g in opt.param_groups:  # apply the new scale now, not at the next step
                             g["lr"] = g["initial_lr"] * base_lambda(sched.last_epoch) * lr_scale[0]
-                log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": v, "best_valid_nll": best,
-                     "time": time.perf_counter() - start_time})
+                if chosen_by == "valid_nll":
+                    log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": v, "best_valid_nll": best,
+                         "time": time.perf_counter() - start_time, **timing()})
+                else:  # no valid number at all, rather than a made-up one
+                    log({"step": step, "epoch": round(streams.epochs_done, 4), "valid_nll": None, "chosen_by": "train_loss",
+                         "train_loss_since_eval": v, "best_train_loss": best, "time": time.perf_counter() - start_time,
+                         **timing()})
                 save(last_path, "last")
                 if cfg.patience and bad_evals >= cfg.patience:
                     stopped = "early-stopped"
@@ -509,11 +634,14 @@ def train(
                 window_tokens, window_loss, window_n = 0, 0.0, 0
     if stopped == "interrupted":
         save(last_path, "last")
+        signum = int(interrupt.signum)
+    else:
+        signum = 0
     if distributed:
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(run_dir, step, best, stopped, model)
+    return TrainResult(run_dir, step, best if chosen_by == "valid_nll" else None, stopped, model, chosen_by, best, signum)
 
 
 def _agree(flag: bool, distributed: bool, device: torch.device | None = None) -> bool:

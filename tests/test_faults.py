@@ -239,7 +239,7 @@ def _assert_every_checkpoint_loads(run: Path) -> list[str]:
 
 def _resume_until_done(train_data: Path, run: Path) -> None:
     args = ["train", str(train_data), "-o", str(run), *TRAIN_ARGS]
-    rc, err = _run(args + (["--resume"] if (run / "last.pt").exists() else []))
+    rc, err = _run(args + (["--resume"] if (run / "last.pt").exists() else ["--overwrite"]))  # a kill before the first checkpoint leaves metrics.jsonl
     assert rc == 0, err
     assert "Traceback" not in err
     assert not list(run.glob(".*.tmp")), "temporary checkpoint files were left behind"
@@ -265,7 +265,7 @@ def test_train_killed_at_random_points_resumes_to_the_same_result(train_data, st
         resume = (run / "last.pt").exists()
         metrics = run / "metrics.jsonl"
         size = metrics.stat().st_size if resume and metrics.exists() else 0
-        proc = _start(args + (["--resume"] if resume else []))
+        proc = _start(args + (["--resume"] if resume else ["--overwrite"]))
         procs.append(proc)
         # wait for the training loop (a new metrics line, after torch's import), then kill at a random moment
         deadline = time.monotonic() + 120
