@@ -341,7 +341,13 @@ def export_cmd(checkpoint, out, fp16) -> None:
               help="Output folder.")
 @click.option("--name", default=None, help="File name stem (default: the primer's name or 'musicrnn').")
 @click.option("--primer", type=click.Path(path_type=Path), default=None,
-              help="MIDI file to continue: each output starts with it, then the model's continuation.")
+              help="MIDI file to continue: each output starts with it (its tracks, tempo changes and time "
+                   "signatures as they are), then the model's continuation on a track of its own ('musicrnn').")
+@click.option("--primer-bars", type=int, default=None, metavar="N",
+              help="Keep only the primer's last N bars, as context and in the output (default: all of it; "
+                   "a note suggests this for primers over 32 bars).")
+@click.option("--primer-seconds", type=float, default=None, metavar="S",
+              help="Keep only the primer's last S seconds (instead of --primer-bars).")
 @click.option("--bars", type=float, default=None, help="Length of the new music in bars (default 8).")
 @click.option("--seconds", type=float, default=None, help="Length of the new music in seconds (instead of --bars).")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
@@ -363,7 +369,7 @@ def export_cmd(checkpoint, out, fp16) -> None:
               help="bf16: bfloat16 weights (half the bytes per step), for many pieces at once on a GPU; on a "
                    "CPU fp32 batches step in numpy about as fast; other samples than fp32 for the same seed.")
 @user_errors
-def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature, top_k, top_p, seed, key, pitch_range,
+def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k, top_p, seed, key, pitch_range,
                 max_polyphony, min_note, max_note, tempo, program, png, wav, device, precision) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
 
@@ -371,6 +377,7 @@ def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature
     Examples:
       musicrnn compose -n 8 -o out --seed 1 --png
       musicrnn compose --primer riff.mid --bars 16 --key A:minor --temperature 0.9 -o out
+      musicrnn compose --primer song.mid --primer-bars 8 --bars 8 -o out   # continue a song's last 8 bars
     """
     from rich.console import Console
     from rich.table import Table
@@ -393,11 +400,11 @@ def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature
     if max_note and sampling.max_note_steps < 1:
         raise MusicRNNError(f"--max-note {max_note} is shorter than one step of this model's grid")
     opts = ComposeOptions(n=count, out=out, name=name or (primer.stem if primer else "musicrnn"), primer=primer,
-                          bars=bars, seconds=seconds, tempo=tempo, program=program, seed=seed, png=png, wav=wav,
+                          primer_bars=primer_bars, primer_seconds=primer_seconds, bars=bars, seconds=seconds, tempo=tempo, program=program, seed=seed, png=png, wav=wav,
                           device=str(dev), precision=precision, sampling=sampling)
     if precision == "bf16" and not bf16_is_native(dev):
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
-    pieces = compose(ckpt.model, ckpt.codec, opts)
+    pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))
     table = Table(title=f"{len(pieces)} pieces in {out}")
     for col in ("file", "seconds", "bars", "notes", "pitch range"):
         table.add_column(col, justify="right" if col != "file" else "left")

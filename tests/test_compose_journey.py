@@ -1,0 +1,133 @@
+"""`musicrnn compose` as a user with real songs meets it (issue 13): primers kept as they were,
+bars, note lengths, usage errors, reruns into the same folder, the piano roll."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mido
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+from click.testing import CliRunner
+
+from musicrnn.cli import cli
+from musicrnn.codec import GridCodec, PerformanceCodec
+from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
+
+CODECS = {
+    "grid": GridCodec(steps_per_beat=4),
+    "performance-beats": PerformanceCodec(time_unit="beats"),
+    "performance-seconds": PerformanceCodec(time_unit="seconds"),
+}
+
+
+def _checkpoint(path: Path, codec) -> Path:
+    torch.manual_seed(0)
+    save_checkpoint(path, MusicRNN(ModelConfig(codec.vocab_size, hidden=32, embedding=16, layers=1)), codec)
+    return path
+
+
+@pytest.fixture(params=list(CODECS))
+def ckpt(request, tmp_path) -> Path:
+    return _checkpoint(tmp_path / f"{request.param}.pt", CODECS[request.param])
+
+
+def compose(*args) -> object:
+    return CliRunner().invoke(cli, ["compose", *(str(a) for a in args)])
+
+
+def _song(path: Path, bars: int = 6, tempos=((0, 100.0), (4, 140.0), (10, 75.0)), sig=(4, 4),
+          tpq: int = 480) -> Path:
+    """A type-1 file as a DAW writes it: a tempo track (``tempos``: (beat, bpm)), then 'Lead'
+    (a note per beat, pitch 60 + bar) and 'Bass' (program 33, one whole-bar note per bar)."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
+    meta = [(round(b * tpq), mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))) for b, bpm in tempos]
+    meta.append((0, mido.MetaMessage("time_signature", numerator=sig[0], denominator=sig[1])))
+    beats_per_bar = sig[0] * 4 // sig[1]
+    lead = [(0, mido.MetaMessage("track_name", name="Lead"))]
+    bass = [(0, mido.MetaMessage("track_name", name="Bass")), (0, mido.Message("program_change", program=33, channel=1))]
+    for bar in range(bars):
+        for beat in range(beats_per_bar):
+            t = (bar * beats_per_bar + beat) * tpq
+            lead += [(t, mido.Message("note_on", note=60 + bar, velocity=90)),
+                     (t + tpq // 2, mido.Message("note_off", note=60 + bar, velocity=0))]
+        t = bar * beats_per_bar * tpq
+        bass += [(t, mido.Message("note_on", note=36 + bar, velocity=70, channel=1)),
+                 (t + beats_per_bar * tpq - 10, mido.Message("note_off", note=36 + bar, velocity=0, channel=1))]
+    for events in (meta, lead, bass):
+        track, now = mido.MidiTrack(), 0
+        for tick, msg in sorted(events, key=lambda e: e[0]):
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        mid.tracks.append(track)
+    mid.save(str(path))
+    return path
+
+
+def _tracks(path: Path) -> dict[str, np.ndarray]:
+    """Notes per track name as (start s, end s, pitch) rows, read by pretty_midi (not our reader)."""
+    pm = pretty_midi.PrettyMIDI(str(path))
+    return {inst.name: np.array(sorted((n.start, n.end, n.pitch) for n in inst.notes)) for inst in pm.instruments}
+
+
+# --- 1. primers keep their tempo map and tracks; --primer-bars keeps their end -----------------
+
+
+def test_primer_tempo_map_and_named_tracks_survive_to_the_millisecond(ckpt, tmp_path):
+    primer = _song(tmp_path / "song.mid")
+    r = compose("--model", ckpt, "--primer", primer, "-n", 2, "-o", tmp_path / "out", "--bars", 2, "--seed", 1)
+    assert r.exit_code == 0, r.output
+    before = _tracks(primer)
+    for out in sorted((tmp_path / "out").glob("song-*.mid")):
+        after = _tracks(out)
+        assert list(after) == ["Lead", "Bass", "musicrnn"]  # names and order kept, new music apart
+        for name in ("Lead", "Bass"):
+            assert after[name].shape == before[name].shape
+            assert np.abs(after[name] - before[name]).max() < 1e-3, name  # seconds, within 1 ms
+        pm = pretty_midi.PrettyMIDI(str(out))
+        assert [i.program for i in pm.instruments[:2]] == [0, 33]
+        want = pretty_midi.PrettyMIDI(str(primer)).get_tempo_changes()
+        assert np.allclose(pm.get_tempo_changes(), want, atol=1e-3)  # all 3 tempo changes, none added
+        new = after["musicrnn"]
+        assert len(new) and new[:, 0].min() >= before["Lead"][:, 1].max() - 1e-3  # after the primer
+        # in beats at the primer's final tempo (75 BPM): 2 bars of 4/4 (+ up to a 4-beat last time shift)
+        assert new[:, 1].max() <= before["Bass"][:, 1].max() + (2 * 4 + 4) * 60 / 75 + 0.05
+
+
+def test_primer_bars_keeps_only_the_last_bars_as_context_and_output(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["performance-beats"])
+    primer = _song(tmp_path / "song.mid", bars=6, tempos=((0, 100.0), (12, 140.0)))
+    r = compose("--model", model, "--primer", primer, "--primer-bars", 2, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
+    assert r.exit_code == 0, r.output
+    got = _tracks(tmp_path / "out" / "song-001.mid")
+    # bars 5 and 6 only (lead pitches 64, 65), shifted to start at 0, at the tempo in force there
+    assert sorted(set(got["Lead"][:, 2])) == [64, 65]
+    assert got["Lead"][0, 0] == pytest.approx(0.0, abs=1e-3)
+    assert got["Lead"][1, 0] == pytest.approx(60 / 140, abs=1e-3)
+    assert sorted(got["Bass"][:, 2]) == [40, 41]
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "out" / "song-001.mid"))
+    assert pm.get_tempo_changes()[1][0] == pytest.approx(140.0, abs=0.01)
+
+
+def test_primer_seconds_cuts_notes_at_the_boundary(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    primer = _song(tmp_path / "song.mid", bars=3, tempos=((0, 120.0),))  # 6 s; bass notes last a bar (2 s)
+    r = compose("--model", model, "--primer", primer, "--primer-seconds", 3, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
+    assert r.exit_code == 0, r.output
+    bass = _tracks(tmp_path / "out" / "song-001.mid")["Bass"]
+    # the last 3 s before the last note's end (5.99 s): the second bar's bass note (2-3.99 s)
+    # sounded across the cut at 2.99 s, so it is kept from 0 to 1 s
+    assert bass[0] == pytest.approx([0.0, 1.0, 37], abs=1e-3)
+    assert len(bass) == 2
+
+
+def test_a_long_primer_gets_a_note_naming_primer_bars(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    primer = _song(tmp_path / "long.mid", bars=40, tempos=((0, 120.0),))
+    r = compose("--model", model, "--primer", primer, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
+    assert r.exit_code == 0, r.output
+    assert "40 bars" in r.stderr and "--primer-bars" in r.stderr
+    short = compose("--model", model, "--primer", primer, "--primer-bars", 4, "-n", 1, "-o", tmp_path / "o2", "--bars", 1)
+    assert "--primer-bars" not in short.stderr
