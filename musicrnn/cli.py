@@ -361,6 +361,12 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--min-note", type=float, default=0, show_default=True, help="Shortest new note in beats (0 = no limit).")
 @click.option("--max-note", type=float, default=0, show_default=True, help="Longest new note in beats (0 = no limit).")
 @click.option("--tempo", type=float, default=None, help="Tempo in BPM (default: the primer's, else 120).")
+@click.option("--beats-per-bar", type=float, default=None,
+              help="Beats (quarter notes) per bar, for --bars and --primer-bars (default: the primer's time "
+                   "signature, a declared 1/4 read as 4/4; else 4).")
+@click.option("--time-signature", default=None, metavar="N/D",
+              help="Time signature of the new music, e.g. 3/4 or 6/8 (instead of --beats-per-bar; also written "
+                   "to the MIDI file).")
 @click.option("--program", type=click.IntRange(0, 127), default=0, show_default=True, help="General MIDI program for new notes.")
 @click.option("--png", is_flag=True, help="Also draw a piano-roll PNG per piece.")
 @click.option("--wav", is_flag=True, help="Also render a WAV per piece (needs FluidSynth and a GM SoundFont).")
@@ -369,8 +375,9 @@ def export_cmd(checkpoint, out, fp16) -> None:
               help="bf16: bfloat16 weights (half the bytes per step), for many pieces at once on a GPU; on a "
                    "CPU fp32 batches step in numpy about as fast; other samples than fp32 for the same seed.")
 @user_errors
-def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k, top_p, seed, key, pitch_range,
-                max_polyphony, min_note, max_note, tempo, program, png, wav, device, precision) -> None:
+def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
+                top_p, seed, key, pitch_range, max_polyphony, min_note, max_note, tempo, beats_per_bar, time_signature,
+                program, png, wav, device, precision) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
 
     \b
@@ -383,6 +390,7 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
     from rich.table import Table
 
     from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.metre import Metre, parse_time_signature
     from musicrnn.model import bf16_is_native, default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
     from musicrnn.train import pick_device
@@ -399,9 +407,11 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
     sampling.max_note_steps = int(round(max_note * steps_per_beat))
     if max_note and sampling.max_note_steps < 1:
         raise MusicRNNError(f"--max-note {max_note} is shorter than one step of this model's grid")
+    metre = Metre(beats_per_bar, parse_time_signature(time_signature) if time_signature else None)
     opts = ComposeOptions(n=count, out=out, name=name or (primer.stem if primer else "musicrnn"), primer=primer,
-                          primer_bars=primer_bars, primer_seconds=primer_seconds, bars=bars, seconds=seconds, tempo=tempo, program=program, seed=seed, png=png, wav=wav,
-                          device=str(dev), precision=precision, sampling=sampling)
+                          primer_bars=primer_bars, primer_seconds=primer_seconds, bars=bars, seconds=seconds,
+                          tempo=tempo, metre=metre, program=program, seed=seed, png=png, wav=wav, device=str(dev),
+                          precision=precision, sampling=sampling)
     if precision == "bf16" and not bf16_is_native(dev):
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
     pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))

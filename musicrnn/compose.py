@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from musicrnn.codec import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.fast_step import FastStepper
-from musicrnn.metre import bar_lines, in_force, signature_beats
+from musicrnn.metre import Metre, in_force
 from musicrnn.midi import Piece, load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN, at_precision, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
@@ -145,6 +145,7 @@ class ComposeOptions:
     bars: float | None = None
     seconds: float | None = None
     tempo: float | None = None
+    metre: Metre = field(default_factory=Metre)  # --beats-per-bar / --time-signature, else the primer's
     program: int = 0
     seed: int = 0
     png: bool = False
@@ -189,11 +190,14 @@ def _steps_for(codec: Codec, bars: float | None, seconds: float | None, bpm: flo
     return int(round(beats * codec.steps_per_unit))
 
 
-def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: float | None = None) -> Primer:
-    """Read a primer; with ``bars`` (or ``seconds``) keep only its last bars (seconds)."""
+def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: float | None = None,
+                metre: Metre | None = None) -> Primer:
+    """Read a primer; with ``bars`` (or ``seconds``) keep only its last bars (seconds), counted
+    by ``metre`` (default: the primer's own)."""
+    metre = metre or Metre()
     piece = load_midi(path)
     if bars is not None or seconds is not None:
-        piece = piece_tail(piece, _tail_start(piece, bars, seconds))
+        piece = piece_tail(piece, _tail_start(piece, bars, seconds, metre))
     pitched = piece.pitched()
     if len(pitched) == 0:
         where = "its kept part has" if bars is not None or seconds is not None else "primer has"
@@ -204,11 +208,11 @@ def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: floa
             f"{path}: primer pitches {lo}-{hi} fall outside the model's range {codec.min_pitch}-{codec.max_pitch}; "
             "transpose the primer or use a model with a wider range"
         )
-    n_bars = len(bar_lines(piece.time_signatures, piece.duration_beats))
+    n_bars = len(metre.bar_lines(piece.time_signatures, piece.duration_beats))
     return Primer(piece, read_track_names(path), codec.encode_piece(piece), n_bars)
 
 
-def _tail_start(piece: Piece, bars: int | None, seconds: float | None) -> float:
+def _tail_start(piece: Piece, bars: int | None, seconds: float | None, metre: Metre) -> float:
     """The beat where a primer's last ``bars`` bars (or last ``seconds``) begin; 0 if it is shorter."""
     if bars is not None and seconds is not None:
         raise MusicRNNError("give either --primer-bars or --primer-seconds, not both")
@@ -216,7 +220,7 @@ def _tail_start(piece: Piece, bars: int | None, seconds: float | None) -> float:
     if bars is not None:
         if bars < 1:
             raise MusicRNNError(f"--primer-bars must be at least 1, not {bars}")
-        lines = bar_lines(piece.time_signatures, end)
+        lines = metre.bar_lines(piece.time_signatures, end)
         return float(lines[-bars]) if bars <= len(lines) else 0.0
     if not seconds > 0:  # type: ignore[operator]
         raise MusicRNNError(f"--primer-seconds must be positive, not {seconds}")
@@ -246,7 +250,7 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
         raise MusicRNNError("-n must be at least 1")
     if opts.primer is None and (opts.primer_bars is not None or opts.primer_seconds is not None):
         raise MusicRNNError("--primer-bars and --primer-seconds shorten a primer; give --primer too")
-    primer = load_primer(opts.primer, codec, opts.primer_bars, opts.primer_seconds) if opts.primer else None
+    primer = load_primer(opts.primer, codec, opts.primer_bars, opts.primer_seconds, opts.metre) if opts.primer else None
     if primer and notify and primer.bars > LONG_PRIMER_BARS and opts.primer_bars is None and opts.primer_seconds is None:
         notify(f"note: the primer is {primer.bars} bars ({primer.piece.duration_seconds:.0f} s) long and all of it "
                f"is context and output; --primer-bars 8 keeps only its last 8 bars")
@@ -255,8 +259,7 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     bpm = opts.tempo or (in_force(primer.piece.tempos, end)[1] if primer else 120.0)
     if not 20 <= bpm <= 400:
         raise MusicRNNError(f"tempo {bpm} BPM is outside 20-400")
-    sig = in_force(primer.piece.time_signatures, end) if primer else (0.0, 4, 4)
-    beats_per_bar = signature_beats(sig[1], sig[2])
+    beats_per_bar = opts.metre.bar_beats(primer.piece.time_signatures if primer else None, at=end)
     target = _steps_for(codec, opts.bars, opts.seconds, bpm, beats_per_bar)
     opts.sampling.validate(codec)
     wav_tool = _find_fluidsynth() if opts.wav else None
@@ -315,8 +318,9 @@ def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_uni
     decoded = codec.decode_piece(full, bpm=bpm, program=opts.program).notes
     unit_to_beats = bpm / 60.0 if codec.time_unit == "seconds" else 1.0
     new = decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9]
+    sig = opts.metre.written()
     if primer is None:
-        return Piece(new, tempos=[(0.0, bpm)], time_signatures=[(0.0, 4, 4)]), {}
+        return Piece(new, tempos=[(0.0, bpm)], time_signatures=[(0.0, *(sig or (4, 4)))]), {}
     new = new.copy()
     shift = cut - cut_units * unit_to_beats  # decoded beats -> the primer's beats (0 for beat codecs)
     new["start"] += shift
@@ -328,6 +332,8 @@ def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_uni
     if opts.tempo and opts.tempo != in_force(tempos, end)[1]:
         tempos.append((cut, float(opts.tempo)))  # the new music at the tempo asked for
     sigs = [s for s in primer.piece.time_signatures if s[0] <= end + 1e-9]
+    if sig and sig != in_force(sigs, end)[1:]:
+        sigs.append((cut, *sig))  # the metre the user gave, from where the new music starts
     names = {**primer.track_names, int(new["track"][0]) if len(new) else -1: NEW_TRACK_NAME}
     return Piece(np.concatenate([prim, new]), tempos, sigs), names
 

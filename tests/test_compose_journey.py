@@ -131,3 +131,72 @@ def test_a_long_primer_gets_a_note_naming_primer_bars(tmp_path):
     assert "40 bars" in r.stderr and "--primer-bars" in r.stderr
     short = compose("--model", model, "--primer", primer, "--primer-bars", 4, "-n", 1, "-o", tmp_path / "o2", "--bars", 1)
     assert "--primer-bars" not in short.stderr
+
+
+# --- 2. bars: a declared 1/4 is read as 4/4; the user can say the metre -----------------------
+
+
+def _new_notes(path: Path):
+    from musicrnn.midi import load_midi
+
+    piece = load_midi(path)
+    last = piece.notes["track"].max()
+    return piece, piece.notes[piece.notes["track"] == last], piece.notes[piece.notes["track"] != last]
+
+
+def test_bars_after_a_primer_that_declares_one_four_are_four_beats(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])  # the grid codec generates exactly the frames asked
+    primer = _song(tmp_path / "pop.mid", bars=8, sig=(1, 4), tempos=((0, 120.0),))  # 8 beats in "1/4"
+    r = compose("--model", model, "--primer", primer, "-n", 3, "-o", tmp_path / "out", "--bars", 2, "--seed", 4)
+    assert r.exit_code == 0, r.output
+    ends = []
+    for out in sorted((tmp_path / "out").glob("pop-*.mid")):
+        piece, new, old = _new_notes(out)
+        assert piece.time_signatures[0][1:] == (1, 4)  # the primer's declaration is kept as it was
+        ends.append(new["end"].max() - old["end"].max())
+    # 2 bars of 4 beats, not 2 beats (from the primer's end on the frame grid, 10 ticks after its last note)
+    assert 2 + 0.05 < max(ends) <= 8 + 0.05
+
+
+def test_time_signature_and_beats_per_bar_set_the_bar(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    for args, folder in ((["--time-signature", "3/4"], "ts"), (["--beats-per-bar", "3"], "bpb")):
+        r = compose("--model", model, "-n", 3, "-o", tmp_path / folder, "--bars", 1, "--seed", 4, *args)
+        assert r.exit_code == 0, r.output
+    for folder in ("ts", "bpb"):
+        ends = []
+        for out in sorted((tmp_path / folder).glob("*.mid")):
+            piece, new, _ = _new_notes(out)
+            assert piece.time_signatures[0][1:] == (3, 4)
+            ends.append(new["end"].max())
+        assert 2 < max(ends) <= 3 + 1e-6
+    primer = _song(tmp_path / "song.mid", bars=4, tempos=((0, 120.0),))  # 16 beats of 4/4
+    r = compose("--model", model, "--primer", primer, "--primer-bars", 2, "--beats-per-bar", 2, "-n", 1,
+                "-o", tmp_path / "p", "--bars", 1)
+    assert r.exit_code == 0, r.output
+    _, _, old = _new_notes(tmp_path / "p" / "song-001.mid")
+    assert old["end"].max() == pytest.approx(4 - 10 / 480)  # 2 bars of 2 beats
+
+
+def test_one_function_gives_the_bar_length():
+    from musicrnn.metre import Metre
+
+    assert Metre().bar_beats([(0.0, 1, 4)]) == 4.0  # the export artefact
+    assert Metre().bar_beats([(0.0, 4, 4), (8.0, 6, 8)], at=9) == 3.0
+    assert Metre().bar_beats([(0.0, 2, 4)]) == 2.0  # a real 2/4 stays
+    assert Metre().bar_beats(None) == 4.0
+    assert Metre(beats_per_bar=3).bar_beats([(0.0, 1, 4)]) == 3.0
+    assert Metre(time_signature=(6, 8)).bar_beats([(0.0, 4, 4)]) == 3.0
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--time-signature", "3/5"], "power of two"),
+    (["--time-signature", "waltz"], "N/D"),
+    (["--beats-per-bar", "0"], "--beats-per-bar"),
+    (["--beats-per-bar", "3", "--time-signature", "3/4"], "not both"),
+])
+def test_bad_metre_is_one_error_line(tmp_path, args, text):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    r = compose("--model", model, "-o", tmp_path / "out", *args)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error:") and text in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
