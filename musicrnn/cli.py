@@ -15,6 +15,7 @@ import click
 
 from musicrnn import __version__
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import MAX_NOTE_BEATS
 
 
 def _pitch_range(value: str) -> tuple[int, int]:
@@ -359,7 +360,8 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--pitch-range", default=None, help="Keep new notes within LO-HI (MIDI numbers), e.g. 48-84.")
 @click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most notes at once (0 = no limit).")
 @click.option("--min-note", type=float, default=0, show_default=True, help="Shortest new note in beats (0 = no limit).")
-@click.option("--max-note", type=float, default=0, show_default=True, help="Longest new note in beats (0 = no limit).")
+@click.option("--max-note", type=float, default=MAX_NOTE_BEATS, show_default=True,
+              help="Longest new note in beats (0 = no limit; the default is serve's --max-note-beats).")
 @click.option("--tempo", type=float, default=None, help="Tempo in BPM (default: the primer's, else 120).")
 @click.option("--beats-per-bar", type=float, default=None,
               help="Beats (quarter notes) per bar, for --bars and --primer-bars (default: the primer's time "
@@ -401,17 +403,11 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
                               key=parse_key(key) if key else None,
                               pitch_range=_pitch_range(pitch_range) if pitch_range else None,
                               max_polyphony=max_polyphony)
-    # note lengths are asked in beats; the codec counts steps (per beat, or per second at the tempo)
-    steps_per_beat = ckpt.codec.steps_per_unit * (60.0 / (tempo or 120.0) if ckpt.codec.time_unit == "seconds" else 1.0)
-    sampling.min_note_steps = int(round(min_note * steps_per_beat))
-    sampling.max_note_steps = int(round(max_note * steps_per_beat))
-    if max_note and sampling.max_note_steps < 1:
-        raise MusicRNNError(f"--max-note {max_note} is shorter than one step of this model's grid")
     metre = Metre(beats_per_bar, parse_time_signature(time_signature) if time_signature else None)
     opts = ComposeOptions(n=count, out=out, name=name or (primer.stem if primer else "musicrnn"), primer=primer,
                           primer_bars=primer_bars, primer_seconds=primer_seconds, bars=bars, seconds=seconds,
-                          tempo=tempo, metre=metre, program=program, seed=seed, png=png, wav=wav, device=str(dev),
-                          precision=precision, sampling=sampling)
+                          tempo=tempo, metre=metre, min_note_beats=min_note, max_note_beats=max_note, program=program,
+                          seed=seed, png=png, wav=wav, device=str(dev), precision=precision, sampling=sampling)
     if precision == "bf16" and not bf16_is_native(dev):
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
     pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))
@@ -458,7 +454,8 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--key", default=None, help="Keep the model's notes in a key, e.g. C:major, A:minor.")
 @click.option("--pitch-range", default=None, help="Keep the model's notes within LO-HI, e.g. 48-84.")
 @click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most model notes at once (0 = no limit; live: CC 22).")
-@click.option("--max-note-beats", type=float, default=8.0, show_default=True, help="No model note lasts longer than this.")
+@click.option("--max-note-beats", type=float, default=MAX_NOTE_BEATS, show_default=True,
+              help="No model note lasts longer than this (compose's --max-note has the same default).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cc", "cc_bindings", multiple=True, metavar="CONTROL=CC",
               help="Move a control to another CC number, e.g. --cc temperature=74 (repeatable).")

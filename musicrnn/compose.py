@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from musicrnn.codec import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.fast_step import FastStepper
+from musicrnn.limits import MAX_NOTE_BEATS
 from musicrnn.metre import Metre, in_force
 from musicrnn.midi import Piece, load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN, at_precision, inference_mode_for
@@ -146,6 +147,8 @@ class ComposeOptions:
     seconds: float | None = None
     tempo: float | None = None
     metre: Metre = field(default_factory=Metre)  # --beats-per-bar / --time-signature, else the primer's
+    min_note_beats: float = 0.0  # shortest new note (0 = no limit)
+    max_note_beats: float = MAX_NOTE_BEATS  # longest new note (0 = no limit)
     program: int = 0
     seed: int = 0
     png: bool = False
@@ -261,6 +264,7 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
         raise MusicRNNError(f"tempo {bpm} BPM is outside 20-400")
     beats_per_bar = opts.metre.bar_beats(primer.piece.time_signatures if primer else None, at=end)
     target = _steps_for(codec, opts.bars, opts.seconds, bpm, beats_per_bar)
+    _set_note_lengths(opts.sampling, codec, opts.min_note_beats, opts.max_note_beats, bpm)
     opts.sampling.validate(codec)
     wav_tool = _find_fluidsynth() if opts.wav else None
 
@@ -297,6 +301,20 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
                 p.unlink()
         raise
     return summaries
+
+
+def _set_note_lengths(sampling: SamplingConfig, codec: Codec, min_beats: float, max_beats: float, bpm: float) -> None:
+    """Note lengths are asked in beats; the codec counts steps (per beat, or per second at ``bpm``)."""
+    if min_beats < 0 or max_beats < 0:
+        raise MusicRNNError("--min-note and --max-note must be >= 0 (0 = no limit)")
+    if min_beats and max_beats and min_beats > max_beats:
+        raise MusicRNNError(f"--min-note {min_beats:g} is longer than --max-note {max_beats:g} (default "
+                            f"{MAX_NOTE_BEATS:g} beats); raise --max-note, or give --max-note 0 for no limit")
+    steps_per_beat = codec.steps_per_unit * (60.0 / bpm if codec.time_unit == "seconds" else 1.0)
+    sampling.min_note_steps = int(round(min_beats * steps_per_beat))
+    sampling.max_note_steps = int(round(max_beats * steps_per_beat))
+    if max_beats and sampling.max_note_steps < 1:
+        raise MusicRNNError(f"--max-note {max_beats:g} is shorter than one step of this model's grid")
 
 
 def _primer_end(codec: Codec, primer: Primer | None) -> tuple[float, float]:

@@ -200,3 +200,36 @@ def test_bad_metre_is_one_error_line(tmp_path, args, text):
     r = compose("--model", model, "-o", tmp_path / "out", *args)
     assert r.exit_code == 1
     assert r.stderr.startswith("error:") and text in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+# --- 3. notes end: compose caps them as serve does ------------------------------------------
+
+
+def test_no_composed_note_outlasts_the_shared_cap_by_default(ckpt, tmp_path):
+    from musicrnn.limits import MAX_NOTE_BEATS
+    from musicrnn.midi import load_midi
+
+    r = compose("--model", ckpt, "-n", 8, "-o", tmp_path / "out", "--bars", 16, "--seed", 3, "--tempo", 90)
+    assert r.exit_code == 0, r.output
+    lengths = np.concatenate([np.diff(load_midi(m).notes[["start", "end"]].tolist()).ravel()
+                              for m in (tmp_path / "out").glob("*.mid")])
+    assert lengths.max() <= MAX_NOTE_BEATS + 1e-6, lengths.max()
+    r = compose("--model", ckpt, "-n", 8, "-o", tmp_path / "free", "--bars", 16, "--seed", 3, "--tempo", 90,
+                "--max-note", 0)  # 0 still means no limit
+    assert r.exit_code == 0, r.output
+
+
+def test_serve_and_compose_share_the_note_cap():
+    from musicrnn.cli import cli as group
+    from musicrnn.limits import MAX_NOTE_BEATS
+    from musicrnn.live.server import ServeOptions
+
+    compose_opt = next(p for p in group.commands["compose"].params if p.name == "max_note")
+    serve_opt = next(p for p in group.commands["serve"].params if p.name == "max_note_beats")
+    assert compose_opt.default == serve_opt.default == ServeOptions().max_note_beats == MAX_NOTE_BEATS
+
+
+def test_min_note_above_the_default_cap_names_max_note(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    r = compose("--model", model, "-o", tmp_path / "out", "--min-note", 10)
+    assert r.exit_code == 1 and "--max-note" in r.stderr and "default 8" in r.stderr, r.stderr

@@ -52,6 +52,7 @@ from pathlib import Path
 import mido
 
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import MAX_NOTE_BEATS
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
@@ -87,7 +88,7 @@ class ServeOptions:
     answer_bars: float = 2.0
     beats_per_bar: float = 4.0
     answer_start: str = "next-beat"
-    max_note_beats: float = 8.0  # no model note lasts longer (the scheduler cuts at this, at the start tempo)
+    max_note_beats: float = MAX_NOTE_BEATS  # no model note lasts longer (the scheduler cuts at this, at the start tempo)
     seed: int = 0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     cc: dict[str, int] = field(default_factory=dict)  # control -> CC number, over the defaults
