@@ -22,9 +22,10 @@ def _pitch_range(value: str) -> tuple[int, int]:
     try:
         lo, hi = (int(x) for x in value.split("-", 1))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give LO-HI in MIDI note numbers, e.g. 21-108") from None
+        raise click.BadParameter(f"{value!r}: give LO-HI in MIDI note numbers, e.g. 21-108",
+                                 param_hint="'--pitch-range'") from None
     if not (0 <= lo <= hi <= 127):
-        raise click.BadParameter(f"{value!r}: need 0 <= LO <= HI <= 127")
+        raise click.BadParameter(f"{value!r}: need 0 <= LO <= HI <= 127", param_hint="'--pitch-range'")
     return lo, hi
 
 
@@ -65,7 +66,8 @@ def build_codec(codec_name, time_unit, steps, max_shift, velocity_bins, pitch_ra
 
 
 def user_errors(f):
-    """Turn MusicRNNError into one 'error:' line and exit status 1."""
+    """Turn MusicRNNError into one 'error:' line and exit status 1 (click's usage errors raised
+    in the command get its context, for the help hint of :class:`UsageLine`)."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -74,11 +76,48 @@ def user_errors(f):
         except MusicRNNError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except click.UsageError as exc:
+            exc.ctx = exc.ctx or click.get_current_context(silent=True)
+            raise
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class UsageLine(click.ClickException):
+    """A usage error (bad value, unknown option, missing argument) shown as every other user
+    error is: one ``error: <what> — <fix>`` line and exit status 1 (click's own: usage text,
+    'Error:' and status 2)."""
+
+    exit_code = 1
+
+    def __init__(self, exc: click.ClickException) -> None:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" — see '{ctx.command_path} --help'" if ctx is not None else ""
+        super().__init__(" ".join(exc.format_message().split()) + hint)
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class MusicRNNGroup(click.Group):
+    """The top-level group: turns click's exceptions, from parsing or from a command, into
+    :class:`UsageLine` (``--help`` and ``--version`` still exit 0)."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:
+            raise exc if isinstance(exc, UsageLine) else UsageLine(exc) from None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            raise exc if isinstance(exc, UsageLine) else UsageLine(exc) from None
+
+
+@click.group(name="musicrnn", cls=MusicRNNGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="musicrnn")
 def cli() -> None:
     """musicrnn: LSTM/GRU note-sequence models that compose MIDI and jam live.

@@ -22,9 +22,9 @@ from threadpoolctl import threadpool_limits
 from musicrnn.codec import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.fast_step import FastStepper
-from musicrnn.limits import MAX_NOTE_BEATS
+from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.metre import Metre, in_force
-from musicrnn.midi import Piece, load_midi, read_track_names, write_midi
+from musicrnn.midi import DEFAULT_BPM, Piece, load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN, at_precision, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
@@ -259,9 +259,11 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
                f"is context and output; --primer-bars 8 keeps only its last 8 bars")
     cut_units, cut = _primer_end(codec, primer)  # where the new music starts: codec units, beats
     end = max(cut, primer.piece.duration_beats) if primer else 0.0
-    bpm = opts.tempo or (in_force(primer.piece.tempos, end)[1] if primer else 120.0)
-    if not 20 <= bpm <= 400:
-        raise MusicRNNError(f"tempo {bpm} BPM is outside 20-400")
+    if opts.tempo is not None:
+        bpm = check_tempo(opts.tempo, "--tempo")
+    else:
+        bpm = check_tempo(in_force(primer.piece.tempos, end)[1], "the primer's tempo", "give --tempo in that range") \
+            if primer else DEFAULT_BPM
     beats_per_bar = opts.metre.bar_beats(primer.piece.time_signatures if primer else None, at=end)
     target = _steps_for(codec, opts.bars, opts.seconds, bpm, beats_per_bar)
     _set_note_lengths(opts.sampling, codec, opts.min_note_beats, opts.max_note_beats, bpm)
@@ -347,7 +349,7 @@ def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_uni
     new["track"] = int(prim["track"].max()) + 1 if len(prim) else 0
     new["channel"] = _next_channel(prim)  # own track and channel: DAWs show primer and answer apart
     tempos = [t for t in primer.piece.tempos if t[0] <= end + 1e-9]
-    if opts.tempo and opts.tempo != in_force(tempos, end)[1]:
+    if opts.tempo is not None and opts.tempo != in_force(tempos, end)[1]:
         tempos.append((cut, float(opts.tempo)))  # the new music at the tempo asked for
     sigs = [s for s in primer.piece.time_signatures if s[0] <= end + 1e-9]
     if sig and sig != in_force(sigs, end)[1:]:

@@ -233,3 +233,24 @@ def test_min_note_above_the_default_cap_names_max_note(tmp_path):
     model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
     r = compose("--model", model, "-o", tmp_path / "out", "--min-note", 10)
     assert r.exit_code == 1 and "--max-note" in r.stderr and "default 8" in r.stderr, r.stderr
+
+
+# --- 4. usage errors and tempi ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tempo", ["0", "-5", "1000", "nan"])
+def test_a_tempo_outside_the_range_is_an_error_not_120(tmp_path, tempo):
+    from musicrnn.limits import MAX_BPM, MIN_BPM
+
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    r = compose("--model", model, "-o", tmp_path / "out", "--tempo", tempo)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.startswith("error: --tempo") and f"{MIN_BPM}-{MAX_BPM}" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_compose_pitch_range_backwards_is_one_error_line(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    r = compose("--model", model, "-o", tmp_path / "out", "--pitch-range", "90-10")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: ") and "--pitch-range" in r.stderr and len(r.stderr.splitlines()) == 1

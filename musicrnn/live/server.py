@@ -52,7 +52,7 @@ from pathlib import Path
 import mido
 
 from musicrnn.errors import MusicRNNError
-from musicrnn.limits import MAX_NOTE_BEATS
+from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
@@ -105,8 +105,7 @@ class ServeOptions:
             raise MusicRNNError(f"clock must be internal or midi, not {self.clock!r}")
         if self.clock == "midi" and self.midi_in == "none":
             raise MusicRNNError("--clock midi follows the MIDI input; give --midi-in (a port or virtual)")
-        if not 20 <= self.tempo <= 400:
-            raise MusicRNNError(f"tempo {self.tempo} BPM is outside 20-400")
+        check_tempo(self.tempo)
         if not 1 <= self.channel <= 16:
             raise MusicRNNError(f"MIDI channel must be 1-16, not {self.channel}")
         if self.max_note_beats <= 0:
@@ -396,8 +395,7 @@ class Server:
     def set_tempo(self, bpm: float) -> None:
         if not isinstance(self.clock, InternalClock):
             raise MusicRNNError("the tempo follows MIDI clock; change it in the DAW (or serve with --clock internal)")
-        if not 20 <= bpm <= 400:
-            raise MusicRNNError(f"tempo {bpm} BPM is outside 20-400")
+        check_tempo(bpm)
         self._command(lambda c: c.clock.set_tempo(bpm))  # type: ignore[attr-defined]
 
     def panic(self) -> None:
