@@ -410,6 +410,9 @@ def export_cmd(checkpoint, out, fp16) -> None:
                    "to the MIDI file).")
 @click.option("--program", type=click.IntRange(0, 127), default=0, show_default=True, help="General MIDI program for new notes.")
 @click.option("--png", is_flag=True, help="Also draw a piano-roll PNG per piece.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the files of an earlier run with the same --name in the output folder (and remove "
+                   "those this run does not rewrite); without it such files are an error.")
 @click.option("--wav", is_flag=True, help="Also render a WAV per piece (needs FluidSynth and a GM SoundFont).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
@@ -418,7 +421,7 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @user_errors
 def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
                 top_p, seed, key, pitch_range, max_polyphony, min_note, max_note, tempo, beats_per_bar, time_signature,
-                program, png, wav, device, precision) -> None:
+                program, png, overwrite, wav, device, precision) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
 
     \b
@@ -446,7 +449,8 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
     opts = ComposeOptions(n=count, out=out, name=name or (primer.stem if primer else "musicrnn"), primer=primer,
                           primer_bars=primer_bars, primer_seconds=primer_seconds, bars=bars, seconds=seconds,
                           tempo=tempo, metre=metre, min_note_beats=min_note, max_note_beats=max_note, program=program,
-                          seed=seed, png=png, wav=wav, device=str(dev), precision=precision, sampling=sampling)
+                          seed=seed, png=png, wav=wav, device=str(dev), precision=precision, overwrite=overwrite,
+                          sampling=sampling)
     if precision == "bf16" and not bf16_is_native(dev):
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
     pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))

@@ -8,8 +8,10 @@ draws its random numbers from ``(seed, i)`` only, so a command run twice writes 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,6 +157,7 @@ class ComposeOptions:
     wav: bool = False
     device: str = "cpu"
     precision: str = "fp32"  # bf16: bfloat16 weights (see musicrnn.model.at_precision)
+    overwrite: bool = False  # replace an earlier run's NAME-NNN files (and remove the ones not rewritten)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
@@ -247,8 +250,9 @@ def piece_tail(piece: Piece, start: float) -> Piece:
 
 def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
             notify: Callable[[str], None] | None = None) -> list[PieceSummary]:
-    """Write ``opts.n`` MIDI files (plus PNG/WAV when asked); all or nothing on error.
-    ``notify`` gets advice that is no error (e.g. a long primer)."""
+    """Write ``opts.n`` MIDI files (plus PNG/WAV when asked); all or nothing on error. Files of
+    an earlier run with the same name are refused unless ``opts.overwrite``. ``notify`` gets
+    advice that is no error (e.g. a long primer)."""
     if opts.n < 1:
         raise MusicRNNError("-n must be at least 1")
     if opts.primer is None and (opts.primer_bars is not None or opts.primer_seconds is not None):
@@ -270,39 +274,63 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     opts.sampling.validate(codec)
     wav_tool = _find_fluidsynth() if opts.wav else None
 
+    out = Path(opts.out)
+    earlier = earlier_outputs(out, opts.name)
+    if earlier and not opts.overwrite:
+        raise MusicRNNError(
+            f"{out} already holds {len(earlier)} file(s) named {opts.name}-NNN (e.g. {earlier[0].name}) from an earlier "
+            f"run; give --overwrite to replace them (those this run does not rewrite are removed), or another "
+            f"-o/--name")
+
     gen = generate(at_precision(model, opts.precision), codec, opts.n, target, opts.sampling, opts.seed,
                    primer.tokens if primer else None, opts.device)
-    written: list[Path] = []
-    summaries = []
-    out = Path(opts.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))
+    try:  # all or nothing: every file is made aside, then moved into place
+        summaries = []
         for i, toks in enumerate(gen.tokens):
             piece, names = _output_piece(codec, primer, toks, cut_units, cut, end, bpm, opts)
-            path = out / f"{opts.name}-{i + 1:03d}.mid"
-            write_midi(piece, path, track_names=names)
-            written.append(path)
-            png = wav = None
-            pitched = Piece(piece.pitched(), piece.tempos, piece.time_signatures)
-            if opts.png:
-                from musicrnn.plot import piano_roll_png
-
-                png = piano_roll_png(pitched, out / f"{opts.name}-{i + 1:03d}.png", split_beat=cut if primer else None,
-                                     beats_per_bar=beats_per_bar)
-                written.append(png)
-            if wav_tool:
-                wav = _render_wav(wav_tool, path)
-                written.append(wav)
-            pitches = pitched.notes["pitch"]
-            summaries.append(PieceSummary(path, piece.duration_seconds, piece.duration_beats / beats_per_bar,
-                                          len(piece.notes), (int(pitches.min()), int(pitches.max())) if len(pitches) else None,
-                                          png, wav))
-    except BaseException:
-        for p in written:  # all or nothing: no partial output
-            if p.exists():
-                p.unlink()
-        raise
+            summaries.append(_write_piece(piece, names, staging / f"{opts.name}-{i + 1:03d}.mid", opts,
+                                          cut if primer else None, beats_per_bar, wav_tool))
+        made = sorted(staging.iterdir())
+        for f in made:
+            os.replace(f, out / f.name)
+        for f in set(earlier) - {out / f.name for f in made}:  # stale: from an earlier run with more pieces
+            f.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return summaries
+
+
+OUTPUT_SUFFIXES = (".mid", ".png", ".wav")
+
+
+def earlier_outputs(out: Path, name: str) -> list[Path]:
+    """Files in ``out`` that a compose run with stem ``name`` writes (NAME-NNN.mid/.png/.wav)."""
+    if not out.is_dir():
+        return []
+    pattern = re.compile(re.escape(name) + r"-\d{3,}")
+    return sorted(f for f in out.iterdir() if f.suffix in OUTPUT_SUFFIXES and pattern.fullmatch(f.stem) and f.is_file())
+
+
+def _write_piece(piece: Piece, names: dict[int, str], path: Path, opts: ComposeOptions, split_beat: float | None,
+                 beats_per_bar: float, wav_tool: tuple[str, str] | None) -> PieceSummary:
+    """Write one piece's MIDI file at ``path`` (and PNG/WAV beside it when asked); the summary
+    names the files where they will be, in ``opts.out``."""
+    out = Path(opts.out)
+    write_midi(piece, path, track_names=names)
+    png = wav = None
+    pitched = Piece(piece.pitched(), piece.tempos, piece.time_signatures)
+    if opts.png:
+        from musicrnn.plot import piano_roll_png
+
+        png = out / piano_roll_png(pitched, path.with_suffix(".png"), split_beat=split_beat,
+                                   beats_per_bar=beats_per_bar).name
+    if wav_tool:
+        wav = out / _render_wav(wav_tool, path).name
+    pitches = pitched.notes["pitch"]
+    return PieceSummary(out / path.name, piece.duration_seconds, piece.duration_beats / beats_per_bar, len(piece.notes),
+                        (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav)
 
 
 def _set_note_lengths(sampling: SamplingConfig, codec: Codec, min_beats: float, max_beats: float, bpm: float) -> None:

@@ -254,3 +254,53 @@ def test_compose_pitch_range_backwards_is_one_error_line(tmp_path):
     r = compose("--model", model, "-o", tmp_path / "out", "--pitch-range", "90-10")
     assert r.exit_code == 1
     assert r.stderr.startswith("error: ") and "--pitch-range" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+# --- 5. a rerun never silently mixes with an earlier one --------------------------------------
+
+
+def test_a_rerun_into_the_same_folder_is_refused_without_overwrite(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    out = tmp_path / "out"
+    assert compose("--model", model, "-n", 3, "-o", out, "--bars", 1, "--png").exit_code == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    r = compose("--model", model, "-n", 2, "-o", out, "--bars", 1, "--seed", 7)
+    assert r.exit_code == 1
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--overwrite" in lines[0], r.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # nothing touched
+    assert compose("--model", model, "-n", 1, "-o", out, "--bars", 1, "--name", "other").exit_code == 0
+
+
+def test_overwrite_replaces_the_run_and_removes_its_stale_siblings(tmp_path):
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    out = tmp_path / "out"
+    assert compose("--model", model, "-n", 3, "-o", out, "--bars", 1, "--png").exit_code == 0
+    (out / "notes.txt").write_text("mine")  # not compose's: stays
+    r = compose("--model", model, "-n", 2, "-o", out, "--bars", 1, "--seed", 7, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert sorted(f.name for f in out.iterdir()) == ["musicrnn-001.mid", "musicrnn-002.mid", "notes.txt"]
+    fresh = tmp_path / "fresh"
+    assert compose("--model", model, "-n", 2, "-o", fresh, "--bars", 1, "--seed", 7).exit_code == 0
+    assert all((out / f.name).read_bytes() == f.read_bytes() for f in fresh.iterdir())
+
+
+def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
+    import musicrnn.compose as compose_module
+
+    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    out = tmp_path / "out"
+    assert compose("--model", model, "-n", 3, "-o", out, "--bars", 1).exit_code == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    real, calls = compose_module.write_midi, []
+
+    def failing(piece, path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(piece, path, **kw)
+
+    monkeypatch.setattr(compose_module, "write_midi", failing)
+    r = compose("--model", model, "-n", 3, "-o", out, "--bars", 1, "--seed", 9, "--overwrite")
+    assert r.exit_code != 0
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # no temp files, old run intact
