@@ -304,3 +304,28 @@ def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
     r = compose("--model", model, "-n", 3, "-o", out, "--bars", 1, "--seed", 9, "--overwrite")
     assert r.exit_code != 0
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # no temp files, old run intact
+
+
+# --- 6. the piano roll shows velocity -----------------------------------------------------------
+
+
+def test_piano_roll_shades_notes_by_velocity_and_keeps_the_legend_off_the_notes():
+    import matplotlib.pyplot as plt
+
+    from musicrnn.midi import Piece, make_notes
+    from musicrnn.plot import piano_roll_figure
+
+    piece = Piece(make_notes([(60, 30, 0.0, 1.0), (62, 120, 1.0, 2.0), (64, 120, 2.0, 3.0), (65, 30, 3.0, 4.0)]))
+    fig = piano_roll_figure(piece, split_beat=2.0)
+    try:
+        ax = fig.axes[0]
+        bars = {int(round(p.get_y() + p.get_height() / 2)): p.get_facecolor() for p in ax.patches}
+        assert bars[60] != bars[62] and bars[64] != bars[65]  # same part, other velocity: other colour
+        assert sum(bars[62][:3]) < sum(bars[60][:3])  # the louder one is the stronger (darker) colour
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "primer" in labels and any(label.startswith("velocity") for label in labels)
+        fig.canvas.draw()
+        legend = ax.get_legend().get_window_extent()
+        assert legend.x0 >= ax.get_window_extent().x1  # beside the roll, not over its notes
+    finally:
+        plt.close(fig)
