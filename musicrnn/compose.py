@@ -390,12 +390,14 @@ PITCHED_CHANNELS = [c for c in range(16) if c != 9]  # 9 is General MIDI's drum 
 
 
 def _with_own_channels(notes: np.ndarray) -> np.ndarray:
-    """The primer's notes with a channel per pitched track (drums on 9), so that each track's
-    program sounds as in the file (the reader keeps no channels)."""
+    """The primer's notes with a channel per pitched (track, program) (drums on 9), so that each
+    track's program sounds as in the file (the reader keeps no channels)."""
     notes = notes.copy()
-    tracks = sorted(set(notes["track"][~notes["is_drum"]].tolist()))
-    for k, track in enumerate(tracks):
-        notes["channel"][(notes["track"] == track) & ~notes["is_drum"]] = PITCHED_CHANNELS[k % len(PITCHED_CHANNELS)]
+    pitched = ~notes["is_drum"]
+    parts = sorted(set(zip(notes["track"][pitched].tolist(), notes["program"][pitched].tolist())))
+    for k, (track, program) in enumerate(parts):
+        part = pitched & (notes["track"] == track) & (notes["program"] == program)
+        notes["channel"][part] = PITCHED_CHANNELS[k % len(PITCHED_CHANNELS)]
     notes["channel"][notes["is_drum"]] = 9
     return notes
 

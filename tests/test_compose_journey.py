@@ -41,14 +41,18 @@ def compose(*args) -> object:
 def _song(path: Path, bars: int = 6, tempos=((0, 100.0), (4, 140.0), (10, 75.0)), sig=(4, 4),
           tpq: int = 480) -> Path:
     """A type-1 file as a DAW writes it: a tempo track (``tempos``: (beat, bpm)), then 'Lead'
-    (a note per beat, pitch 60 + bar) and 'Bass' (program 33, one whole-bar note per bar)."""
+    (a note per beat, pitch 60 + bar), 'Bass' (program 33, one whole-bar note per bar) and
+    'Drums' (channel 10, a kick on each bar's first beat)."""
     mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
     meta = [(round(b * tpq), mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))) for b, bpm in tempos]
     meta.append((0, mido.MetaMessage("time_signature", numerator=sig[0], denominator=sig[1])))
     beats_per_bar = sig[0] * 4 // sig[1]
     lead = [(0, mido.MetaMessage("track_name", name="Lead"))]
     bass = [(0, mido.MetaMessage("track_name", name="Bass")), (0, mido.Message("program_change", program=33, channel=1))]
+    drums = [(0, mido.MetaMessage("track_name", name="Drums"))]
     for bar in range(bars):
+        drums += [(bar * beats_per_bar * tpq, mido.Message("note_on", note=36, velocity=100, channel=9)),
+                  (bar * beats_per_bar * tpq + tpq // 4, mido.Message("note_off", note=36, velocity=0, channel=9))]
         for beat in range(beats_per_bar):
             t = (bar * beats_per_bar + beat) * tpq
             lead += [(t, mido.Message("note_on", note=60 + bar, velocity=90)),
@@ -56,7 +60,7 @@ def _song(path: Path, bars: int = 6, tempos=((0, 100.0), (4, 140.0), (10, 75.0))
         t = bar * beats_per_bar * tpq
         bass += [(t, mido.Message("note_on", note=36 + bar, velocity=70, channel=1)),
                  (t + beats_per_bar * tpq - 10, mido.Message("note_off", note=36 + bar, velocity=0, channel=1))]
-    for events in (meta, lead, bass):
+    for events in (meta, lead, bass, drums):
         track, now = mido.MidiTrack(), 0
         for tick, msg in sorted(events, key=lambda e: e[0]):
             track.append(msg.copy(time=tick - now))
@@ -82,12 +86,12 @@ def test_primer_tempo_map_and_named_tracks_survive_to_the_millisecond(ckpt, tmp_
     before = _tracks(primer)
     for out in sorted((tmp_path / "out").glob("song-*.mid")):
         after = _tracks(out)
-        assert list(after) == ["Lead", "Bass", "musicrnn"]  # names and order kept, new music apart
-        for name in ("Lead", "Bass"):
+        assert list(after) == ["Lead", "Bass", "Drums", "musicrnn"]  # names and order kept, new music apart
+        for name in ("Lead", "Bass", "Drums"):
             assert after[name].shape == before[name].shape
             assert np.abs(after[name] - before[name]).max() < 1e-3, name  # seconds, within 1 ms
         pm = pretty_midi.PrettyMIDI(str(out))
-        assert [i.program for i in pm.instruments[:2]] == [0, 33]
+        assert [(i.program, i.is_drum) for i in pm.instruments[:3]] == [(0, False), (33, False), (0, True)]
         want = pretty_midi.PrettyMIDI(str(primer)).get_tempo_changes()
         assert np.allclose(pm.get_tempo_changes(), want, atol=1e-3)  # all 3 tempo changes, none added
         new = after["musicrnn"]
