@@ -401,7 +401,8 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--min-note", type=float, default=0, show_default=True, help="Shortest new note in beats (0 = no limit).")
 @click.option("--max-note", type=float, default=MAX_NOTE_BEATS, show_default=True,
               help="Longest new note in beats (0 = no limit; the default is serve's --max-note-beats).")
-@click.option("--tempo", type=float, default=None, help="Tempo in BPM (default: the primer's, else 120).")
+@click.option("--tempo", type=float, default=None,
+              help="Tempo of the new music in BPM, 20-400 (default: the primer's where it ends, else 120).")
 @click.option("--beats-per-bar", type=float, default=None,
               help="Beats (quarter notes) per bar, for --bars and --primer-bars (default: the primer's time "
                    "signature, a declared 1/4 read as 4/4; else 4).")

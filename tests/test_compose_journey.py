@@ -333,3 +333,16 @@ def test_piano_roll_shades_notes_by_velocity_and_keeps_the_legend_off_the_notes(
         assert legend.x0 >= ax.get_window_extent().x1  # beside the roll, not over its notes
     finally:
         plt.close(fig)
+
+
+def test_tempo_with_a_primer_sets_the_new_music_only(tmp_path):
+    from musicrnn.midi import load_midi
+
+    model = _checkpoint(tmp_path / "m.pt", CODECS["performance-seconds"])
+    primer = _song(tmp_path / "song.mid", bars=2, tempos=((0, 100.0),))
+    r = compose("--model", model, "--primer", primer, "--tempo", 150, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out" / "song-001.mid"
+    assert [round(bpm, 3) for _, bpm in load_midi(out).tempos] == [100.0, 150.0]
+    before, after = _tracks(primer), _tracks(out)
+    assert np.abs(after["Lead"] - before["Lead"]).max() < 1e-3
