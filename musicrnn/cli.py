@@ -15,15 +15,17 @@ import click
 
 from musicrnn import __version__
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import MAX_NOTE_BEATS
 
 
 def _pitch_range(value: str) -> tuple[int, int]:
     try:
         lo, hi = (int(x) for x in value.split("-", 1))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give LO-HI in MIDI note numbers, e.g. 21-108") from None
+        raise click.BadParameter(f"{value!r}: give LO-HI in MIDI note numbers, e.g. 21-108",
+                                 param_hint="'--pitch-range'") from None
     if not (0 <= lo <= hi <= 127):
-        raise click.BadParameter(f"{value!r}: need 0 <= LO <= HI <= 127")
+        raise click.BadParameter(f"{value!r}: need 0 <= LO <= HI <= 127", param_hint="'--pitch-range'")
     return lo, hi
 
 
@@ -68,7 +70,8 @@ def build_codec(codec_name, time_unit, steps, max_shift, velocity_bins, pitch_ra
 
 
 def user_errors(f):
-    """Turn MusicRNNError into one 'error:' line and exit status 1."""
+    """Turn MusicRNNError into one 'error:' line and exit status 1 (click's usage errors raised
+    in the command get its context, for the help hint of :class:`UsageLine`)."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -77,11 +80,48 @@ def user_errors(f):
         except MusicRNNError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except click.UsageError as exc:
+            exc.ctx = exc.ctx or click.get_current_context(silent=True)
+            raise
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class UsageLine(click.ClickException):
+    """A usage error (bad value, unknown option, missing argument) shown as every other user
+    error is: one ``error: <what> — <fix>`` line and exit status 1 (click's own: usage text,
+    'Error:' and status 2)."""
+
+    exit_code = 1
+
+    def __init__(self, exc: click.ClickException) -> None:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" — see '{ctx.command_path} --help'" if ctx is not None else ""
+        super().__init__(" ".join(exc.format_message().split()) + hint)
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class MusicRNNGroup(click.Group):
+    """The top-level group: turns click's exceptions, from parsing or from a command, into
+    :class:`UsageLine` (``--help`` and ``--version`` still exit 0)."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:
+            raise exc if isinstance(exc, UsageLine) else UsageLine(exc) from None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            raise exc if isinstance(exc, UsageLine) else UsageLine(exc) from None
+
+
+@click.group(name="musicrnn", cls=MusicRNNGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="musicrnn")
 def cli() -> None:
     """musicrnn: LSTM/GRU note-sequence models that compose MIDI and jam live.
@@ -444,7 +484,13 @@ def export_cmd(checkpoint, out, fp16) -> None:
               help="Output folder.")
 @click.option("--name", default=None, help="File name stem (default: the primer's name or 'musicrnn').")
 @click.option("--primer", type=click.Path(path_type=Path), default=None,
-              help="MIDI file to continue: each output starts with it, then the model's continuation.")
+              help="MIDI file to continue: each output starts with it (its tracks, tempo changes and time "
+                   "signatures as they are), then the model's continuation on a track of its own ('musicrnn').")
+@click.option("--primer-bars", type=int, default=None, metavar="N",
+              help="Keep only the primer's last N bars, as context and in the output (default: all of it; "
+                   "a note suggests this for primers over 32 bars).")
+@click.option("--primer-seconds", type=float, default=None, metavar="S",
+              help="Keep only the primer's last S seconds (instead of --primer-bars).")
 @click.option("--bars", type=float, default=None, help="Length of the new music in bars (default 8).")
 @click.option("--seconds", type=float, default=None, help="Length of the new music in seconds (instead of --bars).")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
@@ -456,29 +502,43 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--pitch-range", default=None, help="Keep new notes within LO-HI (MIDI numbers), e.g. 48-84.")
 @click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most notes at once (0 = no limit).")
 @click.option("--min-note", type=float, default=0, show_default=True, help="Shortest new note in beats (0 = no limit).")
-@click.option("--max-note", type=float, default=0, show_default=True, help="Longest new note in beats (0 = no limit).")
-@click.option("--tempo", type=float, default=None, help="Tempo in BPM (default: the primer's, else 120).")
+@click.option("--max-note", type=float, default=MAX_NOTE_BEATS, show_default=True,
+              help="Longest new note in beats (0 = no limit; the default is serve's --max-note-beats).")
+@click.option("--tempo", type=float, default=None,
+              help="Tempo of the new music in BPM, 20-400 (default: the primer's where it ends, else 120).")
+@click.option("--beats-per-bar", type=float, default=None,
+              help="Beats (quarter notes) per bar, for --bars and --primer-bars (default: the primer's time "
+                   "signature, a declared 1/4 read as 4/4; else 4).")
+@click.option("--time-signature", default=None, metavar="N/D",
+              help="Time signature of the new music, e.g. 3/4 or 6/8 (instead of --beats-per-bar; also written "
+                   "to the MIDI file).")
 @click.option("--program", type=click.IntRange(0, 127), default=0, show_default=True, help="General MIDI program for new notes.")
 @click.option("--png", is_flag=True, help="Also draw a piano-roll PNG per piece.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the files of an earlier run with the same --name in the output folder (and remove "
+                   "those this run does not rewrite); without it such files are an error.")
 @click.option("--wav", is_flag=True, help="Also render a WAV per piece (needs FluidSynth and a GM SoundFont).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: bfloat16 weights (half the bytes per step), for many pieces at once on a GPU; on a "
                    "CPU fp32 batches step in numpy about as fast; other samples than fp32 for the same seed.")
 @user_errors
-def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature, top_k, top_p, seed, key, pitch_range,
-                max_polyphony, min_note, max_note, tempo, program, png, wav, device, precision) -> None:
+def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
+                top_p, seed, key, pitch_range, max_polyphony, min_note, max_note, tempo, beats_per_bar, time_signature,
+                program, png, overwrite, wav, device, precision) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
 
     \b
     Examples:
       musicrnn compose -n 8 -o out --seed 1 --png
       musicrnn compose --primer riff.mid --bars 16 --key A:minor --temperature 0.9 -o out
+      musicrnn compose --primer song.mid --primer-bars 8 --bars 8 -o out   # continue a song's last 8 bars
     """
     from rich.console import Console
     from rich.table import Table
 
     from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.metre import Metre, parse_time_signature
     from musicrnn.model import bf16_is_native, default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
     from musicrnn.train import pick_device
@@ -489,18 +549,15 @@ def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature
                               key=parse_key(key) if key else None,
                               pitch_range=_pitch_range(pitch_range) if pitch_range else None,
                               max_polyphony=max_polyphony)
-    # note lengths are asked in beats; the codec counts steps (per beat, or per second at the tempo)
-    steps_per_beat = ckpt.codec.steps_per_unit * (60.0 / (tempo or 120.0) if ckpt.codec.time_unit == "seconds" else 1.0)
-    sampling.min_note_steps = int(round(min_note * steps_per_beat))
-    sampling.max_note_steps = int(round(max_note * steps_per_beat))
-    if max_note and sampling.max_note_steps < 1:
-        raise MusicRNNError(f"--max-note {max_note} is shorter than one step of this model's grid")
+    metre = Metre(beats_per_bar, parse_time_signature(time_signature) if time_signature else None)
     opts = ComposeOptions(n=count, out=out, name=name or (primer.stem if primer else "musicrnn"), primer=primer,
-                          bars=bars, seconds=seconds, tempo=tempo, program=program, seed=seed, png=png, wav=wav,
-                          device=str(dev), precision=precision, sampling=sampling)
+                          primer_bars=primer_bars, primer_seconds=primer_seconds, bars=bars, seconds=seconds,
+                          tempo=tempo, metre=metre, min_note_beats=min_note, max_note_beats=max_note, program=program,
+                          seed=seed, png=png, wav=wav, device=str(dev), precision=precision, overwrite=overwrite,
+                          sampling=sampling)
     if precision == "bf16" and not bf16_is_native(dev):
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
-    pieces = compose(ckpt.model, ckpt.codec, opts)
+    pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))
     table = Table(title=f"{len(pieces)} pieces in {out}")
     for col in ("file", "seconds", "bars", "notes", "pitch range"):
         table.add_column(col, justify="right" if col != "file" else "left")
@@ -545,7 +602,8 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--key", default=None, help="Keep the model's notes in a key, e.g. C:major, A:minor.")
 @click.option("--pitch-range", default=None, help="Keep the model's notes within LO-HI, e.g. 48-84.")
 @click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most model notes at once (0 = no limit; live: CC 22).")
-@click.option("--max-note-beats", type=float, default=8.0, show_default=True, help="No model note lasts longer than this.")
+@click.option("--max-note-beats", type=float, default=MAX_NOTE_BEATS, show_default=True,
+              help="No model note lasts longer than this (compose's --max-note has the same default).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cc", "cc_bindings", multiple=True, metavar="CONTROL=CC",
               help="Move a control to another CC number, e.g. --cc temperature=74 (repeatable).")

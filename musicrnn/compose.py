@@ -8,8 +8,10 @@ draws its random numbers from ``(seed, i)`` only, so a command run twice writes 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,9 @@ from threadpoolctl import threadpool_limits
 from musicrnn.codec import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.fast_step import FastStepper
-from musicrnn.midi import Piece, load_midi, write_midi
+from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
+from musicrnn.metre import Metre, in_force
+from musicrnn.midi import DEFAULT_BPM, Piece, load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN, at_precision, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
@@ -129,21 +133,31 @@ def _replay_primer(cons: Constraints, primer: np.ndarray) -> None:
         cons.update(torch.full((cons.batch,), int(t), dtype=torch.long))
 
 
+LONG_PRIMER_BARS = 32  # a longer primer (all of it context and output) gets a note suggesting --primer-bars
+NEW_TRACK_NAME = "musicrnn"  # the track the new music goes on, after a primer's own tracks
+
+
 @dataclass
 class ComposeOptions:
     n: int = 4
     out: Path = Path("out")
     name: str = "musicrnn"
     primer: Path | None = None
+    primer_bars: int | None = None  # keep only the primer's last N bars (context and output)
+    primer_seconds: float | None = None  # ... or its last S seconds
     bars: float | None = None
     seconds: float | None = None
     tempo: float | None = None
+    metre: Metre = field(default_factory=Metre)  # --beats-per-bar / --time-signature, else the primer's
+    min_note_beats: float = 0.0  # shortest new note (0 = no limit)
+    max_note_beats: float = MAX_NOTE_BEATS  # longest new note (0 = no limit)
     program: int = 0
     seed: int = 0
     png: bool = False
     wav: bool = False
     device: str = "cpu"
     precision: str = "fp32"  # bf16: bfloat16 weights (see musicrnn.model.at_precision)
+    overwrite: bool = False  # replace an earlier run's NAME-NNN files (and remove the ones not rewritten)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
@@ -156,6 +170,17 @@ class PieceSummary:
     pitch_range: tuple[int, int] | None
     png: Path | None = None
     wav: Path | None = None
+
+
+@dataclass
+class Primer:
+    """A primer as the output keeps it: its notes (drums too) in beats, its tempo map, metre and
+    track names as the file has them, and the tokens the model is primed on."""
+
+    piece: Piece
+    track_names: dict[int, str]
+    tokens: np.ndarray
+    bars: int  # bars it spans (after --primer-bars/--primer-seconds)
 
 
 def _steps_for(codec: Codec, bars: float | None, seconds: float | None, bpm: float, beats_per_bar: float) -> int:
@@ -171,87 +196,216 @@ def _steps_for(codec: Codec, bars: float | None, seconds: float | None, bpm: flo
     return int(round(beats * codec.steps_per_unit))
 
 
-def load_primer(path: Path, codec: Codec) -> tuple[Piece, np.ndarray]:
+def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: float | None = None,
+                metre: Metre | None = None) -> Primer:
+    """Read a primer; with ``bars`` (or ``seconds``) keep only its last bars (seconds), counted
+    by ``metre`` (default: the primer's own)."""
+    metre = metre or Metre()
     piece = load_midi(path)
+    if bars is not None or seconds is not None:
+        piece = piece_tail(piece, _tail_start(piece, bars, seconds, metre))
     pitched = piece.pitched()
     if len(pitched) == 0:
-        raise MidiError(f"{path}: primer has only drum notes; give a primer with pitched notes")
+        where = "its kept part has" if bars is not None or seconds is not None else "primer has"
+        raise MidiError(f"{path}: {where} only drum notes; give a primer with pitched notes")
     lo, hi = int(pitched["pitch"].min()), int(pitched["pitch"].max())
     if lo < codec.min_pitch or hi > codec.max_pitch:
         raise MusicRNNError(
             f"{path}: primer pitches {lo}-{hi} fall outside the model's range {codec.min_pitch}-{codec.max_pitch}; "
             "transpose the primer or use a model with a wider range"
         )
-    return piece, codec.encode_piece(piece)
+    n_bars = len(metre.bar_lines(piece.time_signatures, piece.duration_beats))
+    return Primer(piece, read_track_names(path), codec.encode_piece(piece), n_bars)
 
 
-def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions) -> list[PieceSummary]:
-    """Write ``opts.n`` MIDI files (plus PNG/WAV when asked); all or nothing on error."""
+def _tail_start(piece: Piece, bars: int | None, seconds: float | None, metre: Metre) -> float:
+    """The beat where a primer's last ``bars`` bars (or last ``seconds``) begin; 0 if it is shorter."""
+    if bars is not None and seconds is not None:
+        raise MusicRNNError("give either --primer-bars or --primer-seconds, not both")
+    end = piece.duration_beats
+    if bars is not None:
+        if bars < 1:
+            raise MusicRNNError(f"--primer-bars must be at least 1, not {bars}")
+        lines = metre.bar_lines(piece.time_signatures, end)
+        return float(lines[-bars]) if bars <= len(lines) else 0.0
+    if not seconds > 0:  # type: ignore[operator]
+        raise MusicRNNError(f"--primer-seconds must be positive, not {seconds}")
+    return float(max(0.0, piece.beats(piece.duration_seconds - seconds)))  # type: ignore[operator]
+
+
+def piece_tail(piece: Piece, start: float) -> Piece:
+    """The piece from beat ``start`` on, shifted to begin at 0: notes sounding across ``start``
+    are cut there; the tempo and time signature in force at ``start`` are kept."""
+    if start <= 0:
+        return piece
+    notes = piece.notes[piece.notes["end"] > start + 1e-9].copy()
+    notes["start"] = np.maximum(notes["start"], start) - start
+    notes["end"] -= start
+
+    def shifted(events: list) -> list:
+        return [(0.0, *in_force(events, start)[1:])] + [(b - start, *rest) for b, *rest in events if b > start + 1e-9]
+
+    return Piece(notes, shifted(piece.tempos), shifted(piece.time_signatures), source=piece.source)
+
+
+def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
+            notify: Callable[[str], None] | None = None) -> list[PieceSummary]:
+    """Write ``opts.n`` MIDI files (plus PNG/WAV when asked); all or nothing on error. Files of
+    an earlier run with the same name are refused unless ``opts.overwrite``. ``notify`` gets
+    advice that is no error (e.g. a long primer)."""
     if opts.n < 1:
         raise MusicRNNError("-n must be at least 1")
-    primer_piece, primer_tokens = (None, None)
-    if opts.primer is not None:
-        primer_piece, primer_tokens = load_primer(opts.primer, codec)
-    bpm = opts.tempo or (primer_piece.tempos[0][1] if primer_piece else 120.0)
-    if not 20 <= bpm <= 400:
-        raise MusicRNNError(f"tempo {bpm} BPM is outside 20-400")
-    sig = primer_piece.time_signatures[0] if primer_piece else (0.0, 4, 4)
-    beats_per_bar = sig[1] * 4.0 / sig[2]
+    if opts.primer is None and (opts.primer_bars is not None or opts.primer_seconds is not None):
+        raise MusicRNNError("--primer-bars and --primer-seconds shorten a primer; give --primer too")
+    primer = load_primer(opts.primer, codec, opts.primer_bars, opts.primer_seconds, opts.metre) if opts.primer else None
+    if primer and notify and primer.bars > LONG_PRIMER_BARS and opts.primer_bars is None and opts.primer_seconds is None:
+        notify(f"note: the primer is {primer.bars} bars ({primer.piece.duration_seconds:.0f} s) long and all of it "
+               f"is context and output; --primer-bars 8 keeps only its last 8 bars")
+    cut_units, cut = _primer_end(codec, primer)  # where the new music starts: codec units, beats
+    end = max(cut, primer.piece.duration_beats) if primer else 0.0
+    if opts.tempo is not None:
+        bpm = check_tempo(opts.tempo, "--tempo")
+    else:
+        bpm = check_tempo(in_force(primer.piece.tempos, end)[1], "the primer's tempo", "give --tempo in that range") \
+            if primer else DEFAULT_BPM
+    beats_per_bar = opts.metre.bar_beats(primer.piece.time_signatures if primer else None, at=end)
     target = _steps_for(codec, opts.bars, opts.seconds, bpm, beats_per_bar)
+    _set_note_lengths(opts.sampling, codec, opts.min_note_beats, opts.max_note_beats, bpm)
     opts.sampling.validate(codec)
     wav_tool = _find_fluidsynth() if opts.wav else None
 
-    gen = generate(at_precision(model, opts.precision), codec, opts.n, target, opts.sampling, opts.seed, primer_tokens,
-                   opts.device)
-    primer_end_units = 0.0
-    if primer_tokens is not None:
-        dec = codec.stream_decoder()
-        for t in primer_tokens:
-            dec.feed(int(t))
-        primer_end_units = dec.time
-    written: list[Path] = []
-    summaries = []
     out = Path(opts.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for i, toks in enumerate(gen.tokens):
-            full = np.concatenate([primer_tokens, toks]) if primer_tokens is not None else toks
-            piece = codec.decode_piece(full, bpm=bpm, program=opts.program)
-            unit_to_beats = bpm / 60.0 if codec.time_unit == "seconds" else 1.0
-            cut = primer_end_units * unit_to_beats
-            new_notes = piece.notes[piece.notes["start"] >= cut - 1e-9]
-            if primer_piece is not None:
-                prim = primer_piece.pitched().copy()
-                prim["track"] = 0
-                new_notes = new_notes.copy()
-                new_notes["track"] = 1
-                new_notes["channel"] = 1  # own channel/track: DAWs show primer and answer apart
-                notes = np.concatenate([prim, new_notes])
-            else:
-                notes = new_notes
-            piece = Piece(notes, tempos=[(0.0, bpm)], time_signatures=[(0.0, sig[1], sig[2])])
-            path = out / f"{opts.name}-{i + 1:03d}.mid"
-            write_midi(piece, path)
-            written.append(path)
-            png = wav = None
-            if opts.png:
-                from musicrnn.plot import piano_roll_png
+    earlier = earlier_outputs(out, opts.name)
+    if earlier and not opts.overwrite:
+        raise MusicRNNError(
+            f"{out} already holds {len(earlier)} file(s) named {opts.name}-NNN (e.g. {earlier[0].name}) from an earlier "
+            f"run; give --overwrite to replace them (those this run does not rewrite are removed), or another "
+            f"-o/--name")
 
-                png = piano_roll_png(piece, out / f"{opts.name}-{i + 1:03d}.png", split_beat=cut if primer_piece else None,
-                                     beats_per_bar=beats_per_bar)
-                written.append(png)
-            if wav_tool:
-                wav = _render_wav(wav_tool, path)
-                written.append(wav)
-            pitches = notes["pitch"]
-            summaries.append(PieceSummary(path, piece.duration_seconds, piece.duration_beats / beats_per_bar, len(notes),
-                                          (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav))
-    except BaseException:
-        for p in written:  # all or nothing: no partial output
-            if p.exists():
-                p.unlink()
-        raise
+    gen = generate(at_precision(model, opts.precision), codec, opts.n, target, opts.sampling, opts.seed,
+                   primer.tokens if primer else None, opts.device)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))
+    try:  # all or nothing: every file is made aside, then moved into place
+        summaries = []
+        for i, toks in enumerate(gen.tokens):
+            piece, names = _output_piece(codec, primer, toks, cut_units, cut, end, bpm, opts)
+            summaries.append(_write_piece(piece, names, staging / f"{opts.name}-{i + 1:03d}.mid", opts,
+                                          cut if primer else None, beats_per_bar, wav_tool))
+        made = sorted(staging.iterdir())
+        for f in made:
+            os.replace(f, out / f.name)
+        for f in set(earlier) - {out / f.name for f in made}:  # stale: from an earlier run with more pieces
+            f.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return summaries
+
+
+OUTPUT_SUFFIXES = (".mid", ".png", ".wav")
+
+
+def earlier_outputs(out: Path, name: str) -> list[Path]:
+    """Files in ``out`` that a compose run with stem ``name`` writes (NAME-NNN.mid/.png/.wav)."""
+    if not out.is_dir():
+        return []
+    pattern = re.compile(re.escape(name) + r"-\d{3,}")
+    return sorted(f for f in out.iterdir() if f.suffix in OUTPUT_SUFFIXES and pattern.fullmatch(f.stem) and f.is_file())
+
+
+def _write_piece(piece: Piece, names: dict[int, str], path: Path, opts: ComposeOptions, split_beat: float | None,
+                 beats_per_bar: float, wav_tool: tuple[str, str] | None) -> PieceSummary:
+    """Write one piece's MIDI file at ``path`` (and PNG/WAV beside it when asked); the summary
+    names the files where they will be, in ``opts.out``."""
+    out = Path(opts.out)
+    write_midi(piece, path, track_names=names)
+    png = wav = None
+    pitched = Piece(piece.pitched(), piece.tempos, piece.time_signatures)
+    if opts.png:
+        from musicrnn.plot import piano_roll_png
+
+        png = out / piano_roll_png(pitched, path.with_suffix(".png"), split_beat=split_beat,
+                                   beats_per_bar=beats_per_bar).name
+    if wav_tool:
+        wav = out / _render_wav(wav_tool, path).name
+    pitches = pitched.notes["pitch"]
+    return PieceSummary(out / path.name, piece.duration_seconds, piece.duration_beats / beats_per_bar, len(piece.notes),
+                        (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav)
+
+
+def _set_note_lengths(sampling: SamplingConfig, codec: Codec, min_beats: float, max_beats: float, bpm: float) -> None:
+    """Note lengths are asked in beats; the codec counts steps (per beat, or per second at ``bpm``)."""
+    if min_beats < 0 or max_beats < 0:
+        raise MusicRNNError("--min-note and --max-note must be >= 0 (0 = no limit)")
+    if min_beats and max_beats and min_beats > max_beats:
+        raise MusicRNNError(f"--min-note {min_beats:g} is longer than --max-note {max_beats:g} (default "
+                            f"{MAX_NOTE_BEATS:g} beats); raise --max-note, or give --max-note 0 for no limit")
+    steps_per_beat = codec.steps_per_unit * (60.0 / bpm if codec.time_unit == "seconds" else 1.0)
+    sampling.min_note_steps = int(round(min_beats * steps_per_beat))
+    sampling.max_note_steps = int(round(max_beats * steps_per_beat))
+    if max_beats and sampling.max_note_steps < 1:
+        raise MusicRNNError(f"--max-note {max_beats:g} is shorter than one step of this model's grid")
+
+
+def _primer_end(codec: Codec, primer: Primer | None) -> tuple[float, float]:
+    """Where the primer's tokens end, in codec units and in the primer's beats (0, 0 without one)."""
+    if primer is None:
+        return 0.0, 0.0
+    dec = codec.stream_decoder()
+    for t in primer.tokens:
+        dec.feed(int(t))
+    units = float(dec.time)
+    return units, float(primer.piece.beats(units)) if codec.time_unit == "seconds" else units
+
+
+def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_units: float, cut: float, end: float,
+                  bpm: float, opts: ComposeOptions) -> tuple[Piece, dict[int, str]]:
+    """One output: the primer as its file has it (tempo map, metre, tracks), then the new notes
+    on a track of their own, in beats at ``bpm`` from beat ``cut``; and the tracks' names."""
+    full = np.concatenate([primer.tokens, toks]) if primer is not None else toks
+    decoded = codec.decode_piece(full, bpm=bpm, program=opts.program).notes
+    unit_to_beats = bpm / 60.0 if codec.time_unit == "seconds" else 1.0
+    new = decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9]
+    sig = opts.metre.written()
+    if primer is None:
+        return Piece(new, tempos=[(0.0, bpm)], time_signatures=[(0.0, *(sig or (4, 4)))]), {}
+    new = new.copy()
+    shift = cut - cut_units * unit_to_beats  # decoded beats -> the primer's beats (0 for beat codecs)
+    new["start"] += shift
+    new["end"] += shift
+    prim = _with_own_channels(primer.piece.notes)
+    new["track"] = int(prim["track"].max()) + 1 if len(prim) else 0
+    new["channel"] = _next_channel(prim)  # own track and channel: DAWs show primer and answer apart
+    tempos = [t for t in primer.piece.tempos if t[0] <= end + 1e-9]
+    if opts.tempo is not None and opts.tempo != in_force(tempos, end)[1]:
+        tempos.append((cut, float(opts.tempo)))  # the new music at the tempo asked for
+    sigs = [s for s in primer.piece.time_signatures if s[0] <= end + 1e-9]
+    if sig and sig != in_force(sigs, end)[1:]:
+        sigs.append((cut, *sig))  # the metre the user gave, from where the new music starts
+    names = {**primer.track_names, int(new["track"][0]) if len(new) else -1: NEW_TRACK_NAME}
+    return Piece(np.concatenate([prim, new]), tempos, sigs), names
+
+
+PITCHED_CHANNELS = [c for c in range(16) if c != 9]  # 9 is General MIDI's drum channel
+
+
+def _with_own_channels(notes: np.ndarray) -> np.ndarray:
+    """The primer's notes with a channel per pitched (track, program) (drums on 9), so that each
+    track's program sounds as in the file (the reader keeps no channels)."""
+    notes = notes.copy()
+    pitched = ~notes["is_drum"]
+    parts = sorted(set(zip(notes["track"][pitched].tolist(), notes["program"][pitched].tolist())))
+    for k, (track, program) in enumerate(parts):
+        part = pitched & (notes["track"] == track) & (notes["program"] == program)
+        notes["channel"][part] = PITCHED_CHANNELS[k % len(PITCHED_CHANNELS)]
+    notes["channel"][notes["is_drum"]] = 9
+    return notes
+
+
+def _next_channel(notes: np.ndarray) -> int:
+    """The first pitched channel the primer does not use (the last one if it uses them all)."""
+    used = set(notes["channel"].tolist())
+    return next((c for c in PITCHED_CHANNELS if c not in used), PITCHED_CHANNELS[-1])
 
 
 def _find_fluidsynth() -> tuple[str, str]:

@@ -482,8 +482,28 @@ def _piece_problem(p: Path, notes: int, duration: float, require_notes: bool) ->
     return None
 
 
-def write_midi(piece: Piece, path: str | os.PathLike, ticks_per_beat: int = WRITE_TICKS_PER_BEAT) -> Path:
-    """Write a :class:`Piece` as a type-1 MIDI file; one track per (program, channel, drum).
+def read_track_names(path: str | os.PathLike) -> dict[int, str]:
+    """The names of a file's tracks by the ``track`` index :func:`load_midi` gives its notes
+    (empty names left out), so that a primer's tracks keep their names when written back."""
+    data = Path(path).read_bytes()
+    try:
+        import symusic
+
+        tracks = symusic.Score.from_midi(data, ttype="tick").tracks
+        return {i: t.name for i, t in enumerate(tracks) if t.name}
+    except Exception:  # the file was read by mido (see _parse): its indices are the file's tracks
+        import io
+
+        import mido
+
+        mid = mido.MidiFile(file=io.BytesIO(data), clip=True)  # mido reads text as latin-1 bytes
+        return {i: t.name.encode("latin-1").decode("utf-8", "replace") for i, t in enumerate(mid.tracks) if t.name}
+
+
+def write_midi(piece: Piece, path: str | os.PathLike, ticks_per_beat: int = WRITE_TICKS_PER_BEAT,
+               track_names: dict[int, str] | None = None) -> Path:
+    """Write a :class:`Piece` as a type-1 MIDI file; one track per (track, program, channel,
+    drum), named from ``track_names`` (by the notes' ``track`` index) where given.
 
     The file appears complete or not at all (written to a temporary file, then renamed).
     """
@@ -503,12 +523,16 @@ def write_midi(piece: Piece, path: str | os.PathLike, ticks_per_beat: int = WRIT
     mid.tracks.append(meta)
 
     notes = sanitize_notes(piece.notes)
-    groups: dict[tuple[int, int, bool], list[int]] = {}
-    for i, (prog, ch, drum) in enumerate(zip(notes["program"], notes["channel"], notes["is_drum"])):
-        groups.setdefault((int(prog), 9 if drum else int(ch) % 16, bool(drum)), []).append(i)
-    for (prog, ch, drum), idx in sorted(groups.items()):
+    groups: dict[tuple[int, int, int, bool], list[int]] = {}
+    for i, (tr, prog, ch, drum) in enumerate(zip(notes["track"], notes["program"], notes["channel"], notes["is_drum"])):
+        groups.setdefault((int(tr), int(prog), 9 if drum else int(ch) % 16, bool(drum)), []).append(i)
+    for (tr, prog, ch, drum), idx in sorted(groups.items()):
         track = mido.MidiTrack()
         evs: list[tuple[int, int, mido.Message]] = []
+        if (track_names or {}).get(tr):
+            # as UTF-8 bytes (mido writes text as latin-1): names in any script survive
+            name = track_names[tr].encode("utf-8").decode("latin-1")  # type: ignore[index]
+            evs.append((0, -2, mido.MetaMessage("track_name", name=name)))
         if not drum:
             evs.append((0, -1, mido.Message("program_change", program=prog % 128, channel=ch)))
         sub = notes[idx]

@@ -10,12 +10,25 @@ from musicrnn.midi import Piece
 
 PRIMER_COLOUR = "#4c72b0"
 CONTINUATION_COLOUR = "#dd8452"
+LEGEND_VELOCITIES = (32, 80, 127)  # the shades the legend shows
+QUIETEST_SHADE = 0.2  # a velocity-1 note keeps this much of its colour (over white), a velocity-127 note all of it
 
 
-def piano_roll_png(piece: Piece, path: Path, split_beat: float | None = None, beats_per_bar: float = 4.0,
-                   title: str | None = None) -> Path:
+def velocity_colours(colour: str, velocities: np.ndarray) -> np.ndarray:
+    """RGBA per note: ``colour`` blended with white, the stronger the louder, so that velocity
+    shows without notes turning see-through where they overlap."""
+    from matplotlib.colors import to_rgb
+
+    shade = QUIETEST_SHADE + (1 - QUIETEST_SHADE) * (np.clip(np.asarray(velocities, float), 1, 127) - 1) / 126
+    rgb = 1 - shade[:, None] * (1 - np.array(to_rgb(colour)))[None, :]
+    return np.concatenate([rgb, np.ones((len(rgb), 1))], axis=1)
+
+
+def piano_roll_figure(piece: Piece, split_beat: float | None = None, beats_per_bar: float = 4.0,
+                      title: str | None = None):
     """Draw notes as bars over time (beats), primer (before ``split_beat``) and continuation in
-    different colours, with bar lines; saved as PNG."""
+    different colours shaded by velocity, with bar lines and a legend beside the roll (not over
+    its notes). Returns the matplotlib figure; the caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,27 +37,41 @@ def piano_roll_png(piece: Piece, path: Path, split_beat: float | None = None, be
 
     notes = piece.notes
     end = max(piece.duration_beats, beats_per_bar)
-    fig, ax = plt.subplots(figsize=(min(24, 4 + end / 4), 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(min(24, 4 + end / 4) + 1.6, 4), dpi=100)
     is_primer = notes["start"] < split_beat - 1e-9 if split_beat is not None else np.zeros(len(notes), bool)
     for primer in (True, False):
         sel = notes[is_primer == primer]
         if len(sel):
+            colours = velocity_colours(PRIMER_COLOUR if primer else CONTINUATION_COLOUR, sel["velocity"])
             ax.barh(sel["pitch"], sel["end"] - sel["start"], left=sel["start"], height=0.8,
-                    color=PRIMER_COLOUR if primer else CONTINUATION_COLOUR, edgecolor="black", linewidth=0.3)
+                    color=colours, edgecolor="black", linewidth=0.3)
     for bar in np.arange(0, end + 1e-9, beats_per_bar):
         ax.axvline(bar, color="grey", linewidth=0.5, alpha=0.6)
+    handles = []
     if split_beat is not None:
         ax.axvline(split_beat, color="black", linewidth=1.2)
-        ax.legend(handles=[Patch(color=PRIMER_COLOUR, label="primer"), Patch(color=CONTINUATION_COLOUR, label="musicrnn")],
-                  loc="upper right", fontsize=8)
+        handles += [Patch(color=PRIMER_COLOUR, label="primer"), Patch(color=CONTINUATION_COLOUR, label="musicrnn")]
+    shades = velocity_colours(CONTINUATION_COLOUR, np.array(LEGEND_VELOCITIES))
+    handles += [Patch(facecolor=c, edgecolor="black", linewidth=0.3, label=f"velocity {v}")
+                for v, c in zip(LEGEND_VELOCITIES, shades)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
     if len(notes):
         ax.set_ylim(notes["pitch"].min() - 2, notes["pitch"].max() + 2)
     ax.set_xlim(0, end)
     ax.set_xlabel("beats (bar lines every %g)" % beats_per_bar)
     ax.set_ylabel("MIDI pitch")
-    ax.set_title(title or Path(path).stem)
+    ax.set_title(title or "")
     fig.tight_layout()
+    return fig
+
+
+def piano_roll_png(piece: Piece, path: Path, split_beat: float | None = None, beats_per_bar: float = 4.0,
+                   title: str | None = None) -> Path:
+    """:func:`piano_roll_figure` saved as a PNG at ``path`` (titled with its name by default)."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
+    fig = piano_roll_figure(piece, split_beat, beats_per_bar, title or path.stem)
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
     return path

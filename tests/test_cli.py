@@ -90,8 +90,8 @@ def test_prepare_options_reach_the_codec(edge_cases: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     "args,code,text",
     [
-        (["--pitch-range", "90-10"], 2, "LO <= HI"),
-        (["--split", "a,b,c"], 2, "three fractions"),
+        (["--pitch-range", "90-10"], 1, "LO <= HI"),
+        (["--split", "a,b,c"], 1, "three fractions"),
         (["--split", "0.5,0.5,0.5"], 1, "sum to 1"),
         (["--velocity-bins", "500"], 1, "velocity bins"),
         (["--codec", "grid", "--steps", "2.5"], 1, "whole number"),
@@ -112,6 +112,46 @@ def test_bad_options_are_explained(edge_cases: Path, tmp_path: Path, args, code,
     if code == 1:
         assert _error_lines(result.stderr) == [next(x for x in _error_lines(result.stderr) if x.startswith("error: "))]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "musicrnn")
+def test_every_usage_error_of_every_command_is_one_error_line_and_status_1(path: tuple[str, ...]) -> None:
+    """As README promises for every user error (click's own: a usage text, 'Error:' and status 2)."""
+    result = CliRunner().invoke(cli, [*path, "--no-such-option"])
+    assert result.exit_code == 1, result.output
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--no-such-option" in lines[0], result.stderr
+    assert f"see '{' '.join(('musicrnn', *path))} --help'" in lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["compose", "--pitch-range", "90-10"], "Invalid value for '--pitch-range'"),
+        (["compose", "--precision", "fp64"], "'fp64' is not one of"),
+        (["compose", "-n", "many"], "'many' is not a valid integer"),
+        (["eval"], "Missing argument 'CHECKPOINT'"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+        (["serve", "--channel", "17"], "--channel"),
+    ],
+)
+def test_bad_values_and_missing_arguments_are_one_error_line(args, text) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
+    assert "Usage:" not in result.output
+
+
+def test_a_real_process_gets_status_1_for_a_usage_error_and_0_for_help() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    bad = subprocess.run([sys.executable, "-m", "musicrnn", "compose", "--pitch-range", "90-10"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ") and len(bad.stderr.splitlines()) == 1, bad.stderr
+    ok = subprocess.run([sys.executable, "-m", "musicrnn", "compose", "--help"], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert ok.returncode == 0 and "--primer-bars" in ok.stdout
 
 
 def test_bad_source_path_is_one_error_line(tmp_path: Path) -> None:

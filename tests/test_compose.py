@@ -57,9 +57,9 @@ def test_compose_writes_valid_midi_and_png_reproducibly(ckpt, tmp_path):
         mido.MidiFile(str(m))
     assert "musicrnn-001.mid" in r.output and "pitch range" in r.output
     first = [m.read_bytes() for m in mids]
-    run("compose", "--model", path, "-n", 3, "-o", out, "--seed", 1, "--bars", 4)
+    run("compose", "--model", path, "-n", 3, "-o", out, "--seed", 1, "--bars", 4, "--overwrite")
     assert [m.read_bytes() for m in mids] == first
-    run("compose", "--model", path, "-n", 3, "-o", out, "--seed", 2, "--bars", 4)
+    run("compose", "--model", path, "-n", 3, "-o", out, "--seed", 2, "--bars", 4, "--overwrite")
     assert [m.read_bytes() for m in mids] != first
 
 

@@ -58,12 +58,13 @@ from musicrnn.codec import (
     PerformanceCodec,
 )
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import MAX_NOTE_BEATS
 from musicrnn.fast_step import FastStepper, single_thread_blas
 from musicrnn.live.clock import now_ns
 from musicrnn.model import MusicRNN, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
-MAX_NOTE_BEATS = 8.0  # grid codecs: the model may hold a note at most this long (a sampling constraint)
+# grid codecs: the model may hold a note at most MAX_NOTE_BEATS (a sampling constraint)
 CLOSE_MARGIN = 0.05  # grid: a frame counts as complete this many steps after its rounding window ends
 
 

@@ -38,6 +38,7 @@ from pythonosc.dispatcher import Dispatcher
 
 from musicrnn.errors import MusicRNNError
 from musicrnn.listening import FOLLOWERS
+from musicrnn.limits import MAX_BPM, MIN_BPM
 from musicrnn.live.controls import MODES
 
 PREFIX = "/musicrnn"
@@ -284,7 +285,7 @@ ROUTES: tuple[Route, ...] = (
     Route(f"{PREFIX}/top_p", (Arg("value", "float", "1 = off", 0.01, 1),),
           "Nucleus sampling: only the likeliest tokens that together reach this probability.", _top_p),
     Route(f"{PREFIX}/density", (Arg("notes", "int", "0 = no limit", 0, 128),), "Most model notes at once.", _density),
-    Route(f"{PREFIX}/tempo", (Arg("bpm", "float", "beats per minute", 20, 400),),
+    Route(f"{PREFIX}/tempo", (Arg("bpm", "float", "beats per minute", MIN_BPM, MAX_BPM),),
           "Tempo of the internal clock (refused while following MIDI clock).", _tempo),
     Route(f"{PREFIX}/key", (Arg("key", "str", "TONIC:SCALE, e.g. C:major, A:minor, F#:dorian; any = no key"),),
           "Keep the model's new notes in a key.", _key),

@@ -53,7 +53,7 @@ import mido
 
 from musicrnn.errors import MusicRNNError
 from musicrnn.listening import Follow, Listener, parse_velocity
-from musicrnn.tonality import TONIC_NAMES
+from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
@@ -62,6 +62,7 @@ from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
 from musicrnn.model import quantized
 from musicrnn.sample import SCALES, SamplingConfig, parse_key
+from musicrnn.tonality import TONIC_NAMES
 
 log = logging.getLogger("musicrnn.live")
 
@@ -89,7 +90,7 @@ class ServeOptions:
     answer_bars: float = 2.0
     beats_per_bar: float = 4.0
     answer_start: str = "next-beat"
-    max_note_beats: float = 8.0  # no model note lasts longer (the scheduler cuts at this, at the start tempo)
+    max_note_beats: float = MAX_NOTE_BEATS  # no model note lasts longer (the scheduler cuts at this, at the start tempo)
     seed: int = 0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     cc: dict[str, int] = field(default_factory=dict)  # control -> CC number, over the defaults
@@ -107,8 +108,7 @@ class ServeOptions:
             raise MusicRNNError(f"clock must be internal or midi, not {self.clock!r}")
         if self.clock == "midi" and self.midi_in == "none":
             raise MusicRNNError("--clock midi follows the MIDI input; give --midi-in (a port or virtual)")
-        if not 20 <= self.tempo <= 400:
-            raise MusicRNNError(f"tempo {self.tempo} BPM is outside 20-400")
+        check_tempo(self.tempo)
         if not 1 <= self.channel <= 16:
             raise MusicRNNError(f"MIDI channel must be 1-16, not {self.channel}")
         if self.max_note_beats <= 0:
@@ -439,8 +439,7 @@ class Server:
     def set_tempo(self, bpm: float) -> None:
         if not isinstance(self.clock, InternalClock):
             raise MusicRNNError("the tempo follows MIDI clock; change it in the DAW (or serve with --clock internal)")
-        if not 20 <= bpm <= 400:
-            raise MusicRNNError(f"tempo {bpm} BPM is outside 20-400")
+        check_tempo(bpm)
         self._command(lambda c: c.clock.set_tempo(bpm))  # type: ignore[attr-defined]
 
     def panic(self) -> None:
