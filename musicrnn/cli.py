@@ -513,6 +513,11 @@ def export_cmd(checkpoint, out, fp16) -> None:
               help="Time signature of the new music, e.g. 3/4 or 6/8 (instead of --beats-per-bar; also written "
                    "to the MIDI file).")
 @click.option("--program", type=click.IntRange(0, 127), default=0, show_default=True, help="General MIDI program for new notes.")
+@click.option("--follow", "follow_spec", default="all", show_default=True, metavar="SPEC",
+              help="What a continuation follows of its primer: all, none, or some of key,register,velocity "
+                   "(e.g. key,register or velocity=0.5). --key is always kept.")
+@click.option("--velocity", "velocity_how", default="follow", show_default=True, metavar="follow|model|N",
+              help="Velocities of the new notes: the primer's dynamics, the model's own, or N (1-127) for all.")
 @click.option("--png", is_flag=True, help="Also draw a piano-roll PNG per piece.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the files of an earlier run with the same --name in the output folder (and remove "
@@ -525,7 +530,7 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @user_errors
 def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
                 top_p, seed, key, pitch_range, max_polyphony, min_note, max_note, tempo, beats_per_bar, time_signature,
-                program, png, overwrite, wav, device, precision) -> None:
+                program, follow_spec, velocity_how, png, overwrite, wav, device, precision) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
 
     \b
@@ -538,9 +543,11 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
     from rich.table import Table
 
     from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.listening import follow_options
     from musicrnn.metre import Metre, parse_time_signature
     from musicrnn.model import bf16_is_native, default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
+    from musicrnn.tonality import parse_tonic
     from musicrnn.train import pick_device
 
     dev = pick_device(device)
@@ -554,7 +561,8 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
                           primer_bars=primer_bars, primer_seconds=primer_seconds, bars=bars, seconds=seconds,
                           tempo=tempo, metre=metre, min_note_beats=min_note, max_note_beats=max_note, program=program,
                           seed=seed, png=png, wav=wav, device=str(dev), precision=precision, overwrite=overwrite,
-                          sampling=sampling)
+                          sampling=sampling, follow=follow_options(follow_spec, velocity_how),
+                          key_tonic=parse_tonic(key.partition(":")[0]) if key else None)
     if precision == "bf16" and not bf16_is_native(dev):
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
     pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))

@@ -7,6 +7,7 @@ draws its random numbers from ``(seed, i)`` only, so a command run twice writes 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from musicrnn.codec import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.fast_step import FastStepper
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
+from musicrnn.listening import Follow, Listener, NoteBias
 from musicrnn.metre import Metre, in_force
 from musicrnn.midi import DEFAULT_BPM, Piece, load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN, at_precision, inference_mode_for
@@ -44,11 +46,12 @@ class Generated:
 
 def generate(model: MusicRNN, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
              primer: np.ndarray | None = None, device: str | torch.device = "cpu",
-             max_tokens: int | None = None) -> Generated:
+             max_tokens: int | None = None, bias: np.ndarray | None = None) -> Generated:
     """Sample ``batch`` continuations of ``primer`` (or of nothing), each ``target_steps``
-    codec steps long (grid frames or time-shift steps)."""
+    codec steps long (grid frames or time-shift steps); ``bias`` [vocab]: nats added to the
+    logits before sampling (the listening followers' priors)."""
     with inference_mode_for(device, batch, _weights_dtype(model)):
-        return _generate(model, codec, batch, target_steps, cfg, seed, primer, torch.device(device), max_tokens)
+        return _generate(model, codec, batch, target_steps, cfg, seed, primer, torch.device(device), max_tokens, bias)
 
 
 def _weights_dtype(model) -> torch.dtype:
@@ -57,7 +60,7 @@ def _weights_dtype(model) -> torch.dtype:
     return first.dtype if first is not None else torch.float32
 
 
-def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_tokens) -> Generated:
+def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_tokens, bias=None) -> Generated:
     cfg.validate(codec)
     model.eval()
     t0 = time.perf_counter()
@@ -76,10 +79,13 @@ def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_
     limit = max_tokens or target_steps * 64 + 64
     events = 0
     chunks = []
+    bias_t = torch.from_numpy(np.asarray(bias, np.float32)) if bias is not None else None
     # numpy's BLAS (the CPU path) gets as many threads as torch: one knob (--threads)
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         for _ in range(limit):
             logits = step(cur)
+            if bias_t is not None:
+                logits = logits + bias_t
             mask = cons.mask()
             nxt = sample_next(logits, cfg, rand.next(), mask)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
@@ -158,7 +164,9 @@ class ComposeOptions:
     device: str = "cpu"
     precision: str = "fp32"  # bf16: bfloat16 weights (see musicrnn.model.at_precision)
     overwrite: bool = False  # replace an earlier run's NAME-NNN files (and remove the ones not rewritten)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # key and range in the output's pitches
+    follow: Follow = field(default_factory=Follow)  # what a continuation follows of its primer (key, register, velocity)
+    key_tonic: int | None = None  # --key's tonic: the model plays in its home key, moved there
 
 
 @dataclass
@@ -175,12 +183,38 @@ class PieceSummary:
 @dataclass
 class Primer:
     """A primer as the output keeps it: its notes (drums too) in beats, its tempo map, metre and
-    track names as the file has them, and the tokens the model is primed on."""
+    track names as the file has them, and the tokens the model is primed on (its pitched notes
+    moved by ``-transpose`` into the model's home key and register, see :func:`listen`)."""
 
     piece: Piece
     track_names: dict[int, str]
     tokens: np.ndarray
     bars: int  # bars it spans (after --primer-bars/--primer-seconds)
+    listener: Listener  # what the new music follows of it
+    transpose: int = 0  # output pitch = model pitch + transpose
+
+
+def listen(piece: Piece | None, follow: Follow, key_tonic: int | None) -> Listener:
+    """The listener that heard the primer (or nothing): the same rules as live play."""
+    listener = Listener(follow=follow, fixed_tonic=key_tonic)
+    if piece is not None:
+        notes = np.sort(piece.pitched(), order="start")
+        for n in notes:
+            listener.note_on(float(n["start"]), int(n["pitch"]), int(n["velocity"]))
+        for n in np.sort(notes, order="end"):
+            listener.note_off(float(n["end"]), int(n["pitch"]))
+        listener.update_key()
+    return listener
+
+
+def _moved(piece: Piece, semitones: int) -> Piece:
+    """``piece`` with its pitched notes moved by ``semitones`` (drums stay)."""
+    if not semitones:
+        return piece
+    notes = piece.notes.copy()
+    pitched = ~notes["is_drum"]
+    notes["pitch"][pitched] = notes["pitch"][pitched] + semitones
+    return Piece(notes, piece.tempos, piece.time_signatures, source=piece.source)
 
 
 def _steps_for(codec: Codec, bars: float | None, seconds: float | None, bpm: float, beats_per_bar: float) -> int:
@@ -197,9 +231,10 @@ def _steps_for(codec: Codec, bars: float | None, seconds: float | None, bpm: flo
 
 
 def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: float | None = None,
-                metre: Metre | None = None) -> Primer:
+                metre: Metre | None = None, follow: Follow | None = None, key_tonic: int | None = None) -> Primer:
     """Read a primer; with ``bars`` (or ``seconds``) keep only its last bars (seconds), counted
-    by ``metre`` (default: the primer's own)."""
+    by ``metre`` (default: the primer's own). The model hears it moved into its home key and
+    register as far as ``follow`` (default: every follower) and ``key_tonic`` (--key) say."""
     metre = metre or Metre()
     piece = load_midi(path)
     if bars is not None or seconds is not None:
@@ -215,7 +250,18 @@ def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: floa
             "transpose the primer or use a model with a wider range"
         )
     n_bars = len(metre.bar_lines(piece.time_signatures, piece.duration_beats))
-    return Primer(piece, read_track_names(path), codec.encode_piece(piece), n_bars)
+    listener = listen(piece, follow or Follow(), key_tonic)
+    transpose = _playable(listener.transpose(), lo, hi, codec)
+    tokens = codec.encode_piece(_moved(piece, -transpose))
+    return Primer(piece, read_track_names(path), tokens, n_bars, listener, transpose)
+
+
+def _playable(transpose: int, lo: int, hi: int, codec: Codec) -> int:
+    """The shift nearest ``transpose`` (by whole octaves) that keeps notes ``lo``-``hi``, moved
+    by it, in the model's range (0 if none does)."""
+    fits = [t for t in range(transpose - 120, transpose + 121, 12)
+            if codec.min_pitch <= lo - t and hi - t <= codec.max_pitch]
+    return min(fits, key=lambda t: abs(t - transpose)) if fits else 0
 
 
 def _tail_start(piece: Piece, bars: int | None, seconds: float | None, metre: Metre) -> float:
@@ -257,7 +303,10 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
         raise MusicRNNError("-n must be at least 1")
     if opts.primer is None and (opts.primer_bars is not None or opts.primer_seconds is not None):
         raise MusicRNNError("--primer-bars and --primer-seconds shorten a primer; give --primer too")
-    primer = load_primer(opts.primer, codec, opts.primer_bars, opts.primer_seconds, opts.metre) if opts.primer else None
+    primer = load_primer(opts.primer, codec, opts.primer_bars, opts.primer_seconds, opts.metre, opts.follow,
+                         opts.key_tonic) if opts.primer else None
+    listener = primer.listener if primer else listen(None, opts.follow, opts.key_tonic)
+    transpose = primer.transpose if primer else listener.transpose()
     if primer and notify and primer.bars > LONG_PRIMER_BARS and opts.primer_bars is None and opts.primer_seconds is None:
         notify(f"note: the primer is {primer.bars} bars ({primer.piece.duration_seconds:.0f} s) long and all of it "
                f"is context and output; --primer-bars 8 keeps only its last 8 bars")
@@ -272,6 +321,9 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     target = _steps_for(codec, opts.bars, opts.seconds, bpm, beats_per_bar)
     _set_note_lengths(opts.sampling, codec, opts.min_note_beats, opts.max_note_beats, bpm)
     opts.sampling.validate(codec)
+    sampling = _model_pitches(opts.sampling, transpose, codec)
+    if primer:
+        listener.start_answer(cut)
     wav_tool = _find_fluidsynth() if opts.wav else None
 
     out = Path(opts.out)
@@ -282,14 +334,15 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
             f"run; give --overwrite to replace them (those this run does not rewrite are removed), or another "
             f"-o/--name")
 
-    gen = generate(at_precision(model, opts.precision), codec, opts.n, target, opts.sampling, opts.seed,
-                   primer.tokens if primer else None, opts.device)
+    gen = generate(at_precision(model, opts.precision), codec, opts.n, target, sampling, opts.seed,
+                   primer.tokens if primer else None, opts.device, bias=NoteBias(codec)(prior=listener.key_prior(transpose)))
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))
     try:  # all or nothing: every file is made aside, then moved into place
         summaries = []
         for i, toks in enumerate(gen.tokens):
-            piece, names = _output_piece(codec, primer, toks, cut_units, cut, end, bpm, opts)
+            piece, names = _output_piece(codec, primer, toks, cut_units, cut, end, bpm, opts,
+                                         transpose, copy.deepcopy(listener))
             summaries.append(_write_piece(piece, names, staging / f"{opts.name}-{i + 1:03d}.mid", opts,
                                           cut if primer else None, beats_per_bar, wav_tool))
         made = sorted(staging.iterdir())
@@ -333,6 +386,37 @@ def _write_piece(piece: Piece, names: dict[int, str], path: Path, opts: ComposeO
                         (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav)
 
 
+def _model_pitches(cfg: SamplingConfig, transpose: int, codec: Codec) -> SamplingConfig:
+    """The user's key and range (output pitches) as the model sees them (moved by ``-transpose``)."""
+    if not transpose:
+        return cfg
+    key = None if cfg.key is None else frozenset((p - transpose) % 12 for p in cfg.key)
+    rng = None
+    if cfg.pitch_range is not None:
+        rng = (max(codec.min_pitch, cfg.pitch_range[0] - transpose), min(codec.max_pitch, cfg.pitch_range[1] - transpose))
+        if rng[0] > rng[1]:
+            raise MusicRNNError(f"--pitch-range {cfg.pitch_range[0]}-{cfg.pitch_range[1]} lies outside what the model "
+                                f"plays in this key and register; widen it, or give --follow none")
+    moved = replace(cfg, key=key, pitch_range=rng)
+    moved.validate(codec)
+    return moved
+
+
+def _followed(notes: np.ndarray, transpose: int, listener: Listener | None, beat_shift: float) -> np.ndarray:
+    """New notes in output pitches (moved by ``transpose``) with the velocities the listener
+    gives them (the primer's level and contour, by the velocity follower's strength)."""
+    notes = np.sort(notes, order="start")
+    pitch = notes["pitch"].astype(np.int64) + transpose
+    pitch = np.where(pitch > 127, pitch - 12 * ((pitch - 116) // 12), pitch)  # folded back by octaves into MIDI
+    notes["pitch"] = np.where(pitch < 0, pitch % 12, pitch)
+    if listener is not None:
+        for n in notes:
+            v = int(n["velocity"])
+            listener.answered(int(n["pitch"]) - transpose, int(n["pitch"]), v)
+            n["velocity"] = listener.velocity(v, float(n["start"]) + beat_shift)
+    return notes
+
+
 def _set_note_lengths(sampling: SamplingConfig, codec: Codec, min_beats: float, max_beats: float, bpm: float) -> None:
     """Note lengths are asked in beats; the codec counts steps (per beat, or per second at ``bpm``)."""
     if min_beats < 0 or max_beats < 0:
@@ -359,13 +443,16 @@ def _primer_end(codec: Codec, primer: Primer | None) -> tuple[float, float]:
 
 
 def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_units: float, cut: float, end: float,
-                  bpm: float, opts: ComposeOptions) -> tuple[Piece, dict[int, str]]:
+                  bpm: float, opts: ComposeOptions, transpose: int = 0,
+                  listener: Listener | None = None) -> tuple[Piece, dict[int, str]]:
     """One output: the primer as its file has it (tempo map, metre, tracks), then the new notes
-    on a track of their own, in beats at ``bpm`` from beat ``cut``; and the tracks' names."""
+    on a track of their own, in beats at ``bpm`` from beat ``cut``, moved out of the model's home
+    key by ``transpose`` with the velocities ``listener`` gives them; and the tracks' names."""
     full = np.concatenate([primer.tokens, toks]) if primer is not None else toks
     decoded = codec.decode_piece(full, bpm=bpm, program=opts.program).notes
     unit_to_beats = bpm / 60.0 if codec.time_unit == "seconds" else 1.0
-    new = decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9]
+    new = _followed(decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9], transpose, listener,
+                    cut - cut_units * unit_to_beats)
     sig = opts.metre.written()
     if primer is None:
         return Piece(new, tempos=[(0.0, bpm)], time_signatures=[(0.0, *(sig or (4, 4)))]), {}

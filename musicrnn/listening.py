@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from musicrnn.codec import KIND_NOTE_ON
 from musicrnn.errors import MusicRNNError
 from musicrnn.tonality import Key, estimate_key, home_shift, key_profile, scale_pitch_classes
 
@@ -101,6 +102,16 @@ def parse_velocity(text: str) -> tuple[float | None, int]:
     if not 1 <= v <= 127:
         raise MusicRNNError(f"--velocity {text!r}: give follow, model, or a velocity 1-127")
     return None, v
+
+
+def follow_options(spec: str = "all", velocity: str = "follow") -> Follow:
+    """``--follow SPEC --velocity HOW`` (serve and compose) -> the followers' settings."""
+    follow = Follow.parse(spec)
+    strength, fixed = parse_velocity(velocity)
+    if strength is not None and velocity.strip().lower() != "follow":
+        follow.velocity = strength  # "model"; "follow" keeps --follow's own velocity strength
+    follow.fixed_velocity = fixed
+    return follow
 
 
 @dataclass
@@ -308,3 +319,25 @@ class Listener:
             "level": int(round(level)) if level is not None else 0,
             "centre": int(round(self.call_centre())) if self.call else 0,
         }
+
+
+class NoteBias:
+    """The followers' nudges as one [vocab] vector of nats to add to a model's logits: an onset
+    bias on every note-onset token, a register tilt (nats per octave from E4) and a per-pitch-class
+    key prior on the onsets' pitches. Key priors are cached (a session has few keys)."""
+
+    def __init__(self, codec) -> None:
+        self.codec = codec
+        self.onsets = (codec.token_kind == KIND_NOTE_ON).astype(np.float32)
+        self.octaves = np.where(self.onsets > 0, (codec.token_pitch - 64) / 12.0, 0.0).astype(np.float32)
+        self._priors: dict[tuple[float, ...], np.ndarray] = {}
+
+    def __call__(self, onset: float = 0.0, tilt: float = 0.0, prior: tuple[float, ...] | None = None) -> np.ndarray | None:
+        if not onset and not tilt and prior is None:
+            return None
+        bias = np.float32(onset) * self.onsets + np.float32(tilt) * self.octaves
+        if prior is not None:
+            if prior not in self._priors:
+                self._priors[prior] = (self.onsets * np.asarray(prior, np.float32)[self.codec.token_pitch % 12]).astype(np.float32)
+            bias += self._priors[prior]
+        return bias

@@ -159,3 +159,50 @@ def test_followers_off_answer_as_before_in_the_models_own_key(bundled) -> None:
     on, _ = answer(bundled, call, 100, Follow.parse("none"))
     assert in_scale_ratio([p for _, p, _ in on], key) < 0.7  # the chorale model's C major against F#
     assert all(v == 80 for *_, v in on)  # the grid model's one velocity
+
+
+def _primer(path, key: Key, centre: int, velocity: int):
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=100)
+    inst = pretty_midi.Instrument(0, name="call")
+    for i, p in enumerate(call_pitches(key, centre)):
+        inst.notes.append(pretty_midi.Note(velocity=velocity, pitch=p, start=i * 0.3, end=i * 0.3 + 0.25))
+    pm.instruments.append(inst)
+    pm.write(str(path))
+    return path
+
+
+@pytest.mark.parametrize("follow,in_key", [("all", True), ("none", False)])
+def test_compose_continues_a_primer_in_its_key_register_and_dynamics(bundled, tmp_path, follow, in_key) -> None:
+    from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.listening import follow_options
+    from musicrnn.midi import load_midi
+
+    key = Key(6, "major")
+    primer = _primer(tmp_path / "call.mid", key, 45, 40)
+    opts = ComposeOptions(n=2, out=tmp_path / follow, primer=primer, bars=4, seed=1, follow=follow_options(follow))
+    for summary in compose(bundled.model, bundled.codec, opts):
+        notes = load_midi(summary.path).notes
+        new = notes[notes["track"] == notes["track"].max()]  # the musicrnn track
+        assert len(new) >= 8
+        pitches = new["pitch"].tolist()
+        if in_key:
+            assert in_scale_ratio(pitches, key) >= 0.9
+            assert abs(np.mean(pitches) - np.mean(call_pitches(key, 45))) <= 7
+            assert set(new["velocity"].tolist()) == {40}
+        else:
+            assert in_scale_ratio(pitches, key) < 0.8 and set(new["velocity"].tolist()) == {80}
+
+
+def test_compose_key_moves_the_model_home_and_keeps_the_key(bundled, tmp_path) -> None:
+    from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.midi import load_midi
+    from musicrnn.sample import parse_key
+
+    opts = ComposeOptions(n=2, out=tmp_path, bars=4, seed=3, key_tonic=6,
+                          sampling=SamplingConfig(key=parse_key("F#:major")))
+    for summary in compose(bundled.model, bundled.codec, opts):
+        pitches = load_midi(summary.path).notes["pitch"].tolist()
+        assert in_scale_ratio(pitches, Key(6, "major")) == 1.0
+        assert estimate_key(pitches, [1.0] * len(pitches)) in (Key(6, "major"), Key(3, "minor"))

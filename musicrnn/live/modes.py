@@ -28,11 +28,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from musicrnn.codec import KIND_NOTE_ON, NoteEvent
+from musicrnn.codec import NoteEvent
 from musicrnn.errors import MusicRNNError
-from musicrnn.listening import Listener
+from musicrnn.listening import Listener, NoteBias
 from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.controls import MODES
 from musicrnn.live.engine import Engine
@@ -79,7 +77,7 @@ class Conductor:
         self.user_range = engine.cfg.pitch_range
         self._heard: dict[int, int] = {}  # player's held pitch -> the pitch the model heard
         self._played: dict[int, int] = {}  # model's sounding pitch -> the pitch that sounds
-        self._onsets: tuple | None = None  # (codec, note-onset tokens, their pitch in octaves from E4, key priors)
+        self._note_bias: NoteBias | None = None  # the followers' logit nudges for this engine's codec
         self.scheduler = scheduler
         self.clock = clock
         self.settings = settings
@@ -253,7 +251,7 @@ class Conductor:
         no pitch for that key and range: it then plays without them."""
         self.scheduler.stop_notes()
         self.engine = engine
-        self._onsets = None
+        self._note_bias = None
         try:
             self._restart(t_ns)
             return True
@@ -373,24 +371,11 @@ class Conductor:
         if self.answer is None or t_ns is None:
             self.engine.logit_bias = None
             return
-        codec = self.engine.codec
-        onset = self.listener.onset_bias(self._beat(t_ns))
-        tilt = self.listener.register_tilt(self.transpose)
-        prior = self.listener.key_prior(self.transpose)
-        if not onset and not tilt and prior is None:
-            self.engine.logit_bias = None
-            return
-        if self._onsets is None or self._onsets[0] is not codec:
-            is_on = codec.token_kind == KIND_NOTE_ON
-            octaves = np.where(is_on, (codec.token_pitch - 64) / 12.0, 0.0)
-            self._onsets = (codec, is_on.astype(np.float32), octaves.astype(np.float32), {})
-        _, is_on, octaves, priors = self._onsets
-        bias = np.float32(onset) * is_on + np.float32(tilt) * octaves
-        if prior is not None:
-            if prior not in priors:
-                priors[prior] = (is_on * np.asarray(prior, np.float32)[codec.token_pitch % 12]).astype(np.float32)
-            bias += priors[prior]
-        self.engine.logit_bias = bias
+        if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
+            self._note_bias = NoteBias(self.engine.codec)
+        li = self.listener
+        self.engine.logit_bias = self._note_bias(li.onset_bias(self._beat(t_ns)), li.register_tilt(self.transpose),
+                                                 li.key_prior(self.transpose))
 
     def _lookahead_ns(self) -> int:
         if self.engine.is_grid:
