@@ -562,7 +562,8 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
                           tempo=tempo, metre=metre, min_note_beats=min_note, max_note_beats=max_note, program=program,
                           seed=seed, png=png, wav=wav, device=str(dev), precision=precision, overwrite=overwrite,
                           sampling=sampling, follow=follow_options(follow_spec, velocity_how),
-                          key_tonic=parse_tonic(key.partition(":")[0]) if key else None)
+                          key_tonic=parse_tonic(key.partition(":")[0]) if key else None,
+                          home_key_model=bool(ckpt.meta.get("key_normalised")))
     if precision == "bf16" and not bf16_is_native(dev):
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
     pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))

@@ -31,6 +31,7 @@ from musicrnn.metre import Metre, in_force
 from musicrnn.midi import DEFAULT_BPM, Piece, load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN, at_precision, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
+from musicrnn.tonality import home_shift
 
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
                    "/usr/share/sounds/sf2/default-GM.sf2")
@@ -167,6 +168,7 @@ class ComposeOptions:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # key and range in the output's pitches
     follow: Follow = field(default_factory=Follow)  # what a continuation follows of its primer (key, register, velocity)
     key_tonic: int | None = None  # --key's tonic: the model plays in its home key, moved there
+    home_key_model: bool = False  # the model knows one home key (key-normalised data): each piece gets a key of its own
 
 
 @dataclass
@@ -322,6 +324,7 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     _set_note_lengths(opts.sampling, codec, opts.min_note_beats, opts.max_note_beats, bpm)
     opts.sampling.validate(codec)
     sampling = _model_pitches(opts.sampling, transpose, codec)
+    keys = _piece_keys(opts) if not primer and opts.key_tonic is None and opts.home_key_model else None
     if primer:
         listener.start_answer(cut)
     wav_tool = _find_fluidsynth() if opts.wav else None
@@ -341,8 +344,9 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     try:  # all or nothing: every file is made aside, then moved into place
         summaries = []
         for i, toks in enumerate(gen.tokens):
+            piece_transpose = transpose if not keys else -home_shift(keys[i])
             piece, names = _output_piece(codec, primer, toks, cut_units, cut, end, bpm, opts,
-                                         transpose, copy.deepcopy(listener))
+                                         piece_transpose, copy.deepcopy(listener))
             summaries.append(_write_piece(piece, names, staging / f"{opts.name}-{i + 1:03d}.mid", opts,
                                           cut if primer else None, beats_per_bar, wav_tool))
         made = sorted(staging.iterdir())
@@ -384,6 +388,11 @@ def _write_piece(piece: Piece, names: dict[int, str], path: Path, opts: ComposeO
     pitches = pitched.notes["pitch"]
     return PieceSummary(out / path.name, piece.duration_seconds, piece.duration_beats / beats_per_bar, len(piece.notes),
                         (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav)
+
+
+def _piece_keys(opts: ComposeOptions) -> list[int]:
+    """A tonic per piece, drawn from ``(seed, piece)`` like the piece's notes (same seed, same keys)."""
+    return [int(np.random.default_rng([opts.seed, i, 12]).integers(12)) for i in range(opts.n)]
 
 
 def _model_pitches(cfg: SamplingConfig, transpose: int, codec: Codec) -> SamplingConfig:

@@ -474,7 +474,9 @@ def train(
     meta_base = {"data": str(data_folder), "train_config": asdict(cfg), "world_size": world, "device": str(device),
                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
                  "parameters": model.num_parameters, "command": " ".join(["musicrnn", *sys.argv[1:]]) if sys.argv else "",
-                 "torch": str(torch.__version__)}
+                 "torch": str(torch.__version__),
+                 # a model of key-normalised data knows one home key: compose picks a key per piece, live play transposes
+                 "key_normalised": bool(train_data.manifest.get("key_normalise"))}
 
     def log(row: dict) -> None:
         if rank == 0:

@@ -206,3 +206,20 @@ def test_compose_key_moves_the_model_home_and_keeps_the_key(bundled, tmp_path) -
         pitches = load_midi(summary.path).notes["pitch"].tolist()
         assert in_scale_ratio(pitches, Key(6, "major")) == 1.0
         assert estimate_key(pitches, [1.0] * len(pitches)) in (Key(6, "major"), Key(3, "minor"))
+
+
+def test_a_home_key_model_gets_a_key_per_piece_from_the_seed(bundled, tmp_path) -> None:
+    from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.midi import load_midi
+
+    def keys(out):
+        opts = ComposeOptions(n=6, out=tmp_path / out, bars=4, seed=5, home_key_model=True)
+        found = []
+        for summary in compose(bundled.model, bundled.codec, opts):
+            pitches = load_midi(summary.path).notes["pitch"].tolist()
+            found.append(estimate_key(pitches, [1.0] * len(pitches)).tonic)
+        return found
+
+    first = keys("a")
+    assert len(set(first)) >= 3  # not all in the model's own C
+    assert keys("b") == first  # same seed, same keys
