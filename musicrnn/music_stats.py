@@ -12,6 +12,11 @@ benchmarks/compose.py). Every function takes a note array with times in beats.
   bars, divided by the steps per bar.
 - pitch_range: highest minus lowest pitch.
 - note_density: notes per beat.
+
+Beyond MusPy, for models that play with dynamics and articulation:
+
+- velocity_mean, velocity_spread: mean and standard deviation of the notes' velocities.
+- duration_spread: standard deviation of note durations in beats.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
 STEPS_PER_BEAT = 12  # 16ths and triplets fall on this grid
 
 STAT_NAMES = ("pitch_class_entropy", "scale_consistency", "polyphony", "polyphony_rate", "empty_beat_rate",
-              "groove_consistency", "pitch_range", "note_density")
+              "groove_consistency", "pitch_range", "note_density", "velocity_mean", "velocity_spread", "duration_spread")
 
 
 def pitch_class_entropy(notes: np.ndarray) -> float:
@@ -104,6 +109,18 @@ def note_density(notes: np.ndarray) -> float:
     return float(len(notes) / max(float(notes["end"].max()), 1e-9))
 
 
+def velocity_mean(notes: np.ndarray) -> float:
+    return float(notes["velocity"].mean()) if len(notes) else float("nan")
+
+
+def velocity_spread(notes: np.ndarray) -> float:
+    return float(notes["velocity"].std()) if len(notes) else float("nan")
+
+
+def duration_spread(notes: np.ndarray) -> float:
+    return float((notes["end"] - notes["start"]).std()) if len(notes) else float("nan")
+
+
 def music_stats(notes: np.ndarray, beats_per_bar: float = 4.0) -> dict[str, float]:
     return {
         "pitch_class_entropy": pitch_class_entropy(notes),
@@ -114,6 +131,9 @@ def music_stats(notes: np.ndarray, beats_per_bar: float = 4.0) -> dict[str, floa
         "groove_consistency": groove_consistency(notes, beats_per_bar),
         "pitch_range": pitch_range(notes),
         "note_density": note_density(notes),
+        "velocity_mean": velocity_mean(notes),
+        "velocity_spread": velocity_spread(notes),
+        "duration_spread": duration_spread(notes),
     }
 
 
@@ -124,10 +144,12 @@ def mean_stats(pieces: list[np.ndarray], beats_per_bar: float = 4.0) -> dict[str
 
 
 def closer_count(real: dict[str, float], ours: dict[str, float], baseline: dict[str, float]) -> tuple[int, int]:
-    """On how many statistics ``ours`` is closer to ``real`` than ``baseline`` is (and of how many)."""
+    """On how many statistics ``ours`` is closer to ``real`` than ``baseline`` is (and of how many).
+    A statistic all three share exactly (e.g. velocities of a codec without them) tells nothing
+    and is not counted."""
     wins = total = 0
     for k in STAT_NAMES:
-        if any(math.isnan(d[k]) for d in (real, ours, baseline)):
+        if any(math.isnan(d[k]) for d in (real, ours, baseline)) or real[k] == ours[k] == baseline[k]:
             continue
         total += 1
         wins += abs(ours[k] - real[k]) < abs(baseline[k] - real[k])

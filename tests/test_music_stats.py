@@ -15,7 +15,7 @@ from musicrnn.evaluate import real_excerpts
 from musicrnn.music_stats import mean_stats
 
 STATS = {"pitch_class_entropy", "scale_consistency", "polyphony", "polyphony_rate", "empty_beat_rate",
-         "groove_consistency", "pitch_range", "note_density"}
+         "groove_consistency", "pitch_range", "note_density", "velocity_mean", "velocity_spread", "duration_spread"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def test_eval_music_stats_cli_prints_the_comparison(jsb):
     out = json.loads(res.output)["music_stats"]
     assert set(out["stats"]) == {"real", "ours", "5-gram"}
     assert all(set(t) == STATS for t in out["stats"].values())
-    assert 0 <= out["ours_closer"] <= out["compared"] == 8 and out["samples"] == 4
+    # the grid codec's one velocity (80 everywhere) says nothing: 8 MusPy statistics + duration spread
+    assert 0 <= out["ours_closer"] <= out["compared"] == 9 and out["samples"] == 4
 
 
 def test_eval_precision_bf16_costs_under_one_percent_nll(jsb):
@@ -57,3 +58,18 @@ def test_eval_precision_bf16_costs_under_one_percent_nll(jsb):
         assert res.exit_code == 0, res.output
         got[precision] = json.loads(res.output)["nll_per_token"]
     assert got["bf16"] != got["fp32"] and abs(got["bf16"] / got["fp32"] - 1) < 0.01
+
+
+def test_velocity_and_duration_statistics_and_what_closer_counts() -> None:
+    from musicrnn.midi import NOTE_DTYPE
+    from musicrnn.music_stats import closer_count, music_stats
+
+    notes = np.zeros(3, NOTE_DTYPE)
+    notes["pitch"], notes["velocity"] = [60, 64, 67], [40, 80, 120]
+    notes["start"], notes["end"] = [0, 1, 2], [0.5, 2, 4]
+    st = music_stats(notes)
+    assert st["velocity_mean"] == 80 and st["velocity_spread"] == pytest.approx(32.66, abs=0.01)
+    assert st["duration_spread"] == pytest.approx(np.std([0.5, 1, 2]))
+    real = dict.fromkeys(STATS, 1.0)
+    ours, base = {**real, "note_density": 1.1}, {**real, "note_density": 2.0}
+    assert closer_count(real, ours, base) == (1, 1)  # the ten the three share exactly are not counted
