@@ -1,4 +1,5 @@
-"""Shared fixtures: where the read-only test material lives (../shared from the repo root)."""
+"""Shared fixtures: the test material committed under tests/fixtures/ (paths in helpers/paths.py),
+a private JACK server, tiny checkpoints."""
 
 from __future__ import annotations
 
@@ -7,24 +8,20 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MIDI_CORPUS = SHARED / "midi-corpus"
-EDGE_CASES = MIDI_CORPUS / "edge-cases"
-NOTE_SEQ = MIDI_CORPUS / "note-seq"
-PIANOROLL = SHARED / "datasets" / "polyphonic-pianoroll"
-JSB = PIANOROLL / "JSB_Chorales.mat"
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from helpers.paths import BENCHMARKS, EDGE_CASES, JSB, MIDI_CORPUS, NOTE_SEQ, PIANOROLL
 
 
 def _need(path: Path) -> Path:
+    """The fixture's path; a missing one is a broken checkout, so it fails rather than skips."""
     if not path.exists():
-        pytest.skip(f"{path} not found (the shared test material is not checked out next to the repo)")
+        pytest.fail(f"{path} not found: the test material under tests/fixtures/ is part of the repo")
     return path
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return _need(SHARED)
+def pianoroll() -> Path:
+    """The folder of the four piano-roll benchmark .mat files."""
+    return _need(PIANOROLL)
 
 
 @pytest.fixture(scope="session")
