@@ -41,8 +41,7 @@ import torch
 
 from musicrnn.live.clock import now_ns
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_session import Jack, Recorder  # noqa: E402
+from live_session import Jack, Recorder  # benchmarks/ is sys.path[0] when run as a script
 from musicrnn.live.engine import Engine, configure_torch_for_live, fast_cpu_steps
 from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint, quantized
 from musicrnn.sample import SamplingConfig

@@ -3,12 +3,12 @@ a private JACK server, tiny checkpoints."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers.paths import BENCHMARKS, EDGE_CASES, JSB, MIDI_CORPUS, NOTE_SEQ, PIANOROLL
+from helpers.models import tiny_checkpoint
+from helpers.paths import EDGE_CASES, JSB, MIDI_CORPUS, NOTE_SEQ, PIANOROLL
 
 
 def _need(path: Path) -> Path:
@@ -62,9 +62,7 @@ def jack_server(monkeypatch, tmp_path):
 
     if "UNIX_JACK" not in mido_rtmidi.get_api_names():
         pytest.skip("python-rtmidi was built without JACK")
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    from live_session import Jack
+    from live_session import Jack  # benchmarks/ is on pytest's pythonpath
 
     name = f"musicrnn-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # Jack sets it too; this puts the old value back
@@ -78,22 +76,12 @@ def jack_server(monkeypatch, tmp_path):
         jack.close()
 
 
-def _tiny_checkpoint(path: Path, codec) -> Path:
-    import torch
-
-    from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
-
-    torch.manual_seed(0)
-    save_checkpoint(path, MusicRNN(ModelConfig(codec.vocab_size, hidden=32, embedding=16, layers=1)), codec)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_grid_model(tmp_path_factory) -> Path:
     """A small random checkpoint in the default model's codec (grid, 2 steps/beat, re-strikes)."""
     from musicrnn.codec import GridCodec
 
-    return _tiny_checkpoint(tmp_path_factory.mktemp("models") / "grid.pt", GridCodec(steps_per_beat=2, mark_restrikes=True))
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "grid.pt", GridCodec(steps_per_beat=2, mark_restrikes=True))
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +89,7 @@ def tiny_performance_model(tmp_path_factory) -> Path:
     """A small random checkpoint with the beat-time performance codec."""
     from musicrnn.codec import PerformanceCodec
 
-    return _tiny_checkpoint(tmp_path_factory.mktemp("models") / "performance.pt", PerformanceCodec(time_unit="beats"))
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "performance.pt", PerformanceCodec(time_unit="beats"))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from musicrnn.live.modes import Conductor, Settings
 from musicrnn.model import default_model_path, load_checkpoint
 from musicrnn.sample import SamplingConfig
 from musicrnn.tonality import ALL_KEYS, Key, estimate_key, home_shift, in_scale_ratio, scale_pitch_classes
-from test_live_modes import FakeScheduler, run
+from helpers.live import FakeScheduler, run
 
 S = 1_000_000_000
 BEAT = S // 2  # 120 BPM

@@ -20,8 +20,7 @@ from click.testing import CliRunner
 from musicrnn.cli import cli
 from musicrnn.live.clock import PPQN, now_ns
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from live_session import Recorder, Serve  # noqa: E402  (RtMidi's queue, not a Python callback: see its docstring)
+from live_session import Recorder, Serve  # RtMidi's queue, not a Python callback: see its docstring
 
 TOLERANCE_S = 0.015
 S = 1e9

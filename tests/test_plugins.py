@@ -19,8 +19,7 @@ import pytest
 
 from musicrnn.live import osc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from live_session import Serve  # noqa: E402
+from live_session import Serve
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
