@@ -9,7 +9,7 @@ Example counts are small so CI stays fast; for a long run scale them, e.g.::
 
     MUSICRNN_FUZZ_SCALE=50 python -m pytest -q tests/test_fuzz.py
 
-(the counts of a long run are recorded in docs/reliability.md). benchmarks/fuzz_atheris.py runs
+(the counts of a long run are recorded in docs/reliability.md). scripts/fuzz_atheris.py runs
 the same targets under atheris (coverage-guided) where it is installed.
 """
 
