@@ -32,13 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
-
-from live_session import OscClient, Session, now_ns, run_sender, sender_code, udp_drops  # benchmarks/ is sys.path[0] when run as a script
+from live_session import OscClient, Session, now_ns, run_sender, sender_code, udp_drops
 
 SERVE_ARGS = ("--tempo", "120", "--silence-beats", "1", "--answer-bars", "1", "--answer-start", "now")
 PITCHES = (36, 96)

@@ -33,8 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from live_session import MODE_CC, PANIC_CC, Session, now_ns, pct  # benchmarks/ is sys.path[0] when run as a script
+from live_session import MODE_CC, PANIC_CC, Session, now_ns, pct
 
 TEMPO = 150.0
 BEAT_S = 60.0 / TEMPO

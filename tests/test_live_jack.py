@@ -8,7 +8,6 @@ those are measured by benchmarks/latency.py, not on a busy CI machine.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path

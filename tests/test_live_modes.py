@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from musicrnn.live.clock import MidiClock, InternalClock, PPQN
 from musicrnn.listening import Follow, Listener
+from musicrnn.live.clock import PPQN, InternalClock, MidiClock
 from musicrnn.live.engine import Engine
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.model import load_checkpoint

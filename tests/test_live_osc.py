@@ -29,8 +29,8 @@ from musicrnn.live.server import ServeOptions, Server
 from musicrnn.model import load_checkpoint
 from musicrnn.sample import SamplingConfig
 
-from helpers.models import tiny_checkpoint
 from helpers.live import RecordingOutput, hanging_notes, wait_until
+from helpers.models import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ISSUE_ADDRESSES = ["note_on", "note_off", "note", "generate", "stop", "panic", "reset", "mode", "temperature", "top_p",
@@ -80,7 +80,7 @@ class OscClient:
             self.sock.settimeout(left)
             try:
                 data, _ = self.sock.recvfrom(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return
             m = OscMessage(data)
             self.got.append((time.time(), m.address, m.params))

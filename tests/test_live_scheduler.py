@@ -3,7 +3,6 @@ note length, bounded queues, echo filtering. Timing asserts are loose: CI machin
 
 from __future__ import annotations
 
-import threading
 import time
 
 import mido
