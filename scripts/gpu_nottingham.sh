@@ -10,7 +10,7 @@
 # a folder holding those, each variant starts from its own (`train --init-from`).
 #
 # Run from the repo root on the GPU machine, with the prepared data carried (data/ is ignored by git):
-#   musicrnn data prepare ../shared/datasets/polyphonic-pianoroll/Nottingham.mat -o data/Nottingham --codec grid
+#   musicrnn data prepare tests/fixtures/pianoroll/Nottingham.mat -o data/Nottingham --codec grid
 #   DATA=data OUT=$OUT [INIT_DIR=runs/nott] [DEVICE=cuda] [AUG_MIN=5.5] [FT_MIN=1.5] bash scripts/gpu_nottingham.sh
 # Smoke test on a CPU: DEVICE=cpu AUG_MIN=0.05 FT_MIN=0.03 DATA=/tmp/data OUT=/tmp/nott bash scripts/gpu_nottingham.sh
 set -u
