@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from live_session import MODE_CC, PANIC_CC, Session, flood, now_ns  # noqa: E402
+from live_session import MODE_CC, PANIC_CC, Session, flood, now_ns
 
 SERVE_ARGS = ("--tempo", "120", "--silence-beats", "1", "--answer-bars", "1", "--answer-start", "now")
 

@@ -40,12 +40,11 @@ import numpy as np
 import torch
 
 from musicrnn.live.clock import now_ns
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_session import Jack, Recorder  # noqa: E402
 from musicrnn.live.engine import Engine, configure_torch_for_live, fast_cpu_steps
 from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint, quantized
 from musicrnn.sample import SamplingConfig
+
+from live_session import Jack, Recorder
 
 
 def pct(values, unit: float = 1e6) -> dict:

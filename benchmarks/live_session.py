@@ -83,7 +83,7 @@ class Jack:
         if self._log is not None:
             self._log.close()
 
-    def __enter__(self) -> "Jack":
+    def __enter__(self) -> Jack:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -393,7 +393,7 @@ class NoteListener(_NoteLog):
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(65536)
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return
@@ -468,7 +468,7 @@ class OscClient:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65536)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 break
             try:
                 msg = OscMessage(data)

@@ -32,14 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from live_session import OscClient, Session, now_ns, run_sender, sender_code, udp_drops  # noqa: E402
+from live_session import OscClient, Session, now_ns, run_sender, sender_code, udp_drops
 
 SERVE_ARGS = ("--tempo", "120", "--silence-beats", "1", "--answer-bars", "1", "--answer-start", "now")
 PITCHES = (36, 96)

@@ -39,7 +39,6 @@ import textwrap
 import time
 
 import numpy as np
-
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -87,7 +86,7 @@ def wait_for(sock: socket.socket, address: bytes, timeout: float) -> int | None:
         sock.settimeout(left)
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return None
         if data.startswith(address):
             return time.perf_counter_ns()

@@ -33,9 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from live_session import MODE_CC, PANIC_CC, Session, now_ns, pct  # noqa: E402
+from live_session import MODE_CC, PANIC_CC, Session, now_ns, pct
 
 TEMPO = 150.0
 BEAT_S = 60.0 / TEMPO

@@ -43,7 +43,7 @@ class Jam:
             self.sock.settimeout(left)
             try:
                 data, _ = self.sock.recvfrom(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             msg = OscMessage(data)
             got.append((msg.address, msg.params))

@@ -8,7 +8,7 @@
 # EPOCHS, MAX_STEPS, HIDDEN, LAYERS, EMBEDDING, BATCH, SEQ_LEN, DROPOUT, THREADS.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-JSB="${JSB:-$HERE/../../shared/datasets/polyphonic-pianoroll/JSB_Chorales.mat}"
+JSB="${JSB:-$HERE/../tests/fixtures/pianoroll/JSB_Chorales.mat}"
 WORK="${WORK:-.}"
 EPOCHS="${EPOCHS:-50}"
 HIDDEN="${HIDDEN:-512}"

@@ -1,30 +1,27 @@
-"""Shared fixtures: where the read-only test material lives (../shared from the repo root)."""
+"""Shared fixtures: the test material committed under tests/fixtures/ (paths in helpers/paths.py),
+a private JACK server, tiny checkpoints."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MIDI_CORPUS = SHARED / "midi-corpus"
-EDGE_CASES = MIDI_CORPUS / "edge-cases"
-NOTE_SEQ = MIDI_CORPUS / "note-seq"
-PIANOROLL = SHARED / "datasets" / "polyphonic-pianoroll"
-JSB = PIANOROLL / "JSB_Chorales.mat"
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from helpers.models import tiny_checkpoint
+from helpers.paths import EDGE_CASES, JSB, MIDI_CORPUS, NOTE_SEQ, PIANOROLL
 
 
 def _need(path: Path) -> Path:
+    """The fixture's path; a missing one is a broken checkout, so it fails rather than skips."""
     if not path.exists():
-        pytest.skip(f"{path} not found (the shared test material is not checked out next to the repo)")
+        pytest.fail(f"{path} not found: the test material under tests/fixtures/ is part of the repo")
     return path
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return _need(SHARED)
+def pianoroll() -> Path:
+    """The folder of the four piano-roll benchmark .mat files."""
+    return _need(PIANOROLL)
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +62,7 @@ def jack_server(monkeypatch, tmp_path):
 
     if "UNIX_JACK" not in mido_rtmidi.get_api_names():
         pytest.skip("python-rtmidi was built without JACK")
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    from live_session import Jack
+    from live_session import Jack  # benchmarks/ is on pytest's pythonpath
 
     name = f"musicrnn-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # Jack sets it too; this puts the old value back
@@ -81,22 +76,12 @@ def jack_server(monkeypatch, tmp_path):
         jack.close()
 
 
-def _tiny_checkpoint(path: Path, codec) -> Path:
-    import torch
-
-    from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
-
-    torch.manual_seed(0)
-    save_checkpoint(path, MusicRNN(ModelConfig(codec.vocab_size, hidden=32, embedding=16, layers=1)), codec)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_grid_model(tmp_path_factory) -> Path:
     """A small random checkpoint in the default model's codec (grid, 2 steps/beat, re-strikes)."""
     from musicrnn.codec import GridCodec
 
-    return _tiny_checkpoint(tmp_path_factory.mktemp("models") / "grid.pt", GridCodec(steps_per_beat=2, mark_restrikes=True))
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "grid.pt", GridCodec(steps_per_beat=2, mark_restrikes=True))
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +89,7 @@ def tiny_performance_model(tmp_path_factory) -> Path:
     """A small random checkpoint with the beat-time performance codec."""
     from musicrnn.codec import PerformanceCodec
 
-    return _tiny_checkpoint(tmp_path_factory.mktemp("models") / "performance.pt", PerformanceCodec(time_unit="beats"))
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "performance.pt", PerformanceCodec(time_unit="beats"))
 
 
 @pytest.fixture

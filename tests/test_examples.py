@@ -16,7 +16,7 @@ from musicrnn.cli import cli
 from musicrnn.live.server import ServeOptions, Server
 from musicrnn.model import load_checkpoint
 
-from test_live_scheduler import RecordingOutput, hanging_notes
+from helpers.live import RecordingOutput, hanging_notes
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

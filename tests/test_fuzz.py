@@ -9,7 +9,7 @@ Example counts are small so CI stays fast; for a long run scale them, e.g.::
 
     MUSICRNN_FUZZ_SCALE=50 python -m pytest -q tests/test_fuzz.py
 
-(the counts of a long run are recorded in docs/reliability.md). benchmarks/fuzz_atheris.py runs
+(the counts of a long run are recorded in docs/reliability.md). scripts/fuzz_atheris.py runs
 the same targets under atheris (coverage-guided) where it is installed.
 """
 
@@ -41,8 +41,9 @@ from musicrnn.midi import MAX_PIECE_BEATS, NOTE_DTYPE, Piece, load_midi, make_no
 from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint
 from musicrnn.sources import find_items, mat_rolls
 
+from helpers.paths import MIDI_CORPUS
+
 SCALE = max(1, int(os.environ.get("MUSICRNN_FUZZ_SCALE", "1")))
-MIDI_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "midi-corpus"
 TIME_LIMIT_S = 10.0  # one example; a parser that takes this long on a small file is hanging
 
 
@@ -89,7 +90,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def _synthetic_midi() -> bytes:
-    """A small real MIDI file made here (used when the shared corpus is not checked out)."""
+    """A small real MIDI file made here (a seed with a tempo change and 3/4, which the corpus files lack)."""
     rows = [(60 + (i * 7) % 24, 40 + i, i * 0.5, i * 0.5 + 0.75) for i in range(24)]
     piece = Piece(make_notes(rows), tempos=[(0.0, 100.0), (4.0, 140.0)], time_signatures=[(0.0, 3, 4)])
     with tempfile.TemporaryDirectory() as d:
@@ -97,8 +98,7 @@ def _synthetic_midi() -> bytes:
         return (Path(d) / "s.mid").read_bytes()
 
 
-SEED_FILES = sorted(p.read_bytes() for p in MIDI_CORPUS.rglob("*") if p.is_file() and p.stat().st_size < 48_000) \
-    if MIDI_CORPUS.exists() else []
+SEED_FILES = sorted(p.read_bytes() for p in MIDI_CORPUS.rglob("*") if p.is_file() and p.stat().st_size < 48_000)
 SEED_FILES.append(_synthetic_midi())
 
 # (operation, where in the file 0..1, bytes); point changes are the most common, as in a damaged file

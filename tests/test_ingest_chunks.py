@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from musicrnn.corpus import _chunks, encode_chunk, prepare
 from musicrnn.midi import beats_to_seconds, beats_to_seconds_batch, make_notes
 from musicrnn.sources import find_items
 
-from conftest import BENCHMARKS
+from ingest import make_score  # benchmarks/ingest.py (benchmarks/ is on pytest's pythonpath)
 
 CODECS = {
     "performance-seconds": PerformanceCodec(),
@@ -33,10 +32,6 @@ CODECS = {
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic songs as benchmarks/ingest.py makes them (tempo changes, drums), some moved a
     few beats later (so prepare moves them back by whole bars), and files that fail."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    from ingest import make_score
-
     folder = tmp_path_factory.mktemp("synth")
     for i in range(10):
         score = make_score(np.random.default_rng([7, i]))

@@ -14,7 +14,8 @@ from musicrnn.live.modes import Conductor, Settings
 from musicrnn.model import default_model_path, load_checkpoint
 from musicrnn.sample import SamplingConfig
 from musicrnn.tonality import ALL_KEYS, Key, estimate_key, home_shift, in_scale_ratio, scale_pitch_classes
-from test_live_modes import FakeScheduler, run
+
+from helpers.live import FakeScheduler, run
 
 S = 1_000_000_000
 BEAT = S // 2  # 120 BPM
@@ -105,7 +106,7 @@ def test_density_and_motif_biases() -> None:
     e2 = hear(busy, [60, 62, 64, 65, 67, 69, 71, 72] * 2, [80] * 16, step=0.25)
     for li, e in ((sparse, e1), (busy, e2)):
         li.start_answer(e)
-        for i in range(4):  # the model played four notes in the first two beats
+        for _ in range(4):  # the model played four notes in the first two beats
             li.answered(64, 64, 80)
     assert sparse.onset_bias(e1 + 2) < -1.0  # too busy for a call of a note every two beats: fewer onsets
     assert busy.onset_bias(e2 + 2) > 0.5  # sparser than a call of four notes a beat: more

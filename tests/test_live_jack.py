@@ -8,7 +8,6 @@ those are measured by benchmarks/latency.py, not on a busy CI machine.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,8 +19,7 @@ from click.testing import CliRunner
 from musicrnn.cli import cli
 from musicrnn.live.clock import PPQN, now_ns
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from live_session import Recorder, Serve  # noqa: E402  (RtMidi's queue, not a Python callback: see its docstring)
+from live_session import Recorder, Serve  # RtMidi's queue, not a Python callback: see its docstring
 
 TOLERANCE_S = 0.015
 S = 1e9

@@ -6,34 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from musicrnn.live.clock import MidiClock, InternalClock, PPQN
 from musicrnn.listening import Follow, Listener
+from musicrnn.live.clock import PPQN, InternalClock, MidiClock
 from musicrnn.live.engine import Engine
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.model import load_checkpoint
 from musicrnn.sample import SamplingConfig
 
+from helpers.live import FakeScheduler, run
+
 S = 1_000_000_000
 BEAT = S // 2  # 120 BPM
-
-
-class FakeScheduler:
-    """Records what the conductor asks of the output thread, in order."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple] = []
-
-    def play(self, notes) -> None:
-        self.log += [("note", t, p, v) for t, p, v in notes]
-
-    def stop_notes(self) -> None:
-        self.log.append(("stop",))
-
-    def panic(self) -> None:
-        self.log.append(("panic",))
-
-    def notes(self, since: int = 0) -> list[tuple[int, int, int]]:
-        return [e[1:] for e in self.log[since:] if e[0] == "note"]
 
 
 @pytest.fixture(autouse=True)
@@ -53,15 +36,6 @@ def make(ckpt, clock=None, follow: str = "none", **settings):
     sched = FakeScheduler()
     engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.2), seed=2)
     return Conductor(engine, sched, clock, Settings(**settings), t_ns=0, listener=Listener(Follow.parse(follow))), sched
-
-
-def run(cond: Conductor, until_ns: int, start_ns: int = 0, step_ns: int = 10_000_000) -> None:
-    """Tick as a busy-free engine thread would: at every wake-up, or every 10 ms."""
-    t = start_ns
-    while t < until_ns:
-        cond.tick(t)
-        wake = cond.next_wakeup()
-        t = min(t + step_ns, wake) if wake is not None and wake > t else t + step_ns
 
 
 def play_phrase(cond: Conductor, start_ns: int, pitches=(60, 64, 67, 72), dur=BEAT // 2) -> int:

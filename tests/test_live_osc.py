@@ -29,7 +29,8 @@ from musicrnn.live.server import ServeOptions, Server
 from musicrnn.model import load_checkpoint
 from musicrnn.sample import SamplingConfig
 
-from test_live_scheduler import RecordingOutput, hanging_notes, wait_until
+from helpers.live import RecordingOutput, hanging_notes, wait_until
+from helpers.models import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ISSUE_ADDRESSES = ["note_on", "note_off", "note", "generate", "stop", "panic", "reset", "mode", "temperature", "top_p",
@@ -79,7 +80,7 @@ class OscClient:
             self.sock.settimeout(left)
             try:
                 data, _ = self.sock.recvfrom(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return
             m = OscMessage(data)
             self.got.append((time.time(), m.address, m.params))
@@ -442,8 +443,6 @@ def test_only_allowed_clients_are_heard_and_subscriptions_point_nowhere_else(tin
 def test_load_accepts_only_checkpoints_that_load_safely(session, tmp_path, tiny_performance_model) -> None:
     from musicrnn.codec import PerformanceCodec
 
-    from conftest import _tiny_checkpoint
-
     srv, out, client = session(sampling=SamplingConfig(pitch_range=(30, 40)))
     client.send("/musicrnn/subscribe")
     assert client.wait_for(lambda: client.of(osc.STATUS))
@@ -459,7 +458,7 @@ def test_load_accepts_only_checkpoints_that_load_safely(session, tmp_path, tiny_
 
     evil_zip = tmp_path / "evil_zip.pt"
     torch.save({"format": "musicrnn-checkpoint", "x": Evil()}, evil_zip)
-    high = _tiny_checkpoint(tmp_path / "high.pt", PerformanceCodec(time_unit="beats", min_pitch=60, max_pitch=72))
+    high = tiny_checkpoint(tmp_path / "high.pt", PerformanceCodec(time_unit="beats", min_pitch=60, max_pitch=72))
     cases = [str(tmp_path / "missing.pt"), str(evil_pickle), str(evil_zip), "/dev/null", str(high)]
     for path in cases:
         client.send("/musicrnn/load", path)
@@ -539,8 +538,6 @@ def test_plain_drops_terminal_escapes_and_cuts_between_words() -> None:
 def test_load_keeps_the_players_settings_and_sends_one_status(session, tmp_path, tiny_performance_model) -> None:
     from musicrnn.codec import PerformanceCodec
 
-    from conftest import _tiny_checkpoint
-
     srv, out, client = session()
     client.send("/musicrnn/subscribe")
     client.send("/musicrnn/key", "A:minor")
@@ -559,7 +556,7 @@ def test_load_keeps_the_players_settings_and_sends_one_status(session, tmp_path,
         mode, _, _, name, temperature, _, _, _, key, lo, hi, *_heard = after[0]
         assert name == str(model) and (key, lo, hi) == ("A:minor", 48, 84) and temperature == 0.5, after[0]
     assert srv.status()["codec"] == "performance" and not client.of(osc.ERROR)
-    narrow = _tiny_checkpoint(tmp_path / "narrow.pt", PerformanceCodec(time_unit="beats", min_pitch=90, max_pitch=100))
+    narrow = tiny_checkpoint(tmp_path / "narrow.pt", PerformanceCodec(time_unit="beats", min_pitch=90, max_pitch=100))
     client.send("/musicrnn/load", str(narrow))  # cannot play in 48-84: refused, and the settings stay
     assert client.wait_for(lambda: client.of(osc.ERROR), timeout=10)
     assert "no pitch satisfies" in client.of(osc.ERROR)[0][0]

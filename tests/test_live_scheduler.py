@@ -3,7 +3,6 @@ note length, bounded queues, echo filtering. Timing asserts are loose: CI machin
 
 from __future__ import annotations
 
-import threading
 import time
 
 import mido
@@ -13,47 +12,9 @@ from musicrnn.live.clock import now_ns
 from musicrnn.live.scheduler import EchoFilter, Scheduler
 from musicrnn.live.server import Inbox
 
+from helpers.live import RecordingOutput, hanging_notes, wait_until
+
 MS = 1_000_000
-
-
-class RecordingOutput:
-    """An output port double: records (time, message); can be told to fail."""
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.sent: list[tuple[int, mido.Message]] = []
-        self.fail_after = fail_after
-        self.lock = threading.Lock()
-
-    def send(self, msg: mido.Message) -> None:
-        with self.lock:
-            if self.fail_after is not None and len(self.sent) >= self.fail_after:
-                raise OSError("port vanished")
-            self.sent.append((now_ns(), msg))
-
-    def messages(self) -> list[mido.Message]:
-        with self.lock:
-            return [m for _, m in self.sent]
-
-
-def hanging_notes(messages) -> set[int]:
-    """Pitches left on; also fails on a note-on for a pitch already on (a lost note-off)."""
-    on: set[int] = set()
-    for m in messages:
-        if m.type == "note_on" and m.velocity > 0:
-            assert m.note not in on, f"note {m.note} struck again without its note-off"
-            on.add(m.note)
-        elif m.type in ("note_on", "note_off"):
-            on.discard(m.note)
-    return on
-
-
-def wait_until(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
 
 
 def test_notes_play_on_time_and_close_ends_what_sounds() -> None:

@@ -15,7 +15,7 @@ from musicrnn.live.controls import CONTROLS, ControlMap, parse_bindings
 from musicrnn.live.server import ServeOptions, Server, serve
 from musicrnn.model import load_checkpoint
 
-from test_live_scheduler import RecordingOutput, hanging_notes, wait_until
+from helpers.live import RecordingOutput, hanging_notes, wait_until
 
 
 @pytest.fixture(autouse=True)

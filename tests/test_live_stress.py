@@ -24,12 +24,10 @@ from pathlib import Path
 import mido
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import flood as flood_bench  # noqa: E402
-import osc_flood as osc_flood_bench  # noqa: E402
-import soak as soak_bench  # noqa: E402
-from live_session import Recorder, Session, restrikes_without_off  # noqa: E402
+import flood as flood_bench
+import osc_flood as osc_flood_bench
+import soak as soak_bench
+from live_session import Recorder, Session, restrikes_without_off
 
 
 def _print(result: dict) -> None:

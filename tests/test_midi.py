@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from musicrnn.errors import MidiError
 from musicrnn.midi import NOTE_DTYPE, Piece, load_midi, make_notes, write_midi
 
-MIDI_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "midi-corpus"
-CORPUS_FILES = sorted(p for p in MIDI_CORPUS.rglob("*") if p.is_file()) if MIDI_CORPUS.exists() else []
-needs_corpus = pytest.mark.skipif(not MIDI_CORPUS.exists(), reason=f"{MIDI_CORPUS} not found")
+from helpers.paths import MIDI_CORPUS
+
+CORPUS_FILES = sorted(p for p in MIDI_CORPUS.rglob("*") if p.is_file())
 
 # files that must be rejected, and a word the reason must contain
 KNOWN_BAD = {
@@ -37,7 +37,6 @@ TICK = 1 / 480
 # --------------------------------------------------------------------------------------------
 
 
-@needs_corpus
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.relative_to(MIDI_CORPUS).as_posix())
 def test_every_corpus_file_loads_or_fails_in_one_line(path: Path) -> None:
     try:
@@ -60,14 +59,12 @@ def test_every_corpus_file_loads_or_fails_in_one_line(path: Path) -> None:
     assert piece.time_signatures[0][0] == 0.0
 
 
-@needs_corpus
 def test_corpus_walk_saw_the_known_files() -> None:
     names = {p.name for p in CORPUS_FILES}
     assert set(KNOWN_BAD) <= names
     assert len([p for p in CORPUS_FILES if p.suffix == ".mid"]) >= 70
 
 
-@needs_corpus
 @pytest.mark.parametrize("name,word", sorted(KNOWN_BAD.items()))
 def test_known_bad_files_are_rejected_with_a_reason(name: str, word: str) -> None:
     path = MIDI_CORPUS / "edge-cases" / name
@@ -79,7 +76,6 @@ def test_known_bad_files_are_rejected_with_a_reason(name: str, word: str) -> Non
     assert "\n" not in msg
 
 
-@needs_corpus
 def test_valid_file_without_notes_loads_when_notes_are_not_required() -> None:
     piece = load_midi(MIDI_CORPUS / "edge-cases" / "test-empty.mid", require_notes=False)
     assert len(piece.notes) == 0

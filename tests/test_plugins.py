@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ import pytest
 
 from musicrnn.live import osc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from live_session import Serve  # noqa: E402
+from live_session import Serve
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = REPO / "plugins"
@@ -241,7 +239,7 @@ def test_max_patch_is_valid_json_wired_to_udp_and_uses_only_known_addresses() ->
     send = [i for i, b in boxes.items() if b.get("text", "").startswith("udpsend ")]
     recv = [i for i, b in boxes.items() if b.get("text", "").startswith("udpreceive ")]
     assert len(send) == 1 and len(recv) == 1
-    lines = [(l["patchline"]["source"], l["patchline"]["destination"]) for l in patch["lines"]]
+    lines = [(ln["patchline"]["source"], ln["patchline"]["destination"]) for ln in patch["lines"]]
     for (src, outlet), (dst, inlet) in lines:
         assert src in boxes and dst in boxes
         assert outlet < boxes[src]["numoutlets"] and inlet < boxes[dst]["numinlets"]

@@ -6,9 +6,9 @@
 # Run from the repo root on a GPU machine whose python3 has torch (no install needed: train/eval
 # import only torch, numpy, click and rich):
 #   DATA=path/with/JSB_Chorales,Nottingham,MuseData,Piano_midi,default OUT=results \
-#     bash benchmarks/gpu_session.sh
+#     bash scripts/gpu_session.sh
 # Knobs: DEVICE (cuda), MINUTES (training time per run), SPEED_STEPS, PY (python3).
-# Smoke test on a CPU: DEVICE=cpu MINUTES=0.05 SPEED_STEPS=3 bash benchmarks/gpu_session.sh
+# Smoke test on a CPU: DEVICE=cpu MINUTES=0.05 SPEED_STEPS=3 bash scripts/gpu_session.sh
 set -u
 DEVICE=${DEVICE:-cuda}
 MINUTES=${MINUTES:-5.5}

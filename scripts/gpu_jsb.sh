@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Second GPU session (issue: model/training): the JSB recipe that won the first session
-# (benchmarks/gpu_session.sh: train with +-6 transposition, then fine-tune without it, since JSB's
+# (scripts/gpu_session.sh: train with +-6 transposition, then fine-tune without it, since JSB's
 # pieces are all in C) run from its best augmented config, three variants side by side; chosen on
 # valid, test evaluated once, fp16 export.
-#   DATA=... OUT=... [DEVICE=cuda] [AUG_MIN=2.4] [FT_MIN=0.6] bash benchmarks/gpu_jsb.sh
+#   DATA=... OUT=... [DEVICE=cuda] [AUG_MIN=2.4] [FT_MIN=0.6] bash scripts/gpu_jsb.sh
 set -u
 DEVICE=${DEVICE:-cuda}; AUG_MIN=${AUG_MIN:-2.4}; FT_MIN=${FT_MIN:-0.6}; PY=${PY:-python3}
 DATA=${DATA:?}; OUT=${OUT:?}; RUNS=${RUNS:-/tmp/gpu_jsb}

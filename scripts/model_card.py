@@ -3,7 +3,7 @@
 The numbers in the card are computed here from the *published* file, so
 `musicrnn eval models/<name>.pt <data> --split test` reproduces them exactly.
 
-Run: python benchmarks/model_card.py RUN/best.pt DATA_FOLDER models/<name>.pt --title "..." [--why "..."]
+Run: python scripts/model_card.py RUN/best.pt DATA_FOLDER models/<name>.pt --title "..." [--why "..."]
 """
 
 from __future__ import annotations

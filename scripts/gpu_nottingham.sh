@@ -10,9 +10,9 @@
 # a folder holding those, each variant starts from its own (`train --init-from`).
 #
 # Run from the repo root on the GPU machine, with the prepared data carried (data/ is ignored by git):
-#   musicrnn data prepare ../shared/datasets/polyphonic-pianoroll/Nottingham.mat -o data/Nottingham --codec grid
-#   DATA=data OUT=$OUT [INIT_DIR=runs/nott] [DEVICE=cuda] [AUG_MIN=5.5] [FT_MIN=1.5] bash benchmarks/gpu_nottingham.sh
-# Smoke test on a CPU: DEVICE=cpu AUG_MIN=0.05 FT_MIN=0.03 DATA=/tmp/data OUT=/tmp/nott bash benchmarks/gpu_nottingham.sh
+#   musicrnn data prepare tests/fixtures/pianoroll/Nottingham.mat -o data/Nottingham --codec grid
+#   DATA=data OUT=$OUT [INIT_DIR=runs/nott] [DEVICE=cuda] [AUG_MIN=5.5] [FT_MIN=1.5] bash scripts/gpu_nottingham.sh
+# Smoke test on a CPU: DEVICE=cpu AUG_MIN=0.05 FT_MIN=0.03 DATA=/tmp/data OUT=/tmp/nott bash scripts/gpu_nottingham.sh
 set -u
 DEVICE=${DEVICE:-cuda}; AUG_MIN=${AUG_MIN:-5.5}; FT_MIN=${FT_MIN:-1.5}; PY=${PY:-python3}
 DATA=${DATA:?}; OUT=${OUT:?}; RUNS=${RUNS:-/tmp/gpu_nott}; INIT_DIR=${INIT_DIR:-}

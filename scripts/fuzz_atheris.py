@@ -4,8 +4,8 @@ own error comes back; any other exception (or a crash, or a hang past -timeout) 
 and libFuzzer writes the input that caused it to ./crash-* (or ./timeout-*).
 
     pip install atheris            # binary wheels for CPython 3.11 on x86-64 Linux
-    python benchmarks/fuzz_atheris.py midi -atheris_runs=20000 [CORPUS_DIR ...]
-    python benchmarks/fuzz_atheris.py checkpoint -max_total_time=300
+    python scripts/fuzz_atheris.py midi -atheris_runs=20000 [CORPUS_DIR ...]
+    python scripts/fuzz_atheris.py checkpoint -max_total_time=300
 
 Targets: midi (load_midi, then write and read back), tokens (bytes -> token ids -> decode ->
 MIDI file), manifest (manifest.json of a small prepared folder), checkpoint (load_checkpoint).

@@ -1,0 +1,54 @@
+"""The repository stands alone: a fresh clone has every file its docs and tests name, and CI runs
+what the README says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers.paths import FIXTURES, MIDI_CORPUS, PIANOROLL, REPO, TESTS
+
+DOCS = [REPO / "README.md", REPO / "datasets" / "README.md", REPO / "scripts" / "README.md",
+        FIXTURES / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "models").glob("*.md"))]
+# repo paths written in backticks or links: `benchmarks/latency.py`, [x](docs/osc.md), ...
+PATH_IN_DOC = re.compile(r"(?:`|\]\()((?:benchmarks|scripts|docs|tests|examples|plugins|datasets|models|musicrnn)/[\w./-]+?)[`)#]")
+
+
+def test_the_piano_rolls_and_midi_corpus_are_in_the_repo_with_their_licences() -> None:
+    assert sorted(p.name for p in PIANOROLL.glob("*.mat")) == [
+        "JSB_Chorales.mat", "MuseData.mat", "Nottingham.mat", "Piano_midi.mat"]
+    assert (PIANOROLL / "LICENSE-locuslab-TCN").read_text().startswith("MIT License")
+    assert (MIDI_CORPUS / "edge-cases" / "LICENSE.md").exists() and (MIDI_CORPUS / "note-seq" / "LICENSE").exists()
+    assert len(list(MIDI_CORPUS.rglob("*.mid"))) == 80
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_docs_name_only_files_that_exist_here(doc) -> None:
+    text = doc.read_text(encoding="utf-8")
+    assert "../shared" not in text and "DESIGN.md" not in text, f"{doc.name} points outside the repo"
+    missing = [p for p in PATH_IN_DOC.findall(text) if "*" not in p and "<" not in p and not (REPO / p.rstrip(".")).exists()]
+    assert not missing, f"{doc.name} names files that are not in the repo: {missing}"
+
+
+def test_tests_need_nothing_outside_the_repo_and_no_sys_path_edits() -> None:
+    for path in sorted(set(TESTS.rglob("*.py")) - {Path(__file__)}):
+        text = path.read_text(encoding="utf-8")
+        assert "sys.path.insert" not in text and "sys.path.append" not in text, path.name
+        assert '"shared"' not in text and "../shared" not in text, path.name
+
+
+def test_benchmarks_hold_measurements_and_scripts_the_tooling() -> None:
+    benchmarks = {p.name for p in (REPO / "benchmarks").iterdir() if p.is_file()}
+    assert not {n for n in benchmarks if n.startswith("gpu_") or n in ("model_card.py", "fuzz_atheris.py")}
+    assert {"model_card.py", "gpu_session.sh", "fuzz_atheris.py"} <= {p.name for p in (REPO / "scripts").iterdir()}
+
+
+def test_ci_lints_then_runs_the_readme_test_command_verbatim() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"Set up and run the tests:\n\n```bash\n(.+)\n```", readme).group(1)
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert command in ci
+    lint = next(i for i, line in enumerate(ci) if "ruff check ." in line and not line.startswith("#"))
+    assert lint < ci.index(command)
