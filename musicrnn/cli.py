@@ -407,6 +407,19 @@ def compose_cmd(model_path, count, out, name, primer, bars, seconds, temperature
     Console().print(table)
 
 
+def _follow(spec: str, velocity: str | None):
+    """--follow and --velocity as one Follow (--velocity, when given, overrides --follow's velocity)."""
+    from musicrnn.listening import Follow, parse_velocity
+
+    follow = Follow.parse(spec)
+    if velocity is not None:
+        strength, fixed = parse_velocity(velocity)
+        if strength is not None:
+            follow.velocity = strength
+        follow.fixed_velocity = fixed
+    return follow
+
+
 MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 
 
@@ -443,6 +456,13 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--pitch-range", default=None, help="Keep the model's notes within LO-HI, e.g. 48-84.")
 @click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most model notes at once (0 = no limit; live: CC 22).")
 @click.option("--max-note-beats", type=float, default=8.0, show_default=True, help="No model note lasts longer than this.")
+@click.option("--follow", "follow_spec", default="all", show_default=True,
+              help="What the answers follow of your playing: all, none, or a comma list of key, register, "
+                   "velocity, density, motif with optional strengths 0-1, e.g. key,register,velocity=0.5 "
+                   "(live: /musicrnn/follow).")
+@click.option("--velocity", "velocity_spec", default=None,
+              help="Answer velocities: follow (your dynamics), model (the model's own) or a fixed 1-127 "
+                   "(default: as --follow says; live: /musicrnn/velocity).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cc", "cc_bindings", multiple=True, metavar="CONTROL=CC",
               help="Move a control to another CC number, e.g. --cc temperature=74 (repeatable).")
@@ -462,7 +482,8 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @user_errors
 def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, clock_source, channel, silence_beats,
               answer_bars, beats_per_bar, answer_start, temperature, top_k, top_p, key, pitch_range, max_polyphony,
-              max_note_beats, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow, quantize) -> None:
+              max_note_beats, follow_spec, velocity_spec, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow,
+              quantize) -> None:
     """Jam live: the model listens on a MIDI input (and/or OSC) and answers on a MIDI output
     (and/or to OSC subscribers), in time.
 
@@ -494,7 +515,7 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
                            answer_bars=answer_bars, beats_per_bar=beats_per_bar, answer_start=answer_start,
                            max_note_beats=max_note_beats, seed=seed, sampling=sampling, cc=parse_bindings(cc_bindings),
                            learn=learn, osc_port=osc_port, osc_host=osc_host, osc_allow=tuple(osc_allow),
-                           quantize=quantize)
+                           quantize=quantize, follow=_follow(follow_spec, velocity_spec))
     options.validate()
     options.check_reachable()
     ckpt = load_checkpoint(model_path or default_model_path())
