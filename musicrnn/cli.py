@@ -500,6 +500,7 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
       musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet
       musicrnn serve --clock midi --midi-api jack --answer-bars 4
       musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)
+      musicrnn serve --follow key,register --velocity 100   # follow only your key and register
     """
     from musicrnn.live.controls import parse_bindings
     from musicrnn.live.server import ServeOptions, serve
