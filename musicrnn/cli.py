@@ -516,8 +516,9 @@ def export_cmd(checkpoint, out, fp16) -> None:
 @click.option("--follow", "follow_spec", default="all", show_default=True, metavar="SPEC",
               help="What a continuation follows of its primer: all, none, or some of key,register,velocity "
                    "(e.g. key,register or velocity=0.5). --key is always kept.")
-@click.option("--velocity", "velocity_how", default="follow", show_default=True, metavar="follow|model|N",
-              help="Velocities of the new notes: the primer's dynamics, the model's own, or N (1-127) for all.")
+@click.option("--velocity", "velocity_how", default=None, metavar="follow|model|N",
+              help="Velocities of the new notes: the primer's dynamics, the model's own, or N (1-127) for all "
+                   "(default: as --follow says).")
 @click.option("--png", is_flag=True, help="Also draw a piano-roll PNG per piece.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the files of an earlier run with the same --name in the output folder (and remove "
@@ -613,6 +614,13 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most model notes at once (0 = no limit; live: CC 22).")
 @click.option("--max-note-beats", type=float, default=MAX_NOTE_BEATS, show_default=True,
               help="No model note lasts longer than this (compose's --max-note has the same default).")
+@click.option("--follow", "follow_spec", default="all", show_default=True,
+              help="What the answers follow of your playing: all, none, or a comma list of key, register, "
+                   "velocity, density, motif with optional strengths 0-1, e.g. key,register,velocity=0.5 "
+                   "(live: /musicrnn/follow).")
+@click.option("--velocity", "velocity_spec", default=None,
+              help="Answer velocities: follow (your dynamics), model (the model's own) or a fixed 1-127 "
+                   "(default: as --follow says; live: /musicrnn/velocity).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cc", "cc_bindings", multiple=True, metavar="CONTROL=CC",
               help="Move a control to another CC number, e.g. --cc temperature=74 (repeatable).")
@@ -632,7 +640,8 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @user_errors
 def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, clock_source, channel, silence_beats,
               answer_bars, beats_per_bar, answer_start, temperature, top_k, top_p, key, pitch_range, max_polyphony,
-              max_note_beats, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow, quantize) -> None:
+              max_note_beats, follow_spec, velocity_spec, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow,
+              quantize) -> None:
     """Jam live: the model listens on a MIDI input (and/or OSC) and answers on a MIDI output
     (and/or to OSC subscribers), in time.
 
@@ -649,7 +658,9 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
       musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet
       musicrnn serve --clock midi --midi-api jack --answer-bars 4
       musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)
+      musicrnn serve --follow key,register --velocity 100   # follow only your key and register
     """
+    from musicrnn.listening import follow_options
     from musicrnn.live.controls import parse_bindings
     from musicrnn.live.server import ServeOptions, serve
     from musicrnn.model import default_model_path, load_checkpoint
@@ -664,7 +675,7 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
                            answer_bars=answer_bars, beats_per_bar=beats_per_bar, answer_start=answer_start,
                            max_note_beats=max_note_beats, seed=seed, sampling=sampling, cc=parse_bindings(cc_bindings),
                            learn=learn, osc_port=osc_port, osc_host=osc_host, osc_allow=tuple(osc_allow),
-                           quantize=quantize)
+                           quantize=quantize, follow=follow_options(follow_spec, velocity_spec))
     options.validate()
     options.check_reachable()
     ckpt = load_checkpoint(model_path or default_model_path())

@@ -104,13 +104,15 @@ def parse_velocity(text: str) -> tuple[float | None, int]:
     return None, v
 
 
-def follow_options(spec: str = "all", velocity: str = "follow") -> Follow:
-    """``--follow SPEC --velocity HOW`` (serve and compose) -> the followers' settings."""
+def follow_options(spec: str = "all", velocity: str | None = None) -> Follow:
+    """``--follow SPEC [--velocity HOW]`` (serve and compose) -> the followers' settings;
+    ``--velocity``, when given, overrides what ``--follow`` says of velocity."""
     follow = Follow.parse(spec)
-    strength, fixed = parse_velocity(velocity)
-    if strength is not None and velocity.strip().lower() != "follow":
-        follow.velocity = strength  # "model"; "follow" keeps --follow's own velocity strength
-    follow.fixed_velocity = fixed
+    if velocity is not None:
+        strength, fixed = parse_velocity(velocity)
+        if strength is not None:
+            follow.velocity = strength
+        follow.fixed_velocity = fixed
     return follow
 
 

@@ -215,6 +215,47 @@ def test_mixed_session_with_mode_switches_panic_and_sigterm_leaves_no_note_hangi
     assert len(rec.note_ons()) > 5
 
 
+@pytest.mark.slow
+def test_a_call_in_f_sharp_major_is_answered_in_f_sharp_major(serve, jack_server):
+    """The partner listens (issue 15): a 2-bar F# major call (arpeggio, scale run) played into
+    the bundled model's serve over JACK; after the end-of-call control its answer is in F#
+    major, though the model learnt its music in C, and every note it struck is closed."""
+    import numpy as np
+    from listening import make_call, notes_from
+
+    from musicrnn.model import default_model_path
+    from musicrnn.tonality import Key, estimate_key, in_scale_ratio
+
+    tempo, f_sharp = 200.0, Key(6, "major")
+    spb = 60.0 / tempo
+    proc, rec, player = serve(default_model_path(), "--tempo", f"{tempo:g}", "--answer-start", "now",
+                              "--answer-bars", "2", "--silence-beats", "16", "--seed", "0")
+    call = make_call(f_sharp, "sparse", 66, 90, np.random.default_rng(0))
+    events = sorted([(n.onset, 1, n.pitch) for n in call] + [(n.onset + n.dur, 0, n.pitch) for n in call])
+    t0 = now_ns() + int(0.05 * S)
+    for beat, on, pitch in events:
+        while now_ns() < t0 + beat * spb * S:
+            time.sleep(0.001)
+        player.send(mido.Message("note_on", note=pitch, velocity=90) if on else mido.Message("note_off", note=pitch))
+    t_end = now_ns()
+    player.send(mido.Message("control_change", control=24, value=127))  # end of call: answer now
+    player.send(mido.Message("control_change", control=24, value=0))
+    assert wait_for(lambda: rec.note_ons(after=t_end), timeout=5), "no answer"
+    time.sleep(2 * 4 * spb + 0.5)  # the 2-bar answer plays out
+    with rec.lock:
+        msgs = [(t, m) for t, m in rec.messages if t >= t_end]
+    answer, unclosed = notes_from(msgs, t_end, spb)
+    pitches = [n.pitch for n in answer]
+    key = estimate_key(pitches, [n.dur for n in answer])
+    assert len(answer) >= 8, answer
+    assert key == f_sharp or in_scale_ratio(pitches, f_sharp) >= 0.9, (key.name, in_scale_ratio(pitches, f_sharp), pitches)
+    assert unclosed == 0
+    assert_every_note_closed(rec)
+    rc = proc.terminate()
+    assert_clean_exit(proc, rc)
+    assert any(f"stopped: {len(call)} notes in" in line for line in proc.out), proc.out
+
+
 def test_ports_lists_jack_ports_and_a_wrong_name_lists_the_real_ones(jack_server, tiny_grid_model, one_torch_thread):
     port = jack_server.backend.open_output("probe-port", client_name="probe-port")
     try:

@@ -274,3 +274,25 @@ def test_no_midi_system_points_to_the_osc_only_mode(tiny_grid_model, monkeypatch
         lines = result.output.strip().splitlines()
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.output
         assert "--midi-in none --midi-out none --osc-port 9000" in lines[0], lines[0]
+
+
+def test_cli_follow_and_velocity_say_what_the_answers_follow(tiny_grid_model) -> None:
+    base = ["serve", "--model", str(tiny_grid_model), "--midi-in", "none", "--midi-out", "none", "--osc-port", "0",
+            "--seconds", "0.1"]
+    cases = {
+        (): "follows key, register, velocity, density, motif 0.5;",
+        ("--follow", "key,register,velocity=0.5"): "follows key, register, velocity 0.5;",
+        ("--follow", "none", "--velocity", "model"): "follows nothing (--follow none);",
+        ("--follow", "key", "--velocity", "follow"): "follows key, velocity;",
+        ("--velocity", "100"): "follows key, register, density, motif 0.5, velocity fixed at 100;",
+    }
+    for args, said in cases.items():
+        result = CliRunner().invoke(cli, [*base, *args])
+        assert result.exit_code == 0, result.output
+        assert said in result.output.splitlines()[0], (args, result.output)
+    for args, why in ((("--follow", "keys"), "unknown follower 'keys'"), (("--follow", "key=2"), "0-1"),
+                      (("--follow", "key=loud"), "must be a number"), (("--velocity", "200"), "follow, model, or a velocity 1-127"),
+                      (("--velocity", "soft"), "follow, model, or a velocity 1-127")):
+        result = CliRunner().invoke(cli, [*base, *args])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and why in lines[0], (args, result.output)

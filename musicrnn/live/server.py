@@ -52,7 +52,7 @@ from pathlib import Path
 import mido
 
 from musicrnn.errors import MusicRNNError
-from musicrnn.listening import Follow, Listener, parse_velocity
+from musicrnn.listening import FOLLOWERS, Follow, Listener, parse_velocity
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
@@ -740,7 +740,16 @@ def describe(server: Server) -> str:
     midi = "MIDI: none" if opts.midi_in == opts.midi_out == "none" else f"{api}: in {inp}, out {out} (channel {opts.channel})"
     osc = f"; OSC on {server.osc.host}:{server.osc.port}" if server.osc is not None else ""
     return (f"musicrnn serve: {server.model_name} ({server.conductor.engine.codec.name} codec); {midi}{osc}; "  # type: ignore[union-attr]
-            f"{opts.mode}; {clock}; Ctrl-C to stop")
+            f"{opts.mode}; {clock}; {follows(opts.follow)}; Ctrl-C to stop")
+
+
+def follows(follow: Follow) -> str:
+    """What the answers follow, as the start-up line says it (so --follow/--velocity can be checked)."""
+    on = [name if strength == 1 else f"{name} {strength:g}"
+          for name, strength in follow.as_dict().items() if name in FOLLOWERS and strength > 0]
+    if follow.fixed_velocity:
+        on = [f for f in on if not f.startswith("velocity")] + [f"velocity fixed at {follow.fixed_velocity}"]
+    return "follows " + (", ".join(on) if on else "nothing (--follow none)")
 
 
 def serve(checkpoint, options: ServeOptions, seconds: float | None = None, status: bool | None = None,
