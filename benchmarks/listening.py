@@ -46,12 +46,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from live_session import Session, now_ns  # benchmarks/ is the script's own folder (and on pytest's pythonpath)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from live_session import Session, now_ns  # noqa: E402
-
-from musicrnn.tonality import ALL_KEYS, Key, estimate_key, in_scale_ratio  # noqa: E402
+from musicrnn.tonality import ALL_KEYS, Key, estimate_key, in_scale_ratio
 
 CENTRES = {"C2": 36, "C3": 48, "C4": 60, "C5": 72, "C6": 84}
 LEVELS = (30, 60, 90, 120)
