@@ -46,9 +46,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from live_session import Session, now_ns  # benchmarks/ is the script's own folder (and on pytest's pythonpath)
 
 from musicrnn.tonality import ALL_KEYS, Key, estimate_key, in_scale_ratio
+
+from live_session import Session, now_ns  # benchmarks/ is the script's own folder (and on pytest's pythonpath)
 
 CENTRES = {"C2": 36, "C3": 48, "C4": 60, "C5": 72, "C6": 84}
 LEVELS = (30, 60, 90, 120)
