@@ -264,7 +264,7 @@ class Codec(ABC):
     # tokens until one is not a VELOCITY (a note, or a wait: KIND_SHIFT), with "frame" tokens
     # until a STEP (its stream encoder counts ``frame``s; its decoder's ``_sounding`` is the
     # frame before). These methods are what it asks beyond that.
-    def live_mask(self, mask: np.ndarray, model_notes, human_notes: set[int], force_note: bool,
+    def live_mask(self, mask: np.ndarray, model_notes: dict[int, float], human_notes: set[int], force_note: bool,
                   after_velocity: bool = False) -> np.ndarray:
         """The grammar's ``mask`` [1, vocab] cut down for live play: ``model_notes`` and
         ``human_notes`` (pitches) are who sounds what; ``force_note``: the next token must be

@@ -195,7 +195,7 @@ class GridCodec(Codec):
         return GridConstraints(self, batch, cfg)
 
     # --- live play: the next frame --------------------------------------------------------
-    def live_mask(self, mask: np.ndarray, model_notes, human_notes: set[int], force_note: bool,
+    def live_mask(self, mask: np.ndarray, model_notes: dict[int, float], human_notes: set[int], force_note: bool,
                   after_velocity: bool = False) -> np.ndarray:
         """The model does not strike a pitch the player holds, HOLDs only a pitch that really
         sounds, and (``force_note``) strikes rather than close the frame empty."""

@@ -57,12 +57,14 @@ def parse_pitch_range(text: str, flag: str = "--pitch-range") -> tuple[int, int]
 def check_steps(steps: float | None, unit: str) -> None:
     """``--steps``: positive and finite where given (0 would silently mean "the default")."""
     if steps is not None and not (0 < steps < float("inf")):
-        raise CodecError(f"--steps {steps:g}: give a positive number of steps per {unit}, or leave it out for the default")
+        raise CodecError(f"--steps {steps:g}: give a positive number of steps per {unit}, or leave it out for the "
+                         "default")
 
 
 # the options several codecs share (each declares the ones it takes, with its own detail)
-PITCH_RANGE_OPTION = CliOption("--pitch-range", "pitch_range", "Lowest-highest MIDI pitch kept (notes outside are dropped).",
-                               default="21-108", show_default=True)
+PITCH_RANGE_OPTION = CliOption("--pitch-range", "pitch_range",
+                               "Lowest-highest MIDI pitch kept (notes outside are dropped).", default="21-108",
+                               show_default=True)
 
 
 def steps_option(key: str, detail: str, always: bool = False) -> CliOption:

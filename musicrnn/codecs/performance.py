@@ -210,7 +210,7 @@ class PerformanceCodec(Codec):
     def longest_wait(self) -> float:
         return self.max_shift_steps / self.steps_per_unit
 
-    def live_mask(self, mask: np.ndarray, model_notes, human_notes: set[int], force_note: bool,
+    def live_mask(self, mask: np.ndarray, model_notes: dict[int, float], human_notes: set[int], force_note: bool,
                   after_velocity: bool = False) -> np.ndarray:
         """The model ends only its own notes, sets a velocity only once before a note, and
         (``force_note``) plays a note now rather than end one or wait."""
