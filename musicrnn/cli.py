@@ -19,54 +19,39 @@ from musicrnn.limits import MAX_NOTE_BEATS
 
 
 def _pitch_range(value: str) -> tuple[int, int]:
+    from musicrnn.codecs import OptionValueError, parse_pitch_range
+
     try:
-        lo, hi = (int(x) for x in value.split("-", 1))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give LO-HI in MIDI note numbers, e.g. 21-108",
-                                 param_hint="'--pitch-range'") from None
-    if not (0 <= lo <= hi <= 127):
-        raise click.BadParameter(f"{value!r}: need 0 <= LO <= HI <= 127", param_hint="'--pitch-range'")
-    return lo, hi
+        return parse_pitch_range(value)
+    except OptionValueError as exc:
+        raise _bad_value(exc) from None
+
+
+def _bad_value(exc) -> click.BadParameter:
+    """A codec's bad option value as click reports its own."""
+    return click.BadParameter(str(exc), param_hint=f"'{exc.flag}'")
 
 
 def codec_options(f):
-    """Options that describe a codec (shared by every command that builds one)."""
-    opts = [
-        click.option("--codec", "codec_name", type=click.Choice(["performance", "grid"]), default="performance",
-                     show_default=True, help="performance: note-on/off + time-shift events; grid: piano-roll frames."),
-        click.option("--time-unit", type=click.Choice(["seconds", "beats"]), default="beats", show_default=True,
-                     help="performance codec: time shifts in seconds (10 ms grid) or beats (follows tempo)."),
-        click.option("--steps", type=float, default=None,
-                     help="Grid resolution: steps per second/beat (performance: 100/s or 12/beat; grid: 4/beat)."),
-        click.option("--max-shift", type=int, default=None,
-                     help="performance codec: longest single time shift in steps (default 1 s or 4 beats)."),
-        click.option("--velocity-bins", type=int, default=32, show_default=True,
-                     help="performance codec: velocity levels (0 = no velocity tokens)."),
-        click.option("--pitch-range", type=str, default="21-108", show_default=True,
-                     help="Lowest-highest MIDI pitch kept (notes outside are dropped)."),
-        click.option("--restrike/--no-restrike", default=False, show_default=True,
-                     help="grid codec: mark re-struck notes apart from held ones."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
+    """Options that describe a codec: every registered codec's (musicrnn.codecs.cli_options)."""
+    from musicrnn.codecs import cli_options
+
+    for opt in reversed(cli_options()):
+        kind = click.Choice(list(opt.type)) if isinstance(opt.type, tuple) else None if opt.type is bool else opt.type
+        f = click.option(opt.flag, opt.param, type=kind, default=opt.default, show_default=opt.show_default,
+                         help=opt.help)(f)
     return f
 
 
-def build_codec(codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike, default_steps=None):
-    from musicrnn.codec import GridCodec, PerformanceCodec
-    from musicrnn.errors import CodecError
+def build_codec(values: dict, default_steps=None):
+    """The codec that codec_options' ``values`` describe (``default_steps``: the sources' grid)."""
+    from musicrnn.codecs import OptionValueError, codec_from_cli
 
-    lo, hi = _pitch_range(pitch_range)
-    if steps is not None and not (0 < steps < float("inf")):  # 0 would silently mean "the default"
-        unit = "beat" if codec_name == "grid" or time_unit == "beats" else "second"
-        raise CodecError(f"--steps {steps:g}: give a positive number of steps per {unit}, or leave it out for the default")
-    if codec_name == "grid":
-        spb = steps or default_steps or 4
-        if spb != int(spb):
-            raise CodecError(f"--steps {spb:g}: the grid codec needs a whole number of steps per beat, e.g. --steps 4")
-        return GridCodec(steps_per_beat=int(spb), min_pitch=lo, max_pitch=hi, mark_restrikes=restrike)
-    return PerformanceCodec(time_unit=time_unit, steps_per_unit=steps, max_shift_steps=max_shift,
-                            velocity_bins=velocity_bins, min_pitch=lo, max_pitch=hi)
+    values = dict(values)
+    try:
+        return codec_from_cli(values.pop("codec_name"), values, default_steps)
+    except OptionValueError as exc:
+        raise _bad_value(exc) from None
 
 
 def user_errors(f):
@@ -159,8 +144,8 @@ def data() -> None:
                    "beside the MIDI file (POP909), else estimated from its notes.")
 @click.option("--workers", type=int, default=None, help="Parallel parser processes (default: all cores).")
 @user_errors
-def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike,
-                 split, split_seed, tracks, programs, drums, key_normalise, workers) -> None:
+def data_prepare(sources, out, split, split_seed, tracks, programs, drums, key_normalise, workers,
+                 **codec_values) -> None:
     """Turn SOURCES into token data for training.
 
     \b
@@ -188,7 +173,7 @@ def data_prepare(sources, out, codec_name, time_unit, steps, max_shift, velocity
         raise click.BadParameter(f"{split!r}: give three fractions, e.g. 0.8,0.1,0.1", param_hint="--split") from None
     mats = [s for s in sources if s.lower().endswith(".mat")]
     default_steps = round(1 / mat_frame_beats(mats[0])) if mats else None
-    codec = build_codec(codec_name, time_unit, steps, max_shift, velocity_bins, pitch_range, restrike, default_steps)
+    codec = build_codec(codec_values, default_steps)
     options = IngestOptions(tracks=TrackChoice.parse(tracks, programs, drums), key_normalise=key_normalise)
     console = Console(stderr=True)
     with Progress(TextColumn("parsing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

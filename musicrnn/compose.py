@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from musicrnn.codec import BOS, Codec
+from musicrnn.codecs import BOS, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.fast_step import FastStepper
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
@@ -227,9 +227,7 @@ def _steps_for(codec: Codec, bars: float | None, seconds: float | None, bpm: flo
     beats = bars * beats_per_bar if bars is not None else seconds * bpm / 60.0  # type: ignore[operator]
     if beats <= 0:
         raise MusicRNNError("the length must be positive")
-    if codec.time_unit == "seconds":
-        return int(round(beats * 60.0 / bpm * codec.steps_per_unit))
-    return int(round(beats * codec.steps_per_unit))
+    return int(round(codec.beats_to_steps(beats, bpm)))
 
 
 def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: float | None = None,
@@ -433,9 +431,8 @@ def _set_note_lengths(sampling: SamplingConfig, codec: Codec, min_beats: float, 
     if min_beats and max_beats and min_beats > max_beats:
         raise MusicRNNError(f"--min-note {min_beats:g} is longer than --max-note {max_beats:g} (default "
                             f"{MAX_NOTE_BEATS:g} beats); raise --max-note, or give --max-note 0 for no limit")
-    steps_per_beat = codec.steps_per_unit * (60.0 / bpm if codec.time_unit == "seconds" else 1.0)
-    sampling.min_note_steps = int(round(min_beats * steps_per_beat))
-    sampling.max_note_steps = int(round(max_beats * steps_per_beat))
+    sampling.min_note_steps = int(round(codec.beats_to_steps(min_beats, bpm)))
+    sampling.max_note_steps = int(round(codec.beats_to_steps(max_beats, bpm)))
     if max_beats and sampling.max_note_steps < 1:
         raise MusicRNNError(f"--max-note {max_beats:g} is shorter than one step of this model's grid")
 
@@ -448,7 +445,7 @@ def _primer_end(codec: Codec, primer: Primer | None) -> tuple[float, float]:
     for t in primer.tokens:
         dec.feed(int(t))
     units = float(dec.time)
-    return units, float(primer.piece.beats(units)) if codec.time_unit == "seconds" else units
+    return units, codec.piece_beats(primer.piece, units)
 
 
 def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_units: float, cut: float, end: float,
@@ -459,7 +456,7 @@ def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_uni
     key by ``transpose`` with the velocities ``listener`` gives them; and the tracks' names."""
     full = np.concatenate([primer.tokens, toks]) if primer is not None else toks
     decoded = codec.decode_piece(full, bpm=bpm, program=opts.program).notes
-    unit_to_beats = bpm / 60.0 if codec.time_unit == "seconds" else 1.0
+    unit_to_beats = codec.beats_per_unit(bpm)
     new = _followed(decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9], transpose, listener,
                     cut - cut_units * unit_to_beats)
     sig = opts.metre.written()

@@ -11,7 +11,7 @@ Holds:
 - :func:`data_stats`: the numbers ``musicrnn data stats`` prints.
 
 Augmentation (transposition, time stretch) is applied when training reads the data
-(see :mod:`musicrnn.codec` ``transpose``/``stretch``), never stored.
+(see :mod:`musicrnn.codecs` ``transpose``/``stretch``), never stored.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from musicrnn import __version__
-from musicrnn.codec import BOS, Codec, GridCodec, codec_from_dict, frame_count
+from musicrnn.codecs import BOS, Codec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
 from musicrnn.midi import NOTE_DTYPE, Maps, NoteBatch, beats_to_seconds_batch, load_midi_batch, piece_index
 from musicrnn.sources import (
@@ -463,16 +463,12 @@ def _mat_results(items: list[Item], codec: Codec, key_normalise: bool = False) -
             roll = _shift_roll(roll, int(shifts[0]))
             info.update(key_info)
         frame_beats = mat_frame_beats(item.path)
-        exact = (
-            isinstance(codec, GridCodec)
-            and codec.min_pitch == MAT_LOWEST_PITCH
-            and codec.num_pitches == roll.shape[1]
-            and codec.steps_per_beat * frame_beats == 1.0
-        )
         notes = roll_to_notes(roll, frame_beats)
         # frame for frame when the codec's grid is the roll's grid, so NLL per frame matches
         # the published protocol (empty frames included)
-        tokens = codec.encode_roll(roll) if exact else codec.encode(notes)
+        tokens = codec.encode_frames(roll, frame_beats, MAT_LOWEST_PITCH)
+        if tokens is None:
+            tokens = codec.encode(notes)
         if len(tokens) == 0:
             yield [(item.name, None, 0, "empty piano roll", info)]
         else:

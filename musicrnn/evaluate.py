@@ -16,8 +16,12 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from musicrnn.codec import BOS, Codec, GridCodec, PerformanceCodec
+from musicrnn.codecs import BOS, Codec, prepare_options
 from musicrnn.corpus import TokenData, read_manifest
+from musicrnn.midi import DEFAULT_BPM
+
+# music statistics compare piece openings of so many bars of 4/4 at 120 BPM (decode_piece's tempo)
+STATS_BEATS_PER_BAR = 4.0
 
 
 class Scorer(Protocol):
@@ -73,8 +77,8 @@ def evaluate_pieces(scorer: Scorer, pieces: list[np.ndarray], codec, progress: C
         for p, nll in zip(part, scorer.score(part)):
             total += float(nll.sum())
             tokens += len(p)
-            if isinstance(codec, GridCodec):
-                f = int(np.count_nonzero(p == codec.step_token))
+            if codec.has_frames:
+                f = codec.count_frames(p)
                 frames += f
                 per_piece_frames.append(f)
         if progress:
@@ -86,39 +90,10 @@ def evaluate_pieces(scorer: Scorer, pieces: list[np.ndarray], codec, progress: C
         "bits_per_token": total / max(tokens, 1) / math.log(2),
         "perplexity": math.exp(min(total / max(tokens, 1), 700)),
     }
-    if isinstance(codec, GridCodec):
+    if codec.has_frames:
         result["frames"] = frames
         result["nll_per_frame"] = total / max(frames, 1)
     return result
-
-
-# codec config key -> the `musicrnn data prepare` option that sets it
-_PREPARE_OPTION = {"time_unit": "--time-unit", "steps_per_beat": "--steps", "steps_per_unit": "--steps",
-                   "max_shift_steps": "--max-shift", "velocity_bins": "--velocity-bins", "mark_restrikes": "--restrike"}
-
-
-def prepare_options(codec: Codec) -> str:
-    """The `musicrnn data prepare` codec options that build ``codec`` (from its config, so any
-    codec is covered): e.g. ``--codec grid --steps 2 --restrike``. Settings that no option
-    reaches are named after the options, so the user can see why data would still differ."""
-    d = codec.to_dict()
-    defaults = (PerformanceCodec(time_unit=d["time_unit"]) if d["type"] == "performance" else GridCodec()).to_dict()
-    opts, unreachable = [f"--codec {d['type']}"], []
-    for key, value in d.items():
-        if key in ("type", "version", "min_pitch", "max_pitch"):
-            continue
-        always = key in ("time_unit", "steps_per_beat")  # the CLI's defaults differ from the codec's here
-        if value == defaults.get(key) and not always:
-            continue
-        if key == "mark_restrikes":
-            opts += ["--restrike"] if value else []
-        elif key in _PREPARE_OPTION:
-            opts.append(f"{_PREPARE_OPTION[key]} {format(value, 'g') if isinstance(value, float) else value}")
-        else:
-            unreachable.append(f"{key}={value}")
-    if (d["min_pitch"], d["max_pitch"]) != (21, 108):
-        opts.append(f"--pitch-range {d['min_pitch']}-{d['max_pitch']}")
-    return " ".join(opts) + (f" (and {', '.join(unreachable)}, which no option sets)" if unreachable else "")
 
 
 def prepare_command(codec: Codec, data_folder) -> str:
@@ -175,7 +150,8 @@ def evaluate_checkpoint(ckpt, data_folder, split: str = "test", device: str = "c
     return result
 
 
-def real_excerpts(data_folder, split: str, bars: float, beats_per_bar: float = 4.0, limit: int | None = None) -> list[np.ndarray]:
+def real_excerpts(data_folder, split: str, bars: float, beats_per_bar: float = STATS_BEATS_PER_BAR,
+                  limit: int | None = None) -> list[np.ndarray]:
     """The opening ``bars`` bars of each held-out piece (notes in beats).
 
     Generated pieces start from nothing (BOS), i.e. they are piece openings, so the fair real
@@ -207,7 +183,7 @@ def music_stats_comparison(ckpt, data_folder, split: str = "test", samples: int 
     from musicrnn.sample import SamplingConfig
 
     codec = ckpt.codec
-    steps = int(round(bars * 4.0 * codec.steps_per_unit)) if codec.time_unit == "beats" else int(round(bars * 2.0 * codec.steps_per_unit))
+    steps = int(round(codec.beats_to_steps(bars * STATS_BEATS_PER_BAR, DEFAULT_BPM)))
     cfg = SamplingConfig(temperature=temperature)
 
     def notes_of(gen) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from musicrnn.codec import KIND_NOTE_ON
+from musicrnn.codecs import KIND_NOTE_ON
 from musicrnn.errors import MusicRNNError
 from musicrnn.tonality import Key, estimate_key, home_shift, key_profile, scale_pitch_classes
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from musicrnn import __version__
-from musicrnn.codec import Codec, codec_from_dict
+from musicrnn.codecs import Codec, codec_from_dict
 from musicrnn.errors import CheckpointError, MusicRNNError
 from musicrnn.fileio import atomic_write
 

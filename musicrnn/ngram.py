@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from musicrnn.codec import BOS
+from musicrnn.codecs import BOS
 from musicrnn.corpus import TokenData
 from musicrnn.errors import MusicRNNError
 

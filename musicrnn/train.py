@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from musicrnn.codec import PerformanceCodec
 from musicrnn.corpus import TokenData
 from musicrnn.errors import CheckpointError, MusicRNNError
 from musicrnn.evaluate import RNNScorer, codec_mismatch, evaluate_pieces
@@ -116,7 +115,7 @@ class PieceStreams:
         if self.row_shift[row]:
             moved = self.codec.transpose(toks, self.row_shift[row])
             toks = moved if moved is not None else toks
-        if self.row_stretch[row] != 1.0 and isinstance(self.codec, PerformanceCodec):
+        if self.row_stretch[row] != 1.0 and self.codec.can_stretch:
             toks = self.codec.stretch(toks, self.row_stretch[row])
         return toks
 
@@ -131,7 +130,7 @@ class PieceStreams:
             down, up = self.codec.transpose_range(toks)
             lo, hi = max(-cfg.augment_transpose, down), min(cfg.augment_transpose, up)
             shift = int(self.rng.integers(lo, hi + 1)) if hi >= lo else 0
-        if cfg.augment_stretch and isinstance(self.codec, PerformanceCodec):
+        if cfg.augment_stretch and self.codec.can_stretch:
             stretch = float(self.rng.uniform(1 - cfg.augment_stretch, 1 + cfg.augment_stretch))
         self.row_shift[row], self.row_stretch[row] = shift, stretch
         self._tokens[row] = self._load(row)

@@ -104,7 +104,7 @@ def test_timebase_puts_grid_steps_on_the_beat_and_never_goes_back_after_a_jump()
     clock = MidiClock()
     clock.feed("start", 0)
     _pulses(clock, S, 120, 3 * PPQN)  # beat 0 at 1 s, beats every 0.5 s
-    tb = Timebase(clock, "beats", 2, t_ns=2 * S)
+    tb = Timebase(clock, True, 2, t_ns=2 * S)
     assert tb.origin == 2.0
     assert tb.to_codec(2 * S) == pytest.approx(0.0, abs=0.01)
     assert tb.to_ns(0.5) == pytest.approx(2.25 * S, abs=1_000_000)
@@ -117,7 +117,7 @@ def test_timebase_puts_grid_steps_on_the_beat_and_never_goes_back_after_a_jump()
     step_origin = tb.origin * 2
     assert step_origin == pytest.approx(round(step_origin))
 
-    seconds = Timebase(InternalClock(120, start_ns=0), "seconds", 100, t_ns=S)
+    seconds = Timebase(InternalClock(120, start_ns=0), False, 100, t_ns=S)
     assert seconds.to_codec(3 * S) == pytest.approx(2.0)
     assert seconds.to_ns(0.5) == int(1.5 * S)
     start = seconds.restart_grid_at(latest=2.004, t_ns=5 * S)

@@ -192,9 +192,9 @@ class Timebase:
     backwards and stays on the grid.
     """
 
-    def __init__(self, clock: Clock, time_unit: str, steps_per_unit: float, t_ns: int | None = None) -> None:
+    def __init__(self, clock: Clock, in_beats: bool, steps_per_unit: float, t_ns: int | None = None) -> None:
         self.clock = clock
-        self.in_beats = time_unit == "beats"
+        self.in_beats = bool(in_beats)  # codec time in beats (Codec.follows_tempo), else in seconds
         self.spu = float(steps_per_unit)
         t = now_ns() if t_ns is None else t_ns
         self.generation = clock.generation

@@ -46,16 +46,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from musicrnn.codec import (
+from musicrnn.codecs import (
     BOS,
     KIND_NOTE_OFF,
     KIND_NOTE_ON,
     KIND_SHIFT,
+    KIND_STEP,
     KIND_VELOCITY,
     Codec,
-    GridCodec,
     NoteEvent,
-    PerformanceCodec,
 )
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS
@@ -64,8 +63,9 @@ from musicrnn.live.clock import now_ns
 from musicrnn.model import MusicRNN, inference_mode_for
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
-# grid codecs: the model may hold a note at most MAX_NOTE_BEATS (a sampling constraint)
-CLOSE_MARGIN = 0.05  # grid: a frame counts as complete this many steps after its rounding window ends
+# frame codecs (grid): the model may hold a note at most MAX_NOTE_BEATS (a sampling constraint)
+CLOSE_MARGIN = 0.05  # frame codecs: a frame counts as complete this many steps after its rounding window ends
+LIVE_UNITS = ("event", "frame")  # the decision units (Codec.live_unit) the engine knows
 
 
 def configure_torch_for_live() -> None:
@@ -115,7 +115,7 @@ class _Spec:
 
 @dataclass
 class _Proposal:
-    """Performance codecs: the model's next event (a note, or time passing), not yet played."""
+    """Event codecs (performance): the model's next event (a note, or time passing), not yet played."""
 
     spec: _Spec
     base: float  # codec time the fork was advanced to before sampling
@@ -129,6 +129,10 @@ class _Proposal:
 class Engine:
     """The model in a live session. Times are in the codec's unit (``codec.time_unit``).
 
+    What it decides at a time is the codec's ``live_unit``: the next event ("event", e.g. the
+    performance codec) or the next frame ("frame", e.g. the grid codec); the codec's ``live_*``
+    methods say what its grammar adds for live play.
+
     ``sampling`` is shared with the constraints, so changing ``temperature`` or
     ``max_polyphony`` on it (see :meth:`set_temperature`, :meth:`set_density`) takes effect at
     the next token.
@@ -139,12 +143,12 @@ class Engine:
         self.model = model.eval()
         self.fast = FastStepper.for_model(model)  # a copy of the weights as they are now; None: model.step
         self.codec = codec
-        self.is_grid = isinstance(codec, GridCodec)
-        if not self.is_grid and not isinstance(codec, PerformanceCodec):
+        if codec.live_unit not in LIVE_UNITS:
             raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
+        self.frames = codec.live_unit == "frame"  # decides whole frames, else single events
         self.cfg = replace(sampling or SamplingConfig())
-        if self.is_grid and max_note_beats and not self.cfg.max_note_steps:
-            self.cfg.max_note_steps = max(1, int(round(max_note_beats * codec.steps_per_unit)))
+        if not self.cfg.max_note_steps:
+            self.cfg.max_note_steps = codec.live_max_note_steps(max_note_beats)
         self.cfg.validate(codec)
         self.spu = codec.steps_per_unit
         self.seed = seed
@@ -166,7 +170,7 @@ class Engine:
         self.human_notes: set[int] = set()
         self._spec: _Spec | None = None
         self._proposal: _Proposal | None = None
-        self._frame: tuple[int, bool] | None = None  # grid: the frame next_time() chose, and force_note
+        self._frame: tuple[int, bool] | None = None  # frames: the frame next_time() chose, and force_note
         self._next_frame = 0
         self.latest = 0.0  # the latest codec time handed to the encoder
         with self._kernels():
@@ -249,27 +253,27 @@ class Engine:
 
     def catch_up(self, t: float) -> None:
         """Let the model hear that time passed up to ``t`` with nothing new, as far as it can be
-        written already (complete grid frames; whole longest time shifts), so a long silence
-        does not cost a burst of steps later."""
+        written already (complete frames; whole longest waits), so a long silence does not
+        cost a burst of steps later."""
         with self._kernels():
-            if self.is_grid:
+            if self.frames:
                 k = math.floor(t * self.spu + 0.5 - CLOSE_MARGIN)
                 if k > self.encoder.frame:
                     self._commit(self.encoder.advance(k / self.spu))
                     self._next_frame = max(self._next_frame, k)
             else:
-                longest = self.codec.max_shift_steps / self.spu  # type: ignore[attr-defined]
+                longest = self.codec.longest_wait
                 while t - self.time >= longest:
                     self._commit(self.encoder.advance(self.time + longest))
         self._seen(t)
 
     def prepare(self) -> bool:
-        """Idle time while listening (grid codecs): step, on a fork, the tokens that will close
+        """Idle time while listening (frame codecs): step, on a fork, the tokens that will close
         the player's current frame if nothing else happens in it, so that when the call ends
         (or the frame runs out) those steps are already done and the answer's first note only
         waits for its own sample. Whatever the player does next that changes the frame just
         drops the fork (and the next idle moment prepares again). True if it stepped."""
-        if not self.is_grid:
+        if not self.frames:
             return False
         enc = _fork(self.encoder)
         tokens = [int(t) for t in enc.advance((enc.frame + 1) / self.spu)]
@@ -286,7 +290,7 @@ class Engine:
     def next_time(self, not_before: float, force_note: bool = False) -> float:
         """Codec time of the model's next decision, not earlier than ``not_before``.
         ``force_note``: the next event must be a note (an answer starts with one)."""
-        if self.is_grid:
+        if self.frames:
             k = max(self._next_frame, self.encoder.frame, math.ceil(not_before * self.spu - 1e-6))
             self._frame = (k, force_note)
             return k / self.spu
@@ -299,18 +303,18 @@ class Engine:
                interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
         """Play the decision :meth:`next_time` announced; returns the model's note events.
 
-        ``on_note`` (grid codecs): called with a note-on of the frame the moment its token is
+        ``on_note`` (frame codecs): called with a note-on of the frame the moment its token is
         sampled, before the frame's other tokens, so it can sound while the model decides the
         rest (a note-on the model then has already started; it is not in the returned list).
         Only a pitch the model is not sounding goes out early (a re-strike needs its note-off,
         which is known at the end of the frame): those, and every note-off, are returned, all
         at the frame's time.
 
-        ``interrupt`` (grid codecs): asked before each token while no note of the frame is out
+        ``interrupt`` (frame codecs): asked before each token while no note of the frame is out
         yet; if it returns True the frame is dropped (None is returned, nothing changed but
         what the model heard) and :meth:`next_time` announces it again. For a frame decided
         ahead while the player's next event is already waiting."""
-        if self.is_grid:
+        if self.frames:
             if self._frame is None:
                 raise RuntimeError("decide() without next_time()")
             (k, force), self._frame = self._frame, None
@@ -380,46 +384,11 @@ class Engine:
         return int(sample_next(logits, self.cfg, self.rand.next(), mask).item())
 
     def _mask(self, stream: _Stream, force_note: bool, after_velocity: bool = False) -> np.ndarray:
-        c = self.codec
-        base = stream.cons.mask()
-        if isinstance(c, GridCodec):
-            # HOLD only for a pitch that really sounds (the model's or the player's), not one the
-            # player released inside the last frame: the real stream will not hold it either
-            holds = c.hold0 >= 0 and base[0, c.hold0 : c.hold0 + c.num_pitches].any()
-            if not self.human_notes and not force_note and not holds:
-                return base  # the common case while answering: nothing to add
-        m = base.copy()
-        if isinstance(c, GridCodec):
-            for p in self.human_notes:  # the player holds it: the model does not strike it too
-                m[0, c.pitch0 + p - c.min_pitch] = False
-            if holds:
-                sounding = self.model_notes.keys() | self.human_notes
-                for i in np.flatnonzero(m[0, c.hold0 : c.hold0 + c.num_pitches]):
-                    if int(i) + c.min_pitch not in sounding:
-                        m[0, c.hold0 + i] = False
-            if force_note:
-                forced = m.copy()
-                forced[0, c.step_token] = False
-                if forced.any():
-                    m = forced
-        else:
-            assert isinstance(c, PerformanceCodec)
-            own = np.zeros(c.num_pitches, dtype=bool)
-            for p in self.model_notes:
-                own[p - c.min_pitch] = True
-            m[0, c.off0 : c.off0 + c.num_pitches] &= own  # the model ends only its own notes
-            if after_velocity:
-                m[0, c.vel0 :] = False
-            if force_note:
-                forced = m.copy()
-                forced[0, c.off0 : c.vel0] = False  # no note-off, no time shift: a note now
-                if forced[0, c.on0 : c.off0].any():
-                    m = forced
-        return m if m.any() else base
+        """The grammar's mask, with what the codec adds for live play (who owns which note)."""
+        return self.codec.live_mask(stream.cons.mask(), self.model_notes, self.human_notes, force_note, after_velocity)
 
     def _propose_event(self, not_before: float, force_note: bool) -> _Proposal:
         c = self.codec
-        assert isinstance(c, PerformanceCodec)
         with self._kernels():
             enc = _fork(self.encoder)
             fork = self.stream.fork()
@@ -467,7 +436,6 @@ class Engine:
     def _decide_frame(self, k: int, force_note: bool, on_note: Callable[[NoteEvent], None] | None = None,
                       interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
         c = self.codec
-        assert isinstance(c, GridCodec)
         t = k / self.spu
         early: set[int] = set()  # note-ons handed to on_note while the frame was being sampled
         with self._kernels():
@@ -481,20 +449,22 @@ class Engine:
                 if interrupt is not None and not early and interrupt():
                     return None  # the fork is dropped; the frame stays the next one
                 x = self._sample(fork, self._mask(fork, force_note and not struck))
-                if x == c.step_token:
+                if c.token_kind[x] == KIND_STEP:
                     tokens.append(x)
                     events += self._feed(fork, [x])
                     break
                 if c.token_kind[x] == KIND_NOTE_ON:
                     p = int(c.token_pitch[x])
                     struck.add(p)
-                    # the decoder will strike p at STEP (a marked strike, or p silent the frame before);
-                    # the model's own sounding pitch needs its note-off first: that waits for STEP
-                    if on_note is not None and p not in self.model_notes and (c.mark_restrikes or p not in before):
+                    # where the codec knows the strike already (e.g. a marked strike, or p silent the
+                    # frame before) it goes out now; the model's own sounding pitch needs its
+                    # note-off first: that waits for STEP
+                    velocity = c.live_strike(p, before) if on_note is not None and p not in self.model_notes else 0
+                    if velocity:
                         early.add(p)
                         self.model_notes[p] = t
-                        self.encoder.note_on(t, p, c.velocity)
-                        on_note(NoteEvent(t, p, c.velocity))
+                        self.encoder.note_on(t, p, velocity)
+                        on_note(NoteEvent(t, p, velocity))
                 tokens.append(x)
                 events += self._feed(fork, [x])
         out = []

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from musicrnn.codec import NoteEvent
+from musicrnn.codecs import NoteEvent
 from musicrnn.errors import MusicRNNError
 from musicrnn.listening import Listener, NoteBias
 from musicrnn.live.clock import Clock, Timebase
@@ -38,8 +38,8 @@ from musicrnn.live.scheduler import Scheduler
 
 log = logging.getLogger("musicrnn.live")
 
-LOOKAHEAD_S = 0.03  # performance codecs: the model decides a note this long before it sounds
-GRID_LOOKAHEAD = 0.45  # grid codecs: decide a frame this many steps early (< 0.5: the frame before is complete)
+LOOKAHEAD_S = 0.03  # event codecs (performance): the model decides a note this long before it sounds
+GRID_LOOKAHEAD = 0.45  # frame codecs (grid): decide a frame this many steps early (< 0.5: the frame before is complete)
 LATE_S = 0.03  # a decision this late is skipped (grid frames) rather than played out of time
 IDLE_WAKE_S = 0.1  # while listening, let the model hear the silence this often
 MAX_DECISIONS_PER_TICK = 256  # a safety valve: one tick never loops forever
@@ -275,7 +275,7 @@ class Conductor:
 
     def _timebase(self, t_ns: int) -> Timebase:
         codec = self.engine.codec
-        return Timebase(self.clock, codec.time_unit, codec.steps_per_unit, t_ns)
+        return Timebase(self.clock, codec.follows_tempo, codec.steps_per_unit, t_ns)
 
     # --- time passing --------------------------------------------------------------------------
     def tick(self, at_ns: int, now_ns: int | None = None) -> None:
@@ -378,9 +378,10 @@ class Conductor:
                                                  li.key_prior(self.transpose))
 
     def _lookahead_ns(self) -> int:
-        if self.engine.is_grid:
-            step_beats = 1.0 / self.engine.spu
-            return int(GRID_LOOKAHEAD * step_beats * 60e9 / max(self.clock.bpm, 1e-6))
+        if self.engine.frames:  # a frame is decided a fraction of a step ahead
+            bpm = max(self.clock.bpm, 1e-6)
+            step_beats = 1.0 / self.engine.codec.beats_to_steps(1.0, bpm)
+            return int(GRID_LOOKAHEAD * step_beats * 60e9 / bpm)
         return int(self.settings.lookahead_s * 1e9)
 
     # --- output --------------------------------------------------------------------------------
