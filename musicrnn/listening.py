@@ -44,6 +44,7 @@ DENSITY_GAIN = 1.5  # nats per unit of log(call rate / answer rate)
 MOTIF_BIAS = 1.5  # nats at full motif strength
 KEY_BIAS = 2.0  # nats taken from notes outside the heard key's scale at full key strength (a soft prior, not a clamp)
 HIERARCHY_BIAS = 0.5  # nats per standard deviation of the key's profile, for notes in its scale
+THIRD_BIAS = 0.0  # nats more for the key's third, the note that says major or minor
 MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
 
 
@@ -203,8 +204,9 @@ class Listener:
         profile = key_profile(self.key)
         z = (profile - profile.mean()) / profile.std()
         prior = [0.0] * 12
+        third = (self.key.tonic + (4 if self.key.mode == "major" else 3)) % 12
         for pc in range(12):
-            nats = HIERARCHY_BIAS * z[pc] if pc in scale else -KEY_BIAS
+            nats = HIERARCHY_BIAS * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
             prior[(pc - transpose) % 12] = round(float(nats * self.follow.key), 3)
         return tuple(prior)
 

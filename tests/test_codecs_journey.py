@@ -99,17 +99,17 @@ class MelodyCodec(Codec):
             ends.append(ends[-1] + len(toks))
         return np.concatenate(parts), np.array(ends)
 
-    def stream_encoder(self) -> "MelodyEncoder":
+    def stream_encoder(self) -> MelodyEncoder:
         return MelodyEncoder(self)
 
-    def stream_decoder(self) -> "MelodyDecoder":
+    def stream_decoder(self) -> MelodyDecoder:
         return MelodyDecoder(self)
 
-    def constraints(self, batch: int, cfg: SamplingConfig) -> "MelodyConstraints":
+    def constraints(self, batch: int, cfg: SamplingConfig) -> MelodyConstraints:
         return MelodyConstraints(self, batch, cfg)
 
     @classmethod
-    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> "MelodyCodec":
+    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> MelodyCodec:
         lo, hi = parse_pitch_range(values["pitch_range"])
         check_steps(values["steps"], "beat")
         return cls(int(values["steps"] or 4), lo, hi)
