@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from musicrnn.codec import NoteEvent
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import ANSWER_BARS, LATE_S
 from musicrnn.listening import Listener, NoteBias
 from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.controls import MODES
@@ -40,7 +41,6 @@ log = logging.getLogger("musicrnn.live")
 
 LOOKAHEAD_S = 0.03  # performance codecs: the model decides a note this long before it sounds
 GRID_LOOKAHEAD = 0.45  # grid codecs: decide a frame this many steps early (< 0.5: the frame before is complete)
-LATE_S = 0.03  # a decision this late is skipped (grid frames) rather than played out of time
 IDLE_WAKE_S = 0.1  # while listening, let the model hear the silence this often
 MAX_DECISIONS_PER_TICK = 256  # a safety valve: one tick never loops forever
 INTERRUPT_AHEAD_S = 0.005  # a grid frame due later than this may give way to waiting player events
@@ -58,8 +58,9 @@ class Settings:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise MusicRNNError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
-        if self.silence_beats <= 0 or self.answer_bars <= 0 or self.beats_per_bar <= 0:
-            raise MusicRNNError("silence beats, answer bars and beats per bar must be positive")
+        ANSWER_BARS.check(self.answer_bars, "answer length (bars)")
+        if self.silence_beats <= 0 or self.beats_per_bar <= 0:
+            raise MusicRNNError("silence beats and beats per bar must be positive")
         if self.answer_start not in ("next-beat", "now"):
             raise MusicRNNError(f"answer start must be next-beat or now, not {self.answer_start!r}")
 
@@ -226,9 +227,7 @@ class Conductor:
         self.heard_call = False
 
     def set_answer_bars(self, bars: float) -> None:
-        if bars <= 0:
-            raise MusicRNNError(f"answer length must be positive, not {bars}")
-        self.settings.answer_bars = float(bars)
+        self.settings.answer_bars = float(ANSWER_BARS.check(bars, "answer length (bars)"))
 
     def panic(self, t_ns: int) -> None:
         """All notes off now; an answer in progress ends."""
