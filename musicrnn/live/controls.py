@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from musicrnn.errors import MusicRNNError
-
-MODES = ("call-response", "duet", "autoplay")
+from musicrnn.live.play_modes import MODES
 
 
 def _temperature(v: int) -> float:
