@@ -650,7 +650,8 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
       musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)
     """
     from musicrnn.live.controls import parse_bindings
-    from musicrnn.live.server import ServeOptions, serve
+    from musicrnn.live.server import ServeOptions
+    from musicrnn.live.terminal import serve
     from musicrnn.model import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
 

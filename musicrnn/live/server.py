@@ -1,33 +1,18 @@
-"""``musicrnn serve``: MIDI and OSC in -> model -> MIDI and OSC out, in time, with no note left hanging.
+"""``musicrnn serve``'s session: MIDI and OSC in -> model -> MIDI and OSC out, in time, with no
+note left hanging. This module wires the parts together and is the control API.
 
 Holds:
 - :class:`ServeOptions`: every setting of a session (ports, OSC, mode, tempo, clock, channel, ...).
-- :class:`Server`: wires the parts together and is the control API that every transport uses
-  (MIDI CC and OSC): ``note_on``, ``note_off``, ``end_call``, ``generate``, ``stop``,
-  ``set_mode``, ``set_temperature``, ``set_top_p``, ``set_key``, ``set_pitch_range``,
-  ``set_answer_bars``, ``set_density``, ``set_tempo``, ``panic``, ``reset``, ``load_model``,
-  ``learn``, ``status``, ``request_status`` and ``watch`` (status changes).
-- :func:`serve`: runs a server until SIGINT/SIGTERM (or ``seconds``), with a live status line
-  when stdout is a terminal; the CLI calls this.
+- :class:`Server`: opens the ports, builds the engine, conductor and scheduler, and is the
+  control API that every transport uses (MIDI CC and OSC): ``note_on``, ``note_off``,
+  ``end_call``, ``generate``, ``stop``, ``set_mode``, ``set_temperature``, ``set_top_p``,
+  ``set_key``, ``set_pitch_range``, ``set_follow``, ``set_velocity``, ``set_answer_bars``,
+  ``set_density``, ``set_tempo``, ``panic``, ``reset``, ``load_model``, ``learn``, ``status``,
+  ``request_status`` and ``watch`` (status changes).
 
-Threads and queues::
-
-    MIDI input thread (RtMidi's queue)   OSC thread              any thread (CLI, tests)
-      stamps each message, feeds           parses, checks,         note_on(), set_mode(), ...
-      MIDI clock, drops echoes             answers errors               │
-            └──────────────────► Inbox ◄──────┘◄────────────────────────┘
-                                   │   events: bounded, oldest dropped and counted
-                                   │   commands: small, bounded, never reordered
-                                   ▼
-        whoever holds the work lock: Conductor + Engine (the model, one torch thread)
-          - the input thread that queued it, at once (Server.working_here): no hand-off
-          - else the engine thread (woken), which also does what time brings (the model's
-            next decision, silence) and idle-time preparation
-                                   │  Scheduler.play / stop_notes / panic
-                                   ▼
-        notes due now: sent by the calling thread (under the scheduler's lock);
-        later ones, note-offs and length limits: the scheduler thread. Every note goes to
-        the MIDI output port, then to its sinks (OSC subscribers), note for note.
+Elsewhere: the inbox and the threads that work it off (:mod:`musicrnn.live.inbox`, which draws
+the threads and queues), the terminal app that runs a session until Ctrl-C
+(:mod:`musicrnn.live.terminal`).
 
 Shutdown (signal, error, or normal end) always runs :meth:`Server.close`: the inputs (MIDI,
 OSC) close, the engine thread stops, the scheduler ends every sounding note (MIDI and OSC),
@@ -36,16 +21,11 @@ then the outputs close.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import logging
-import signal
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -58,6 +38,7 @@ from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
 from musicrnn.live.engine import Engine, configure_torch_for_live
+from musicrnn.live.inbox import Inbox, Worker
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
 from musicrnn.model import quantized
@@ -66,9 +47,6 @@ from musicrnn.tonality import TONIC_NAMES
 
 log = logging.getLogger("musicrnn.live")
 
-INPUT_QUEUE = 1024  # player events waiting for the engine; on a flood the oldest are dropped
-COMMAND_QUEUE = 256  # control requests waiting for the engine
-IDLE_WAIT_S = 0.05  # the engine thread wakes at least this often
 FLUSH_S = 0.03  # after the last note-offs, let the MIDI system deliver them before the port closes
 SWITCH_INTERVAL_S = 0.001  # the scheduler thread gets the interpreter within ~1 ms of its wake-up
 CLOCK_TYPES = ("clock", "start", "stop", "continue", "songpos")
@@ -128,73 +106,6 @@ class ServeOptions:
                                 "(--midi-in/--midi-out virtual or a port name)")
 
 
-class Inbox:
-    """What the engine thread works off, in arrival order: timestamped player events (bounded;
-    on a flood the oldest are dropped, but a dropped note-off is still delivered as a release)
-    and commands (a note then "answer now", sent in that order, are handled in that order)."""
-
-    def __init__(self, max_events: int = INPUT_QUEUE, max_commands: int = COMMAND_QUEUE) -> None:
-        self._cv = threading.Condition()
-        self._seq = itertools.count()
-        self._events: deque[tuple[int, int, mido.Message]] = deque()  # (arrival order, time, message)
-        self._commands: deque[tuple[int, Callable[[], None]]] = deque()
-        self.max_events, self.max_commands = max_events, max_commands
-        self._released: dict[tuple[int, int], int] = {}  # (channel, note) -> time, of dropped note-offs
-        self.dropped = 0
-        self.dropped_commands = 0
-
-    def put_event(self, t_ns: int, msg: mido.Message, notify: bool = True) -> None:
-        """``notify=False``: the caller works the inbox off itself (see :meth:`Server.working_here`)."""
-        with self._cv:
-            if len(self._events) >= self.max_events:
-                _, t_old, old = self._events.popleft()
-                self.dropped += 1
-                if old.type == "note_off" or (old.type == "note_on" and old.velocity == 0):
-                    self._released[(old.channel, old.note)] = t_old  # at most 16 x 128 entries
-            self._events.append((next(self._seq), t_ns, msg))
-            if notify:
-                self._cv.notify()
-
-    def put_command(self, fn: Callable[[], None], notify: bool = True) -> bool:
-        with self._cv:
-            if len(self._commands) >= self.max_commands:
-                self.dropped_commands += 1
-                return False
-            self._commands.append((next(self._seq), fn))
-            if notify:
-                self._cv.notify()
-            return True
-
-    def wake(self) -> None:
-        with self._cv:
-            self._cv.notify()
-
-    def wait(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for anything to arrive (or :meth:`wake`)."""
-        with self._cv:
-            if not self._events and not self._commands and not self._released and timeout > 0:
-                self._cv.wait(timeout)
-
-    def take(self) -> list[tuple[int, mido.Message] | Callable[[], None]]:
-        """Everything waiting, in arrival order: player events as ``(time_ns, message)``,
-        commands as callables (releases of dropped note-offs first)."""
-        with self._cv:
-            items: list = [(t, mido.Message("note_off", channel=ch, note=n)) for (ch, n), t in self._released.items()]
-            self._released.clear()
-            for entry in heapq.merge(self._events, self._commands, key=lambda e: e[0]):
-                items.append(entry[1:] if len(entry) == 3 else entry[1])
-            self._events.clear()
-            self._commands.clear()
-        return items
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def waiting(self) -> bool:
-        """Is anything waiting (a hint, read without the lock)?"""
-        return bool(self._events or self._commands or self._released)
-
-
 class Server:
     """A live session. ``start()`` it, talk to it from any thread, and always ``close()`` it
     (or use ``with Server(...) as s:``). ``output`` replaces the MIDI output port (tests)."""
@@ -216,13 +127,9 @@ class Server:
         self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else InternalClock(opts.tempo)
         self.scheduler: Scheduler | None = None
         self.conductor: Conductor | None = None
-        self.error: BaseException | None = None
         self.events: deque[str] = deque(maxlen=20)  # recent things worth telling the user
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.worker = Worker(self.inbox, self._handle, self._publish, self.events)
         self._closed = False
-        self._work = threading.Lock()  # held by whichever thread works the inbox off (see working_here)
-        self._here = threading.local()  # .active: this input thread works off what it queues
         self._status: dict = {}
         self._watchers: list[Callable[[dict], None]] = []
         self._watched: tuple | None = None
@@ -252,8 +159,7 @@ class Server:
             self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns(), listener)
             self.conductor.interrupt = self.inbox.waiting
             self._publish()
-            self._thread = threading.Thread(target=self._run, name="musicrnn-engine", daemon=True)
-            self._thread.start()
+            self.worker.start(self.conductor)
             if self.osc is not None:
                 self.osc.start()
         except BaseException:
@@ -272,14 +178,12 @@ class Server:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        self.inbox.wake()
+        self.worker.halt()
         if self.input_port is not None:
             _quiet_close(self.input_port)
         if self.osc is not None:
             self.osc.stop_input()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+        self.worker.join(5.0)
         if self.scheduler is not None:
             self.scheduler.close()
             if self.scheduler.stats["notes_on"]:
@@ -292,11 +196,21 @@ class Server:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        return self.worker.running
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the session by itself (None while it plays, or after a clean close)."""
+        return self.worker.error
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops by itself (an error); True if it did."""
-        return self._stop.wait(timeout)
+        return self.worker.wait(timeout)
+
+    def working_here(self):
+        """For input threads: do the engine's work for what they queue in this block, in their
+        own thread (see :meth:`Worker.working_here <musicrnn.live.inbox.Worker.working_here>`)."""
+        return self.worker.working_here()
 
     def _open_ports(self) -> None:
         opts = self.options
@@ -338,17 +252,17 @@ class Server:
         if kind in NOTE_TYPES or kind == "control_change":
             if self.echo.is_echo(msg, t):
                 return
-            self.inbox.put_event(t, msg, self._notify)
+            self.inbox.put_event(t, msg, self.worker.notify)
 
     # --- the control API (any thread) ----------------------------------------------------------
     def note_on(self, pitch: int, velocity: int = 100, channel: int = 0) -> None:
         self._check_pitch(pitch)
         self.inbox.put_event(now_ns(), mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, min(velocity, 127))),
-                             self._notify)
+                             self.worker.notify)
 
     def note_off(self, pitch: int, channel: int = 0) -> None:
         self._check_pitch(pitch)
-        self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch), self._notify)
+        self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch), self.worker.notify)
 
     def end_call(self) -> None:
         self._command(lambda c: c.end_call(now_ns()))
@@ -512,7 +426,7 @@ class Server:
     def _command(self, fn: Callable[[Conductor], None]) -> None:
         if self._closed:
             raise MusicRNNError("the server is closed")
-        if not self.inbox.put_command(lambda: fn(self.conductor), self._notify):  # type: ignore[arg-type]
+        if not self.inbox.put_command(lambda: fn(self.conductor), self.worker.notify):  # type: ignore[arg-type]
             raise MusicRNNError("too many control requests at once; try again")
 
     @staticmethod
@@ -520,92 +434,7 @@ class Server:
         if not 0 <= int(pitch) <= 127:
             raise MusicRNNError(f"pitch must be 0-127, not {pitch}")
 
-    # --- working the inbox off: the engine thread, or an input thread ----------------------------
-    @property
-    def _notify(self) -> bool:
-        """Wake the engine thread for what is queued now? Not from inside :meth:`working_here`
-        (that thread works it off itself when the block ends)."""
-        return not getattr(self._here, "active", False)
-
-    @contextlib.contextmanager
-    def working_here(self) -> Iterator[None]:
-        """For input threads (OSC, MIDI): queue what arrives inside the block, then do the
-        engine's work for it in this thread, right away, instead of waking the engine thread
-        (a hand-off between Python threads costs a wake-up and a GIL switch, often more than
-        the work). If another thread is working already, the engine thread is woken instead."""
-        self._here.active = True
-        try:
-            yield
-        finally:
-            self._here.active = False
-            if self.inbox.waiting():
-                self.work_now()
-
-    def work_now(self) -> None:
-        """Work off the inbox in this thread if no other thread is at it (else wake the engine thread)."""
-        if self._thread is None or self._stop.is_set() or not self._work.acquire(blocking=False):
-            self.inbox.wake()
-            return
-        try:
-            if not self._stop.is_set():
-                self._work_off()
-        finally:
-            self._work.release()
-
-    def _run(self) -> None:
-        """The engine thread: time-driven work (the model's next decision, silence), and
-        whatever input threads leave to it."""
-        conductor = self.conductor
-        assert conductor is not None
-        try:
-            while not self._stop.is_set():
-                wake = conductor.next_wakeup()
-                wait = IDLE_WAIT_S if wake is None else min(IDLE_WAIT_S, max(0.0, (wake - now_ns()) / 1e9))
-                self.inbox.wait(wait)
-                with self._work:
-                    if not self._stop.is_set():
-                        self._work_off()
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            self._stop.set()
-            if self.scheduler is not None:
-                self.scheduler.stop_notes()
-
-    def _work_off(self) -> None:
-        """Everything queued, in arrival order; then what time brings; then idle-time
-        preparation. Holds ``self._work``. An error stops the session (all notes end)."""
-        conductor = self.conductor
-        assert conductor is not None
-        try:
-            for item in self.inbox.take():
-                if callable(item):
-                    try:
-                        item()
-                    except MusicRNNError as exc:
-                        self.events.append(f"refused: {exc}")
-                        log.warning("%s", exc)
-                else:
-                    t, msg = item
-                    conductor.tick(t, now_ns())
-                    self._handle(t, msg)
-            conductor.tick(now_ns())
-            self._publish()
-            if not self.inbox.waiting():
-                conductor.prepare()
-        except BaseException as exc:
-            if threading.current_thread() is self._thread:
-                raise
-            self._fail(exc)
-
-    def _fail(self, exc: BaseException) -> None:
-        self.error = exc
-        log.error("live engine stopped: %s", exc)
-        self._stop.set()
-        self.inbox.wake()
-        if self.scheduler is not None:
-            self.scheduler.stop_notes()
-
+    # --- what an event does (engine thread, or the input thread working here) -----------------
     def _handle(self, t: int, msg: mido.Message) -> None:
         c = self.conductor
         assert c is not None
@@ -718,102 +547,3 @@ def _quiet_close(port) -> None:
         port.close()
     except Exception as exc:  # closing must never stop the rest of the shutdown
         log.error("closing %s: %s", getattr(port, "name", "port"), exc)
-
-
-def status_line(s: dict) -> str:
-    """One line for the terminal."""
-    clock = f"{s['tempo']:.0f} BPM {s['clock']}" + ("" if s["clock_running"] else " (stopped)")
-    extra = f" · dropped {s['dropped_input']}" if s.get("dropped_input") else ""
-    learn = f" · learning {s['learning']}: move a control" if s.get("learning") else ""
-    return (f"{s['mode']} · {s['activity']} · {clock} · in {s['notes_in']} out {s['notes_out']} "
-            f"· step {s['step_ms']:.2f} ms (max {s['step_max_ms']:.1f}) · temp {s['temperature']:.2f}{extra}{learn}")
-
-
-def describe(server: Server) -> str:
-    """What the user needs to know once the server runs: ports, mode, clock."""
-    opts = server.options
-    api = midi_ports.API_LABELS.get(server.api or "", "MIDI")
-    vin, vout = midi_ports.virtual_names(opts.port_name)
-    inp = {"virtual": f"virtual {vin!r}", "none": "none"}.get(opts.midi_in, repr(getattr(server.input_port, "name", opts.midi_in)))
-    out = {"virtual": f"virtual {vout!r}", "none": "none"}.get(opts.midi_out, repr(getattr(server.output_port, "name", opts.midi_out)))
-    clock = f"{opts.tempo:g} BPM internal clock" if opts.clock == "internal" else "following MIDI clock on the input"
-    midi = "MIDI: none" if opts.midi_in == opts.midi_out == "none" else f"{api}: in {inp}, out {out} (channel {opts.channel})"
-    osc = f"; OSC on {server.osc.host}:{server.osc.port}" if server.osc is not None else ""
-    return (f"musicrnn serve: {server.model_name} ({server.conductor.engine.codec.name} codec); {midi}{osc}; "  # type: ignore[union-attr]
-            f"{opts.mode}; {clock}; Ctrl-C to stop")
-
-
-def serve(checkpoint, options: ServeOptions, seconds: float | None = None, status: bool | None = None,
-          echo: Callable[[str], None] = print) -> dict:
-    """Run a session until SIGINT/SIGTERM (or ``seconds``); returns the final status. Every
-    way out (signal, error, end of time) ends all notes first. ``status``: draw the live status
-    line (default: when stdout is a terminal)."""
-    options.check_reachable()
-    stop = threading.Event()
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = {}
-    if on_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    handler = _StderrHandler()
-    log.addHandler(handler)  # warnings (a learnt CC, an engine error) reach the user for this session
-    server = Server(checkpoint, options)
-    try:
-        server.start()
-        echo(describe(server))
-        _flush()
-        deadline = None if seconds is None else time.monotonic() + seconds
-        show = sys.stdout.isatty() if status is None else status
-        if show:
-            from rich.console import Console
-            from rich.live import Live
-            from rich.text import Text
-
-            def line() -> Text:
-                return Text(status_line(server.status()), no_wrap=True, overflow="ellipsis")
-
-            with Live(line(), console=Console(), refresh_per_second=4, transient=True) as live:
-                while _keep_going(stop, server, deadline, 0.25):
-                    live.update(line())
-        else:
-            while _keep_going(stop, server, deadline, 0.25):
-                pass
-    finally:
-        server.close()
-        log.removeHandler(handler)
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    if server.error is not None:
-        if isinstance(server.error, MusicRNNError):
-            raise server.error
-        raise MusicRNNError(f"live engine failed: {type(server.error).__name__}: {server.error}") from server.error
-    final = server.status()
-    echo(f"stopped: {final['notes_in']} notes in, {final['notes_out']} out; all notes off")
-    _flush()
-    return final
-
-
-class _StderrHandler(logging.Handler):
-    """Log lines on whatever ``sys.stderr`` is at the time (it may be swapped, as in tests)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            print(self.format(record), file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
-
-
-def _keep_going(stop: threading.Event, server: Server, deadline: float | None, every: float) -> bool:
-    if stop.wait(every) or server.wait(0):
-        return False
-    return deadline is None or time.monotonic() < deadline
-
-
-def _flush() -> None:
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
