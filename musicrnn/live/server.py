@@ -5,14 +5,15 @@ Holds:
 - :class:`ServeOptions`: every setting of a session (ports, OSC, mode, tempo, clock, channel, ...).
 - :class:`Server`: opens the ports, builds the engine, conductor and scheduler, and is the
   control API that every transport uses (MIDI CC and OSC): ``note_on``, ``note_off``,
-  ``end_call``, ``generate``, ``stop``, ``set_mode``, ``set_temperature``, ``set_top_p``,
+  ``control`` (any control of :mod:`musicrnn.live.control_table` by name) and one method per
+  control (``end_call``, ``generate``, ``stop``, ``set_mode``, ``set_temperature``, ``set_top_p``,
   ``set_key``, ``set_pitch_range``, ``set_follow``, ``set_velocity``, ``set_answer_bars``,
-  ``set_density``, ``set_tempo``, ``panic``, ``reset``, ``load_model``, ``learn``, ``status``,
-  ``request_status`` and ``watch`` (status changes).
+  ``set_density``, ``set_tempo``, ``panic``, ``reset``), and ``load_model``, ``learn``,
+  ``status``, ``request_status`` and ``watch`` (status changes).
 
 Elsewhere: the inbox and the threads that work it off (:mod:`musicrnn.live.inbox`, which draws
 the threads and queues), the terminal app that runs a session until Ctrl-C
-(:mod:`musicrnn.live.terminal`).
+(:mod:`musicrnn.live.terminal`), the controls themselves (:mod:`musicrnn.live.control_table`).
 
 Shutdown (signal, error, or normal end) always runs :meth:`Server.close`: the inputs (MIDI,
 OSC) close, the engine thread stops, the scheduler ends every sounding note (MIDI and OSC),
@@ -32,18 +33,19 @@ from pathlib import Path
 import mido
 
 from musicrnn.errors import MusicRNNError
-from musicrnn.listening import Follow, Listener, parse_velocity
-from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
+from musicrnn.limits import MAX_NOTE_BEATS, PITCH, check_tempo
+from musicrnn.listening import Follow, Listener
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
-from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
+from musicrnn.live.control_table import CONTROLS as TABLE
+from musicrnn.live.control_table import key_name, key_tonic, lookup, status_values, watched
+from musicrnn.live.controls import CONTROLS, ControlChange, ControlMap
 from musicrnn.live.engine import Engine, configure_torch_for_live
 from musicrnn.live.inbox import Inbox, Worker
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
 from musicrnn.model import quantized
-from musicrnn.sample import SCALES, SamplingConfig, parse_key
-from musicrnn.tonality import TONIC_NAMES
+from musicrnn.sample import SamplingConfig
 
 log = logging.getLogger("musicrnn.live")
 
@@ -60,12 +62,12 @@ class ServeOptions:
     midi_out: str = "virtual"
     midi_api: str = "auto"  # auto | alsa | jack | coremidi | windows
     port_name: str = "musicrnn"  # virtual ports are "<port_name> in" and "<port_name> out"
-    mode: str = "call-response"
-    tempo: float = 120.0  # BPM of the internal clock (and the guess until MIDI clock arrives)
+    mode: str = TABLE["mode"].default  # type: ignore[assignment]
+    tempo: float = TABLE["tempo"].default  # type: ignore[assignment]  # BPM of the internal clock (and the guess until MIDI clock arrives)
     clock: str = "internal"  # internal | midi (follow MIDI clock on the input)
     channel: int = 1  # MIDI channel of our notes, 1-16
     silence_beats: float = 2.0
-    answer_bars: float = 2.0
+    answer_bars: float = TABLE["answer_bars"].default  # type: ignore[assignment]
     beats_per_bar: float = 4.0
     answer_start: str = "next-beat"
     max_note_beats: float = MAX_NOTE_BEATS  # no model note lasts longer (the scheduler cuts at this, at the start tempo)
@@ -80,13 +82,16 @@ class ServeOptions:
     follow: Follow = field(default_factory=Follow)  # what the answers follow of the player (key, register, ...)
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise MusicRNNError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
         if self.clock not in ("internal", "midi"):
             raise MusicRNNError(f"clock must be internal or midi, not {self.clock!r}")
         if self.clock == "midi" and self.midi_in == "none":
             raise MusicRNNError("--clock midi follows the MIDI input; give --midi-in (a port or virtual)")
         check_tempo(self.tempo)
+        # the start values pass the same checks as the live controls
+        sampling = self.sampling
+        for name, value in (("temperature", sampling.temperature), ("top_p", sampling.top_p),
+                            ("density", sampling.max_polyphony)):
+            lookup(name).check(value)
         if not 1 <= self.channel <= 16:
             raise MusicRNNError(f"MIDI channel must be 1-16, not {self.channel}")
         if self.max_note_beats <= 0:
@@ -134,7 +139,7 @@ class Server:
         self._watchers: list[Callable[[dict], None]] = []
         self._watched: tuple | None = None
         self._old_switch = sys.getswitchinterval()
-        self.key_name = _key_name(opts.sampling.key)
+        self.key_name = key_name(opts.sampling.key)
         self.osc = None  # the OSC server (musicrnn.live.osc_server.OscServer) when options.osc_port is set
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -155,7 +160,7 @@ class Server:
             self.scheduler = Scheduler(self.output_port, opts.channel - 1, max_note_s=opts.max_note_beats * beat_s,
                                        on_sent=self.echo.sent, sinks=sinks).start()
             settings = Settings(opts.mode, opts.silence_beats, opts.answer_bars, opts.beats_per_bar, opts.answer_start)
-            listener = Listener(follow=replace(opts.follow), fixed_tonic=_key_tonic(opts.sampling.key))
+            listener = Listener(follow=replace(opts.follow), fixed_tonic=key_tonic(opts.sampling.key))
             self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns(), listener)
             self.conductor.interrupt = self.inbox.waiting
             self._publish()
@@ -256,117 +261,88 @@ class Server:
 
     # --- the control API (any thread) ----------------------------------------------------------
     def note_on(self, pitch: int, velocity: int = 100, channel: int = 0) -> None:
-        self._check_pitch(pitch)
+        PITCH.check(pitch, "pitch")
         self.inbox.put_event(now_ns(), mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, min(velocity, 127))),
                              self.worker.notify)
 
     def note_off(self, pitch: int, channel: int = 0) -> None:
-        self._check_pitch(pitch)
+        PITCH.check(pitch, "pitch")
         self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch), self.worker.notify)
 
+    def control(self, name: str, *values) -> None:
+        """Any control of :mod:`musicrnn.live.control_table` by name: its values are checked
+        here, in the caller's thread (a one-line :class:`MusicRNNError`, nothing changed), then
+        it takes effect in the engine thread, in order with everything sent before it."""
+        row = lookup(name)
+        checked = row.check(*values)
+        if row.check_now is not None:
+            row.check_now(self, *checked)
+        self._command(lambda c: row.apply(self, c, now_ns(), *checked))
+
     def end_call(self) -> None:
-        self._command(lambda c: c.end_call(now_ns()))
+        self.control("end_call")
 
     def generate(self, bars: float | None = None) -> None:
         """Play now: call-response answers (for ``bars`` bars, default the answer length);
         duet and autoplay resume after :meth:`stop`."""
-        if bars is not None and not bars > 0:
-            raise MusicRNNError(f"answer length must be positive, not {bars}")
-        self._command(lambda c: c.generate(now_ns(), bars))
+        self.control("generate", bars)
 
     def stop(self) -> None:
         """The model's notes end and it stays silent (still listening) until :meth:`generate`."""
-        self._command(lambda c: c.stop(now_ns()))
+        self.control("stop")
 
     def set_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise MusicRNNError(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
-        self._command(lambda c: c.set_mode(mode, now_ns()))
+        self.control("mode", mode)
 
     def set_temperature(self, value: float) -> None:
-        if not value >= 0:
-            raise MusicRNNError(f"temperature must be >= 0, not {value}")
-        self._command(lambda c: c.engine.set_temperature(value))
+        self.control("temperature", value)
 
     def set_top_p(self, value: float) -> None:
-        if not 0 < value <= 1:
-            raise MusicRNNError(f"top-p must be in (0, 1], not {value}")
-        self._command(lambda c: c.engine.set_top_p(value))
+        self.control("top_p", value)
 
     def set_key(self, key: str | None) -> None:
         """Keep the model's new notes in ``key`` (e.g. ``"A:minor"``); None or ``"any"`` = no key."""
-        pcs = None if key is None or key.lower() in ("any", "none", "off") else parse_key(key)
-        name = None if pcs is None else key
-        self._check_pitches(key=pcs)
-
-        def apply(c: Conductor) -> None:
-            c.set_key(pcs, _key_tonic(pcs))
-            self.key_name = name
-
-        self._command(apply)
+        self.control("key", "any" if key is None else key)
 
     def set_pitch_range(self, lo: int, hi: int) -> None:
         """Keep the model's new notes within MIDI pitches ``lo``-``hi``."""
-        if not 0 <= lo <= hi <= 127:
-            raise MusicRNNError(f"pitch range needs 0 <= lowest <= highest <= 127, not {lo}-{hi}")
-        self._check_pitches(pitch_range=(int(lo), int(hi)))
-        self._command(lambda c: c.set_pitch_range((int(lo), int(hi))))
+        self.control("range", lo, hi)
 
     def set_follow(self, name: str, strength: float) -> None:
         """How strongly the answers follow the player's ``name`` (key, register, velocity, density,
         motif): 0 = off, 1 = full."""
-        Follow().set(name, strength)  # refuse in the caller's thread
-
-        def apply(c: Conductor) -> None:
-            c.listener.follow.set(name, strength)
-            c.retune()
-
-        self._command(apply)
+        self.control("follow", name, strength)
 
     def set_velocity(self, how: str) -> None:
         """follow (the player's dynamics), model (the model's own) or a fixed velocity 1-127."""
-        strength, fixed = parse_velocity(how)
+        self.control("velocity", how)
 
-        def apply(c: Conductor) -> None:
-            if strength is not None:
-                c.listener.follow.velocity = strength
-            c.listener.follow.fixed_velocity = fixed
+    def set_density(self, max_polyphony: int) -> None:
+        self.control("density", max_polyphony)
 
-        self._command(apply)
+    def set_answer_bars(self, bars: float) -> None:
+        self.control("answer_bars", bars)
 
-    def _check_pitches(self, **change) -> None:
+    def set_tempo(self, bpm: float) -> None:
+        self.control("tempo", bpm)
+
+    def panic(self) -> None:
+        self.control("panic")
+
+    def reset(self) -> None:
+        self.control("reset")
+
+    def check_pitches(self, **change) -> None:
         """Refuse at once (in the caller's thread) a key/range that leaves the model no pitch."""
         engine = self.conductor.engine if self.conductor else None
         if engine is not None:
             replace(engine.cfg, **change).validate(engine.codec)
 
-    def set_density(self, max_polyphony: int) -> None:
-        if max_polyphony < 0:
-            raise MusicRNNError(f"density must be >= 0 (0 = no limit), not {max_polyphony}")
-        self._command(lambda c: c.engine.set_density(max_polyphony))
-
-    def set_answer_bars(self, bars: float) -> None:
-        if not bars > 0:
-            raise MusicRNNError(f"answer length must be positive, not {bars}")
-        self._command(lambda c: c.set_answer_bars(bars))
-
-    def set_tempo(self, bpm: float) -> None:
-        if not isinstance(self.clock, InternalClock):
-            raise MusicRNNError("the tempo follows MIDI clock; change it in the DAW (or serve with --clock internal)")
-        check_tempo(bpm)
-        self._command(lambda c: c.clock.set_tempo(bpm))  # type: ignore[attr-defined]
-
-    def panic(self) -> None:
-        self._command(lambda c: c.panic(now_ns()))
-
-    def reset(self) -> None:
-        self._command(lambda c: c.reset(now_ns()))
-
-    def learn(self, control: str) -> None:
-        """The next CC that arrives drives ``control``."""
-        if control not in CONTROLS:
-            raise MusicRNNError(f"unknown control {control!r}; controls: {', '.join(CONTROLS)}")
-        self._command(lambda c: self.controls.learn(control))
+    def learn(self, name: str) -> None:
+        """The next CC that arrives drives control ``name``."""
+        if name not in CONTROLS:
+            raise MusicRNNError(f"unknown control {name!r}; controls: {', '.join(CONTROLS)}")
+        self._command(lambda c: self.controls.learn(name))
 
     def load_model(self, path: str | Path, on_done: Callable[[dict, bool], None] | None = None) -> None:
         """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state;
@@ -387,7 +363,7 @@ class Server:
         def swap(c: Conductor) -> None:
             _carry_settings(c.engine, engine)  # what changed since the snapshot (controls sent before the load)
             if not c.swap_engine(engine, now_ns()):
-                self.key_name = _key_name(c.user_key)
+                self.key_name = key_name(c.user_key)
             self.model_name = str(ckpt.path)
             self.events.append(f"model {ckpt.path}")
             told = self._publish()
@@ -429,11 +405,6 @@ class Server:
         if not self.inbox.put_command(lambda: fn(self.conductor), self.worker.notify):  # type: ignore[arg-type]
             raise MusicRNNError("too many control requests at once; try again")
 
-    @staticmethod
-    def _check_pitch(pitch: int) -> None:
-        if not 0 <= int(pitch) <= 127:
-            raise MusicRNNError(f"pitch must be 0-127, not {pitch}")
-
     # --- what an event does (engine thread, or the input thread working here) -----------------
     def _handle(self, t: int, msg: mido.Message) -> None:
         c = self.conductor
@@ -452,47 +423,29 @@ class Server:
                 self._apply_control(change, t)
 
     def _apply_control(self, change: ControlChange, t: int) -> None:
-        c = self.conductor
-        assert c is not None
-        name, value = change.name, change.value
-        if name == "learned":
-            control, cc = value  # type: ignore[misc]
-            self.events.append(f"learned: CC {cc} -> {control} (next time: --cc {control}={cc})")
-            log.warning("learned: CC %d -> %s (next time: --cc %s=%d)", cc, control, control, cc)
-        elif name == "temperature":
-            c.engine.set_temperature(value)  # type: ignore[arg-type]
-        elif name == "answer_bars":
-            c.set_answer_bars(value)  # type: ignore[arg-type]
-        elif name == "density":
-            c.engine.set_density(value)  # type: ignore[arg-type]
-        elif name == "mode":
-            c.set_mode(value, t)  # type: ignore[arg-type]
-        elif name == "end_call":
-            c.end_call(t)
-        elif name == "panic":
-            c.panic(t)
-        elif name == "reset":
-            c.reset(t)
+        """A CC moved: do what the control's row says (the value is in range by construction)."""
+        if change.name == "learned":
+            name, cc = change.value  # type: ignore[misc]
+            self.events.append(f"learned: CC {cc} -> {name} (next time: --cc {name}={cc})")
+            log.warning("learned: CC %d -> %s (next time: --cc %s=%d)", cc, name, name, cc)
+            return
+        row = CONTROLS[change.name]
+        row.apply(self, self.conductor, t, *(() if row.cc_value is None else (change.value,)))
 
     def _publish(self) -> bool:
         """Refresh the status; tell the watchers if something they show changed (True if told)."""
         c = self.conductor
         assert c is not None
         med, worst = c.engine.step_ms()
-        cfg = c.engine.cfg
-        codec = c.engine.codec
         self._status = {
-            "mode": c.mode, "activity": c.activity, "notes_in": c.notes_in, "notes_out": c.notes_out,
-            "step_ms": round(med, 3), "step_max_ms": round(worst, 3), "temperature": cfg.temperature,
-            "top_p": cfg.top_p, "density": cfg.max_polyphony, "answer_bars": c.settings.answer_bars,
-            "key": self.key_name or "any", "pitch_range": c.user_range or (codec.min_pitch, codec.max_pitch),
-            "model": self.model_name, "codec": codec.name, "steps": c.engine.steps,
-            "follow": c.listener.follow.as_dict(), "transpose": c.transpose, **{f"heard_{k}": v for k, v in c.listener.heard().items()},
+            "activity": c.activity, "notes_in": c.notes_in, "notes_out": c.notes_out, "step_ms": round(med, 3),
+            "step_max_ms": round(worst, 3), "model": self.model_name, "codec": c.engine.codec.name, "steps": c.engine.steps,
+            "transpose": c.transpose, **{f"heard_{k}": v for k, v in c.listener.heard().items()},
+            **status_values(self, c),  # every control's value (musicrnn.live.control_table)
         }
         if self._watchers:
             s = self._status
-            now = (s["mode"], s["activity"], round(self.clock.bpm), s["model"], s["temperature"], s["top_p"],
-                   s["density"], s["answer_bars"], s["key"], s["pitch_range"], s["heard_key"], tuple(s["follow"].values()))
+            now = (s["activity"], s["model"], s["heard_key"], *watched(s))
             if now != self._watched:
                 self._watched = now
                 status = self.status()
@@ -510,17 +463,6 @@ def _safely(fn: Callable[[dict], None], status: dict) -> None:
         log.error("status callback %s: %s", getattr(fn, "__name__", fn), exc)
 
 
-def _key_match(pitch_classes: frozenset[int] | None) -> tuple[int, str] | None:
-    """(tonic, scale) of the first tonic:scale whose pitch classes these are (None: no match)."""
-    if pitch_classes is None:
-        return None
-    for scale, steps in SCALES.items():
-        for pc in range(12):
-            if frozenset((pc + s) % 12 for s in steps) == pitch_classes:
-                return pc, scale
-    return None
-
-
 def _carry_settings(old: Engine, new: Engine) -> None:
     """The player's live sampling settings from the engine that played to the one that takes
     over (key and range live in the conductor, which gives them to the new engine)."""
@@ -529,21 +471,10 @@ def _carry_settings(old: Engine, new: Engine) -> None:
     new.set_density(old.cfg.max_polyphony)
 
 
-def _key_name(pitch_classes: frozenset[int] | None) -> str | None:
-    """A name for a set of pitch classes given on the command line (the first tonic:scale that fits)."""
-    if pitch_classes is None:
-        return None
-    match = _key_match(pitch_classes)
-    return f"{TONIC_NAMES[match[0]]}:{match[1]}" if match else "custom"
-
-
-def _key_tonic(pitch_classes: frozenset[int] | None) -> int | None:
-    match = _key_match(pitch_classes)
-    return match[0] if match else None
-
-
 def _quiet_close(port) -> None:
     try:
         port.close()
     except Exception as exc:  # closing must never stop the rest of the shutdown
         log.error("closing %s: %s", getattr(port, "name", "port"), exc)
+
+
