@@ -16,6 +16,9 @@ import click
 from musicrnn import __version__
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS
+from musicrnn.live.control_table import CONTROLS as LIVE_CONTROLS
+from musicrnn.live.controls import CONTROLS as CC_CONTROLS
+from musicrnn.live.controls import cc_help_lines
 
 
 def _pitch_range(value: str) -> tuple[int, int]:
@@ -565,7 +568,34 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
 MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 
 
-@cli.command("serve")
+def _serve_help() -> str:
+    """serve's --help text; the CC map comes from the control table (musicrnn/live/control_table.py)."""
+    return "\n".join([
+        "Jam live: the model listens on a MIDI input (and/or OSC) and answers on a MIDI output",
+        "(and/or to OSC subscribers), in time.", "",
+        "\b", "Default CC map (channel: any; change with --cc, or --learn):",
+        *(f"  {line}" for line in cc_help_lines()),
+        "Every note the model starts is ended: on Ctrl-C, SIGTERM, panic, mode switch and errors.", "",
+        "\b", "Examples:",
+        "  musicrnn serve                                   # virtual ports 'musicrnn in' / 'musicrnn out'",
+        '  musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet',
+        "  musicrnn serve --clock midi --midi-api jack --answer-bars 4",
+        "  musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)",
+        "  musicrnn serve --follow key,register --velocity 100   # follow only your key and register",
+    ])
+
+
+def _live(name: str):
+    """The live control ``name`` (musicrnn/live/control_table.py): serve's start-value options take
+    their choices, defaults and CC numbers from it."""
+    return LIVE_CONTROLS[name]
+
+
+def _cc_note(name: str) -> str:
+    return f"live: CC {_live(name).cc}"
+
+
+@cli.command("serve", help=_serve_help())
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (.pt or run folder); default: the model bundled with musicrnn.")
 @click.option("--midi-in", default="virtual", show_default=True,
@@ -577,26 +607,28 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--midi-api", type=click.Choice(MIDI_APIS), default="auto", show_default=True,
               help="MIDI system: auto picks CoreMIDI on macOS, ALSA then JACK on Linux, Windows MIDI on Windows.")
 @click.option("--port-name", default="musicrnn", show_default=True, help="Name of the virtual ports.")
-@click.option("--mode", type=click.Choice(["call-response", "duet", "autoplay"]), default="call-response",
-              show_default=True, help="call-response: answer after you stop; duet: play along; autoplay: play alone.")
-@click.option("--tempo", type=float, default=120.0, show_default=True,
+@click.option("--mode", type=click.Choice(_live("mode").args[0].choices), default=_live("mode").default,
+              show_default=True, help=_live("mode").help)
+@click.option("--tempo", type=float, default=_live("tempo").default, show_default=True,
               help="BPM of the internal clock (with --clock midi: the guess until clock arrives).")
 @click.option("--clock", "clock_source", type=click.Choice(["internal", "midi"]), default="internal", show_default=True,
               help="internal: --tempo; midi: follow MIDI clock (24 ppqn, start/stop/continue/song position) on the input.")
 @click.option("--channel", type=click.IntRange(1, 16), default=1, show_default=True, help="MIDI channel of the model's notes.")
 @click.option("--silence-beats", type=float, default=2.0, show_default=True,
               help="call-response: answer after this many beats with no key held.")
-@click.option("--answer-bars", type=float, default=2.0, show_default=True, help="call-response: answer length in bars.")
+@click.option("--answer-bars", type=float, default=_live("answer_bars").default, show_default=True,
+              help=f"call-response: answer length in bars ({_cc_note('answer_bars')}).")
 @click.option("--beats-per-bar", type=float, default=4.0, show_default=True)
 @click.option("--answer-start", type=click.Choice(["next-beat", "now"]), default="next-beat", show_default=True,
               help="call-response: start answering on the next beat, or at once.")
-@click.option("--temperature", type=float, default=1.0, show_default=True,
-              help="1.0 = as trained; lower = safer; higher = wilder (live: CC 20).")
+@click.option("--temperature", type=float, default=_live("temperature").default, show_default=True,
+              help=f"1.0 = as trained; lower = safer; higher = wilder ({_cc_note('temperature')}).")
 @click.option("--top-k", type=int, default=0, show_default=True, help="Sample only among the K likeliest tokens (0 = off).")
-@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling (1 = off).")
+@click.option("--top-p", type=float, default=_live("top_p").default, show_default=True, help="Nucleus sampling (1 = off).")
 @click.option("--key", default=None, help="Keep the model's notes in a key, e.g. C:major, A:minor.")
 @click.option("--pitch-range", default=None, help="Keep the model's notes within LO-HI, e.g. 48-84.")
-@click.option("--max-polyphony", type=int, default=0, show_default=True, help="Most model notes at once (0 = no limit; live: CC 22).")
+@click.option("--max-polyphony", type=int, default=_live("density").default, show_default=True,
+              help=f"Most model notes at once (0 = no limit; {_cc_note('density')}).")
 @click.option("--max-note-beats", type=float, default=MAX_NOTE_BEATS, show_default=True,
               help="No model note lasts longer than this (compose's --max-note has the same default).")
 @click.option("--follow", "follow_spec", default="all", show_default=True,
@@ -609,8 +641,8 @@ MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cc", "cc_bindings", multiple=True, metavar="CONTROL=CC",
               help="Move a control to another CC number, e.g. --cc temperature=74 (repeatable).")
-@click.option("--learn", type=click.Choice(["temperature", "answer_bars", "density", "mode", "end_call", "panic", "reset"]),
-              default=None, help="MIDI learn: the first CC that arrives drives this control.")
+@click.option("--learn", type=click.Choice(list(CC_CONTROLS)), default=None,
+              help="MIDI learn: the first CC that arrives drives this control.")
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until Ctrl-C).")
 @click.option("--osc-port", type=click.IntRange(0, 65535), default=None,
               help="Also take control and notes over OSC (UDP) on this port, and send generated notes to "
@@ -627,27 +659,11 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
               answer_bars, beats_per_bar, answer_start, temperature, top_k, top_p, key, pitch_range, max_polyphony,
               max_note_beats, follow_spec, velocity_spec, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow,
               quantize) -> None:
-    """Jam live: the model listens on a MIDI input (and/or OSC) and answers on a MIDI output
-    (and/or to OSC subscribers), in time.
-
-    \b
-    Default CC map (channel: any; change with --cc, or --learn):
-      20 temperature   21 answer length   22 density (most notes at once)
-      23 mode (low: call-response, mid: duet, high: autoplay)
-      24 end of call (answer now)   25 panic   26 reset
-    Every note the model starts is ended: on Ctrl-C, SIGTERM, panic, mode switch and errors.
-
-    \b
-    Examples:
-      musicrnn serve                                   # virtual ports 'musicrnn in' / 'musicrnn out'
-      musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet
-      musicrnn serve --clock midi --midi-api jack --answer-bars 4
-      musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)
-      musicrnn serve --follow key,register --velocity 100   # follow only your key and register
-    """
+    """Jam live (the help text is _serve_help's)."""
     from musicrnn.listening import follow_options
     from musicrnn.live.controls import parse_bindings
-    from musicrnn.live.server import ServeOptions, serve
+    from musicrnn.live.server import ServeOptions
+    from musicrnn.live.terminal import serve
     from musicrnn.model import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from musicrnn.codecs import KIND_NOTE_ON
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import FOLLOW_STRENGTH
 from musicrnn.tonality import Key, estimate_key, home_shift, key_profile, scale_pitch_classes
 
 FOLLOWERS = ("key", "register", "velocity", "density", "motif")
@@ -62,8 +63,7 @@ class Follow:
     def set(self, name: str, strength: float) -> None:
         if name not in FOLLOWERS:
             raise MusicRNNError(f"unknown follower {name!r}; choose {', '.join(FOLLOWERS)}")
-        if not 0 <= strength <= 1 or not math.isfinite(strength):
-            raise MusicRNNError(f"follower strength must be in 0-1, not {strength}")
+        FOLLOW_STRENGTH.check(strength, "follower strength")
         setattr(self, name, float(strength))
 
     def as_dict(self) -> dict[str, float]:

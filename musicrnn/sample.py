@@ -25,6 +25,7 @@ import torch
 
 from musicrnn.codecs.base import KIND_VELOCITY, Codec, Constraints
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import TEMPERATURE, TOP_P
 from musicrnn.tonality import MODE_ALIASES, SCALES, parse_tonic
 
 
@@ -55,10 +56,8 @@ class SamplingConfig:
     max_note_steps: int = 0  # longest note, in codec steps (0 = no limit)
 
     def validate(self, codec: Codec) -> None:
-        if self.temperature < 0 or not np.isfinite(self.temperature):
-            raise MusicRNNError(f"temperature must be >= 0, not {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise MusicRNNError(f"top-p must be in (0, 1], not {self.top_p}")
+        TEMPERATURE.check(self.temperature, "temperature")
+        TOP_P.check(self.top_p, "top-p")
         if self.top_k < 0:
             raise MusicRNNError(f"top-k must be >= 0, not {self.top_k}")
         if self.min_note_steps and self.max_note_steps and self.min_note_steps > self.max_note_steps:

@@ -1,7 +1,8 @@
 """Live controls over MIDI CC: the default map, remapping, and MIDI learn.
 
 Holds:
-- :data:`CONTROLS`: every control, its default CC number, and what a CC value (0-127) means.
+- :data:`CONTROLS`: the controls a CC can drive, by default CC number, made from the control
+  table (:mod:`musicrnn.live.control_table`: each row's ``cc``, ``cc_value`` and ``cc_help``).
   Defaults use CC 20-26, which the MIDI spec leaves undefined, so they clash with no synth
   parameter.
 - :class:`ControlMap`: CC number -> control; :meth:`ControlMap.handle` turns one CC message
@@ -9,54 +10,27 @@ Holds:
   call, panic, reset) fire once when the value rises to 64 or more, as a button sends 127 on
   press and 0 on release.
 - :func:`parse_bindings`: ``["temperature=74", ...]`` (the ``--cc`` option) -> overrides.
+- :func:`cc_help_lines`: the default map, one line per control (``serve --help``).
 
-The same controls are methods of the server (``set_temperature``, ``panic``, ...), so another
-transport (OSC) reaches exactly the same actions.
+What a change does is the control's ``apply`` in the table, the same action its server method
+(``set_temperature``, ``panic``, ...) and OSC route take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from musicrnn.errors import MusicRNNError
+from musicrnn.live.control_table import CONTROLS as ALL_CONTROLS
+from musicrnn.live.control_table import Control
 
-MODES = ("call-response", "duet", "autoplay")
-
-
-def _temperature(v: int) -> float:
-    return round(2.0 * v / 127, 3)  # 64 is about 1.0 (the model as trained); 0 = always the likeliest
-
-
-def _answer_bars(v: int) -> int:
-    return 1 + round(v * 15 / 127)  # 1-16 bars
+CONTROLS: dict[str, Control] = {c.name: c for c in sorted((c for c in ALL_CONTROLS.values() if c.cc is not None),
+                                                          key=lambda c: c.cc or 0)}
 
 
-def _density(v: int) -> int:
-    return 0 if v == 127 else 1 + v * 12 // 127  # most notes at once: 1-12, top = no limit
-
-
-def _mode(v: int) -> str:
-    return MODES[min(v * len(MODES) // 128, len(MODES) - 1)]
-
-
-@dataclass(frozen=True)
-class Control:
-    name: str
-    cc: int  # default CC number
-    help: str
-    value: Callable[[int], object] | None = None  # CC value -> setting; None for a switch
-
-
-CONTROLS = {c.name: c for c in (
-    Control("temperature", 20, "0-2 (64 = 1.0, as trained; lower safer, higher wilder)", _temperature),
-    Control("answer_bars", 21, "call-response answer length, 1-16 bars", _answer_bars),
-    Control("density", 22, "most notes at once, 1-12 (127 = no limit)", _density),
-    Control("mode", 23, "0-42 call-response, 43-85 duet, 86-127 autoplay", _mode),
-    Control("end_call", 24, "switch: answer now (end of the call)"),
-    Control("panic", 25, "switch: all notes off now"),
-    Control("reset", 26, "switch: forget the session (fresh model state), all notes off"),
-)}
+def cc_help_lines() -> list[str]:
+    """``"20 temperature: 0-2 (64 = 1.0, ...)"``, one per control, in CC order."""
+    return [f"{c.cc} {c.name}: {c.cc_help}" for c in CONTROLS.values()]
 
 
 @dataclass(frozen=True)
@@ -129,11 +103,11 @@ class ControlMap:
         self._last[cc] = value
         if name is None:
             return None
-        convert = CONTROLS[name].value
+        convert = CONTROLS[name].cc_value
         if convert is None:
             return ControlChange(name) if value >= 64 > prev else None
         return ControlChange(name, convert(value))
 
     def table(self) -> list[tuple[str, int | None, str]]:
         """(control, CC, meaning) rows for help and status."""
-        return [(name, self.cc_of(name), c.help) for name, c in CONTROLS.items()]
+        return [(name, self.cc_of(name), c.cc_help) for name, c in CONTROLS.items()]

@@ -57,7 +57,7 @@ from musicrnn.codecs import (
     NoteEvent,
 )
 from musicrnn.errors import MusicRNNError
-from musicrnn.limits import MAX_NOTE_BEATS
+from musicrnn.limits import DENSITY, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
 from musicrnn.fast_step import FastStepper, single_thread_blas
 from musicrnn.live.clock import now_ns
 from musicrnn.model import MusicRNN, inference_mode_for
@@ -177,21 +177,15 @@ class Engine:
             self._feed(self.stream, [BOS])
 
     def set_temperature(self, value: float) -> None:
-        if not value >= 0 or not math.isfinite(value):
-            raise MusicRNNError(f"temperature must be >= 0, not {value}")
-        self.cfg.temperature = float(value)
+        self.cfg.temperature = float(TEMPERATURE.check(value, "temperature"))
 
     def set_density(self, max_polyphony: int) -> None:
         """Most notes at once (0 = no limit)."""
-        if max_polyphony < 0:
-            raise MusicRNNError(f"density (most notes at once) must be >= 0, not {max_polyphony}")
-        self.cfg.max_polyphony = int(max_polyphony)
+        self.cfg.max_polyphony = int(DENSITY.check(max_polyphony, "density (most notes at once)"))
 
     def set_top_p(self, value: float) -> None:
         """Nucleus sampling: only the likeliest tokens that together reach ``value`` (1 = off)."""
-        if not 0 < value <= 1:
-            raise MusicRNNError(f"top-p must be in (0, 1], not {value}")
-        self.cfg.top_p = float(value)
+        self.cfg.top_p = float(TOP_P.check(value, "top-p"))
 
     def set_key(self, pitch_classes: frozenset[int] | None) -> None:
         """New notes only from these pitch classes (None = any)."""

@@ -1,14 +1,11 @@
-"""What the model does when: call-response, duet and autoplay.
+"""What the model does when: the conductor of a live session.
 
 Holds :class:`Conductor`, which sits between the player's events, the clock, the
-:class:`~musicrnn.live.engine.Engine` and the :class:`~musicrnn.live.scheduler.Scheduler`:
-
-- **call-response**: listen while the player plays; after a silence of ``silence_beats`` (no
-  key held, nothing struck) or an end-of-call control, answer for ``answer_bars`` bars starting
-  on the next beat (or at once with ``answer_start="now"``); stop answering as soon as the
-  player comes back. The model hears the player all the time.
-- **duet**: play all the time, hearing everything the player plays.
-- **autoplay**: play alone; the player's notes are not heard (controls still steer it).
+:class:`~musicrnn.live.engine.Engine` and the :class:`~musicrnn.live.scheduler.Scheduler`,
+and :class:`Settings`. The modes (call-response, duet, autoplay) are classes in
+:mod:`musicrnn.live.play_modes`; the conductor asks its mode where they differ (listen or
+play, answer when, hear the player or not). An answer starts on the next beat (or at once
+with ``answer_start="now"``) and lasts ``answer_bars`` bars.
 
 :meth:`Conductor.stop` silences the model until :meth:`Conductor.generate`: an answer in
 progress ends, and duet and autoplay pause (the model keeps hearing the player meanwhile).
@@ -30,17 +27,17 @@ from dataclasses import dataclass
 
 from musicrnn.codecs import NoteEvent
 from musicrnn.errors import MusicRNNError
+from musicrnn.limits import ANSWER_BARS, LATE_S
 from musicrnn.listening import Listener, NoteBias
 from musicrnn.live.clock import Clock, Timebase
-from musicrnn.live.controls import MODES
 from musicrnn.live.engine import Engine
+from musicrnn.live.play_modes import check_mode, make_mode
 from musicrnn.live.scheduler import Scheduler
 
 log = logging.getLogger("musicrnn.live")
 
 LOOKAHEAD_S = 0.03  # event codecs (performance): the model decides a note this long before it sounds
 GRID_LOOKAHEAD = 0.45  # frame codecs (grid): decide a frame this many steps early (< 0.5: the frame before is complete)
-LATE_S = 0.03  # a decision this late is skipped (grid frames) rather than played out of time
 IDLE_WAKE_S = 0.1  # while listening, let the model hear the silence this often
 MAX_DECISIONS_PER_TICK = 256  # a safety valve: one tick never loops forever
 INTERRUPT_AHEAD_S = 0.005  # a grid frame due later than this may give way to waiting player events
@@ -56,10 +53,10 @@ class Settings:
     lookahead_s: float = LOOKAHEAD_S
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise MusicRNNError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
-        if self.silence_beats <= 0 or self.answer_bars <= 0 or self.beats_per_bar <= 0:
-            raise MusicRNNError("silence beats, answer bars and beats per bar must be positive")
+        check_mode(self.mode)
+        ANSWER_BARS.check(self.answer_bars, "answer length (bars)")
+        if self.silence_beats <= 0 or self.beats_per_bar <= 0:
+            raise MusicRNNError("silence beats and beats per bar must be positive")
         if self.answer_start not in ("next-beat", "now"):
             raise MusicRNNError(f"answer start must be next-beat or now, not {self.answer_start!r}")
 
@@ -81,6 +78,7 @@ class Conductor:
         self.scheduler = scheduler
         self.clock = clock
         self.settings = settings
+        self.play = make_mode(settings.mode)  # the mode: where call-response, duet and autoplay differ
         self.timebase = self._timebase(t_ns)
         self.held: set[int] = set()  # keys the player holds now
         self.last_human_ns: int | None = None
@@ -109,9 +107,7 @@ class Conductor:
             return "waiting for clock"
         if self.stopped:
             return "stopped"
-        if self.mode == "call-response":
-            return "answering" if self.answer else "listening"
-        return "playing"
+        return self.play.activity(self)
 
     def next_wakeup(self) -> int | None:
         """When :meth:`tick` has something to do next (ns), or None for "whenever"."""
@@ -120,7 +116,7 @@ class Conductor:
     def prepare(self) -> bool:
         """Idle time: while listening, let the engine prepare the close of the player's frame
         (see :meth:`Engine.prepare`), so an answer starts sooner. True if it did model work."""
-        if self.clock.running and self.answer is None and (self.mode == "call-response" or self.stopped):
+        if self.clock.running and self.play.listening(self):
             return self.engine.prepare()
         return False
 
@@ -139,7 +135,7 @@ class Conductor:
             self.listener.update_key()
             self._retune(self.listener.transpose())
             heard = self._heard[pitch] = pitch - self.transpose
-            if self.mode != "autoplay":
+            if self.play.hears_player:
                 self._play(self.engine.human_note_on(t, heard, velocity))
         else:
             if pitch in self.held:
@@ -147,7 +143,7 @@ class Conductor:
                 self.last_human_ns = t_ns
             self.listener.note_off(beat, pitch)
             heard = self._heard.pop(pitch, pitch - self.transpose)
-            if self.mode != "autoplay":
+            if self.play.hears_player:
                 self.engine.human_note_off(t, heard)
 
     def _beat(self, t_ns: int) -> float:
@@ -199,8 +195,7 @@ class Conductor:
     def end_call(self, t_ns: int, bars: float | None = None) -> None:
         """The player says the call is over: answer now (call-response only), for ``bars``
         bars (default: the answer length setting)."""
-        if self.mode == "call-response" and self.answer is None and self.clock.running:
-            self._start_answer(t_ns, self.clock.beat_at(t_ns), bars)
+        self.play.end_call(self, t_ns, bars)
 
     def generate(self, t_ns: int, bars: float | None = None) -> None:
         """Play now: call-response answers (as :meth:`end_call`); duet and autoplay resume
@@ -215,20 +210,16 @@ class Conductor:
 
     # --- controls ------------------------------------------------------------------------------
     def set_mode(self, mode: str, t_ns: int) -> None:
-        if mode not in MODES:
-            raise MusicRNNError(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
-        if mode == self.mode:
+        if check_mode(mode) == self.mode:
             return
         self._silence(t_ns)
-        if mode == "autoplay":  # the model stops listening: whatever the player holds is over for it
-            self.engine.release_human_notes(self.timebase.to_codec(t_ns))
-        self.settings.mode = mode
+        play = make_mode(mode)
+        play.enter(self, t_ns)
+        self.settings.mode, self.play = mode, play
         self.heard_call = False
 
     def set_answer_bars(self, bars: float) -> None:
-        if bars <= 0:
-            raise MusicRNNError(f"answer length must be positive, not {bars}")
-        self.settings.answer_bars = float(bars)
+        self.settings.answer_bars = float(ANSWER_BARS.check(bars, "answer length (bars)"))
 
     def panic(self, t_ns: int) -> None:
         """All notes off now; an answer in progress ends."""
@@ -291,7 +282,7 @@ class Conductor:
             self.engine.release_model_notes(self.timebase.to_codec(at_ns))
             self._played.clear()
             self.answer = None
-        if (self.mode == "call-response" or self.stopped) and self.answer is None:
+        if self.play.listening(self):
             self._listen(at_ns)
             if self.answer is None:
                 return
@@ -300,18 +291,19 @@ class Conductor:
     def _listen(self, at_ns: int) -> None:
         self.engine.catch_up(self.timebase.to_codec(at_ns))
         self._wake_at(at_ns + int(IDLE_WAKE_S * 1e9))
-        if self.stopped or not self.heard_call or self.held or self.last_human_ns is None:
+        trigger = self.play.answer_at(self, at_ns)
+        if trigger is None:
             return
-        silent_from = self.clock.beat_at(self.last_human_ns)
-        trigger = silent_from + self.settings.silence_beats
         if self.clock.beat_at(at_ns) >= trigger - 1e-9:
-            self._start_answer(at_ns, trigger)
+            self.start_answer(at_ns, trigger)
         else:
             t = self.clock.time_of(trigger)
             if t is not None:
                 self._wake_at(t)
 
-    def _start_answer(self, t_ns: int, trigger_beat: float, bars: float | None = None) -> None:
+    def start_answer(self, t_ns: int, trigger_beat: float, bars: float | None = None) -> None:
+        """Answer from the beat after ``trigger_beat`` (or at once: ``answer_start="now"``)
+        for ``bars`` bars (default: the answer length setting)."""
         tb = self.timebase
         if self.settings.answer_start == "now":
             start = tb.restart_grid_at(max(self.engine.latest, tb.to_codec(t_ns)), t_ns)

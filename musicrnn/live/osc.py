@@ -1,8 +1,13 @@
 """The OSC address space of ``musicrnn serve``: one table that drives the dispatcher, the
 argument checks and ``docs/osc.md``, so the three cannot drift apart.
 
+The live controls' routes (mode, temperature, key, ...) and the arguments of
+``/musicrnn/status`` are made from :mod:`musicrnn.live.control_table`; the routes that are no
+controls (notes, load, subscriptions, status) are written here.
+
 Holds:
-- :class:`Arg`: one typed argument (int, float or string), its range or choices, its help.
+- :class:`Arg` (from the control table): one typed argument (int, float or string), its range
+  or choices, its help.
 - :class:`Route`: an address a client sends to, its arguments, help, and the handler.
 - :class:`Reply`: an address musicrnn sends (notes, status, errors), its arguments, help.
 - :data:`ROUTES`, :data:`REPLIES`: the table itself.
@@ -26,7 +31,6 @@ Regenerate the docs after changing the table::
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -37,66 +41,20 @@ from typing import Any, Protocol
 from pythonosc.dispatcher import Dispatcher
 
 from musicrnn.errors import MusicRNNError
-from musicrnn.listening import FOLLOWERS
-from musicrnn.limits import MAX_BPM, MIN_BPM
-from musicrnn.live.controls import MODES
+from musicrnn.limits import PITCH, Limit
+from musicrnn.live.control_table import CONTROLS, STATUS_ARGS, Arg, ArgError, Control
 
 PREFIX = "/musicrnn"
 ERROR = f"{PREFIX}/error"
 STATUS = f"{PREFIX}/status"
 NOTE_ON_OUT = f"{PREFIX}/out/note_on"
 NOTE_OFF_OUT = f"{PREFIX}/out/note_off"
-MAX_STRING = 4096  # longest string argument (a path) we look at
 MAX_REASON = 400  # longest /musicrnn/error reason; longer ones end in "..." at a word boundary
 _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])")  # CSI, OSC, 2-byte
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "osc.md"
 
 
-class OscArgError(MusicRNNError):
-    """An OSC message whose arguments do not fit its address."""
-
-
-@dataclass(frozen=True)
-class Arg:
-    name: str
-    kind: str  # int | float | str
-    help: str
-    lo: float | None = None
-    hi: float | None = None
-    choices: tuple[str, ...] = ()
-    optional: bool = False
-
-    def check(self, value: Any) -> int | float | str:
-        """One OSC value -> the Python value this argument takes, or :class:`OscArgError`."""
-        if self.kind == "str":
-            if not isinstance(value, str):
-                raise OscArgError(f"{self.name} must be a string (symbol), not {_show(value)}")
-            if len(value) > MAX_STRING:
-                raise OscArgError(f"{self.name} is longer than {MAX_STRING} characters")
-            if self.choices and value not in self.choices:
-                raise OscArgError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OscArgError(f"{self.name} must be a number, not {_show(value)}")
-        if not math.isfinite(value):
-            raise OscArgError(f"{self.name} must be a finite number, not {value}")
-        if self.kind == "int":
-            if value != round(value):
-                raise OscArgError(f"{self.name} must be a whole number, not {value}")
-            value = int(round(value))
-        else:
-            value = float(value)
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            raise OscArgError(f"{self.name} must be {_num(self.lo)}-{_num(self.hi)}, not {_num(value)}")
-        return value
-
-    @property
-    def range_text(self) -> str:
-        if self.choices:
-            return " \\| ".join(self.choices)
-        if self.lo is not None or self.hi is not None:
-            return f"{_num(self.lo)}–{_num(self.hi)}"
-        return ""
+OscArgError = ArgError  # an OSC message whose arguments do not fit its address
 
 
 class Context(Protocol):
@@ -173,62 +131,15 @@ def _note(server, ctx: Context, pitch: int, velocity: int, duration: float) -> N
     server.note_on(pitch, velocity)
 
 
-def _generate(server, ctx: Context, bars: float | None = None) -> None:
-    server.generate(bars)
+def _control(c: Control) -> Handler:
+    """The handler of a control's route: its one check (what arguments alone cannot say, such
+    as lowest <= highest), then the server's control API method."""
+    def run(server, ctx: Context, *values: Any) -> None:
+        values += (None,) * (len(c.args) - len(values))  # optional arguments left out
+        c.check(*values)
+        getattr(server, c.method)(*values)
 
-
-def _stop(server, ctx: Context) -> None:
-    server.stop()
-
-
-def _panic(server, ctx: Context) -> None:
-    server.panic()
-
-
-def _reset(server, ctx: Context) -> None:
-    server.reset()
-
-
-def _mode(server, ctx: Context, mode: str) -> None:
-    server.set_mode(mode)
-
-
-def _temperature(server, ctx: Context, value: float) -> None:
-    server.set_temperature(value)
-
-
-def _top_p(server, ctx: Context, value: float) -> None:
-    server.set_top_p(value)
-
-
-def _density(server, ctx: Context, notes: int) -> None:
-    server.set_density(notes)
-
-
-def _tempo(server, ctx: Context, bpm: float) -> None:
-    server.set_tempo(bpm)
-
-
-def _key(server, ctx: Context, key: str) -> None:
-    server.set_key(key)
-
-
-def _range(server, ctx: Context, lowest: int, highest: int) -> None:
-    if lowest > highest:
-        raise OscArgError(f"lowest ({lowest}) is above highest ({highest})")
-    server.set_pitch_range(lowest, highest)
-
-
-def _follow(server, ctx: Context, name: str, strength: float) -> None:
-    server.set_follow(name, strength)
-
-
-def _velocity(server, ctx: Context, how: str) -> None:
-    server.set_velocity(how)
-
-
-def _length(server, ctx: Context, bars: float) -> None:
-    server.set_answer_bars(bars)
+    return run
 
 
 def _load(server, ctx: Context, path: str) -> None:
@@ -260,44 +171,22 @@ def _status(server, ctx: Context) -> None:
 
 
 # --- the table ------------------------------------------------------------------------------------
-PITCH = Arg("pitch", "int", "MIDI note number", 0, 127)
-CHANNEL = Arg("channel", "int", "MIDI channel of the player's note (default 1)", 1, 16, optional=True)
+PITCH_ARG = Arg("pitch", "int", "MIDI note number", PITCH)
+CHANNEL = Arg("channel", "int", "MIDI channel of the player's note (default 1)", Limit(1, 16), optional=True)
 HOST = Arg("host", "str", "IPv4 address, or localhost", optional=True)
-PORT = Arg("port", "int", "UDP port", 1, 65535, optional=True)
+PORT = Arg("port", "int", "UDP port", Limit(1, 65535), optional=True)
 
-ROUTES: tuple[Route, ...] = (
-    Route(f"{PREFIX}/note_on", (PITCH, Arg("velocity", "int", "0 ends the note (as in MIDI)", 0, 127), CHANNEL),
+NOTE_ROUTES: tuple[Route, ...] = (
+    Route(f"{PREFIX}/note_on", (PITCH_ARG, Arg("velocity", "int", "0 ends the note (as in MIDI)", Limit(0, 127)), CHANNEL),
           "The player strikes a note (the model hears it as from a MIDI keyboard).", _note_on),
-    Route(f"{PREFIX}/note_off", (PITCH, CHANNEL), "The player releases a note.", _note_off),
-    Route(f"{PREFIX}/note", (PITCH, Arg("velocity", "int", "loudness", 1, 127),
-                             Arg("duration", "float", "seconds until the note-off", 0.001, 60)),
+    Route(f"{PREFIX}/note_off", (PITCH_ARG, CHANNEL), "The player releases a note.", _note_off),
+    Route(f"{PREFIX}/note", (PITCH_ARG, Arg("velocity", "int", "loudness", Limit(1, 127)),
+                             Arg("duration", "float", "seconds until the note-off", Limit(0.001, 60))),
           "A whole note: on now, off after `duration` seconds.", _note),
-    Route(f"{PREFIX}/generate", (Arg("bars", "float", "answer length in bars (default: `length`)", 0.25, 64, optional=True),),
-          "Play now. call-response: answer at once (as the end-of-call control; starts on the next beat unless "
-          "serve runs with `--answer-start now`). duet/autoplay: resume after `stop`.", _generate),
-    Route(f"{PREFIX}/stop", (), "The model's notes end and it stays silent (still listening) until `generate`.", _stop),
-    Route(f"{PREFIX}/panic", (), "All notes off now (also All Notes Off on MIDI); an answer in progress ends.", _panic),
-    Route(f"{PREFIX}/reset", (), "Forget the session (fresh model state); all notes off.", _reset),
-    Route(f"{PREFIX}/mode", (Arg("mode", "str", "what the model does", choices=MODES),),
-          "call-response: answer after the player stops; duet: play along; autoplay: play alone.", _mode),
-    Route(f"{PREFIX}/temperature", (Arg("value", "float", "1 = as trained; lower safer, higher wilder; 0 = always the likeliest", 0, 5),),
-          "Sampling temperature.", _temperature),
-    Route(f"{PREFIX}/top_p", (Arg("value", "float", "1 = off", 0.01, 1),),
-          "Nucleus sampling: only the likeliest tokens that together reach this probability.", _top_p),
-    Route(f"{PREFIX}/density", (Arg("notes", "int", "0 = no limit", 0, 128),), "Most model notes at once.", _density),
-    Route(f"{PREFIX}/tempo", (Arg("bpm", "float", "beats per minute", MIN_BPM, MAX_BPM),),
-          "Tempo of the internal clock (refused while following MIDI clock).", _tempo),
-    Route(f"{PREFIX}/key", (Arg("key", "str", "TONIC:SCALE, e.g. C:major, A:minor, F#:dorian; any = no key"),),
-          "Keep the model's new notes in a key.", _key),
-    Route(f"{PREFIX}/range", (Arg("lowest", "int", "lowest MIDI pitch", 0, 127), Arg("highest", "int", "highest MIDI pitch", 0, 127)),
-          "Keep the model's new notes within a pitch range (0 127 = no limit).", _range),
-    Route(f"{PREFIX}/follow", (Arg("follower", "str", "what to follow", choices=FOLLOWERS),
-                               Arg("strength", "float", "0 = off, 1 = full", 0, 1)),
-          "How strongly answers follow the player's key (answers in the heard key), register (octaves), velocity "
-          "(level and contour), density (notes per beat) or motif (the call's rhythm).", _follow),
-    Route(f"{PREFIX}/velocity", (Arg("how", "str", "follow, model, or a velocity 1-127"),),
-          "Answer velocities: the player's dynamics (follow), the model's own (model), or fixed.", _velocity),
-    Route(f"{PREFIX}/length", (Arg("bars", "float", "bars", 0.25, 64),), "call-response: how long each answer lasts.", _length),
+)
+CONTROL_ROUTES: tuple[Route, ...] = tuple(Route(f"{PREFIX}/{c.osc}", c.args, c.help, _control(c))
+                                          for c in CONTROLS.values() if c.osc)
+SESSION_ROUTES: tuple[Route, ...] = (
     Route(f"{PREFIX}/load", (Arg("path", "str", "a .pt checkpoint or a run folder, on the server's machine"),),
           "Swap in another model (notes off, fresh state; key, range, temperature, top-p and density stay, and a model "
           "with no pitch in that key and range is refused). Only files that load with `weights_only=True` and hold a "
@@ -312,20 +201,14 @@ ROUTES: tuple[Route, ...] = (
           "there get their note-off first.", _unsubscribe),
     Route(f"{PREFIX}/status", (), "Ask for `/musicrnn/status` (after every earlier message has taken effect).", _status),
 )
+ROUTES: tuple[Route, ...] = NOTE_ROUTES + CONTROL_ROUTES + SESSION_ROUTES
 
 REPLIES: tuple[Reply, ...] = (
-    Reply(NOTE_ON_OUT, (PITCH, Arg("velocity", "int", "1-127", 1, 127)),
+    Reply(NOTE_ON_OUT, (PITCH_ARG, Arg("velocity", "int", "1-127", Limit(1, 127))),
           "The model strikes a note (to subscribers, at the moment it sounds on MIDI)."),
-    Reply(NOTE_OFF_OUT, (PITCH,), "The model's note ends. Every note_on gets one: on stop, panic, mode switch, model load, "
-                                  "unsubscribe and shutdown too."),
-    Reply(STATUS, (
-        Arg("mode", "str", "call-response, duet or autoplay"), Arg("tempo", "float", "BPM"),
-        Arg("state", "str", "listening, answering, playing, stopped or waiting-for-clock"),
-        Arg("model", "str", "checkpoint path"), Arg("temperature", "float", ""), Arg("top_p", "float", ""),
-        Arg("length", "float", "answer length in bars"), Arg("density", "int", "most notes at once, 0 = no limit"),
-        Arg("key", "str", "as set, or any"), Arg("lowest", "int", ""), Arg("highest", "int", ""),
-        Arg("heard_key", "str", "the key heard in the player's part, e.g. F#:major, or -"),
-        Arg("level", "int", "the player's velocity level (0 before any note)")),
+    Reply(NOTE_OFF_OUT, (PITCH_ARG,), "The model's note ends. Every note_on gets one: on stop, panic, mode switch, model load, "
+                                      "unsubscribe and shutdown too."),
+    Reply(STATUS, tuple(a.arg for a in STATUS_ARGS),
           "The session's state: the reply to `status`, `subscribe` and `load`, and sent to subscribers whenever "
           "one of these values changes."),
     Reply(ERROR, (Arg("reason", "str", "one line: the address, then what is wrong"),),
@@ -338,10 +221,7 @@ _BY_ADDRESS = {r.address: r for r in ROUTES}
 
 def status_args(s: dict) -> list[Any]:
     """The arguments of ``/musicrnn/status`` from :meth:`Server.status`, in table order."""
-    lo, hi = s.get("pitch_range") or (0, 127)
-    return [s["mode"], float(s["tempo"]), str(s["activity"]).replace(" ", "-"), str(s["model"]), float(s["temperature"]),
-            float(s.get("top_p", 1.0)), float(s["answer_bars"]), int(s["density"]), str(s.get("key") or "any"), int(lo), int(hi),
-            str(s.get("heard_key", "-")), int(s.get("heard_level", 0))]
+    return [a.get(s) for a in STATUS_ARGS]
 
 
 # --- checking and dispatching ---------------------------------------------------------------------
@@ -471,24 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, (bytes, bytearray)):
-        return f"a blob of {len(value)} bytes"
-    if isinstance(value, list):
-        return "an array"
-    if value is None:
-        return "nil"
-    return f"{type(value).__name__} {value!r}"[:60]
-
-
-def _num(x: float | None) -> str:
-    if x is None:
-        return ""
-    return f"{x:g}" if isinstance(x, float) else str(x)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ from typing import Protocol
 
 import mido
 
+from musicrnn.limits import LATE_S
 from musicrnn.live.clock import now_ns
 
 log = logging.getLogger("musicrnn.live")
 
 MAX_NOTE_S = 8.0  # a note the model never ends is cut after this long
-LATE_S = 0.1  # a note-on this late is dropped: late notes sound wrong, missing ones don't
 MAX_PENDING = 4096  # note-ons waiting to be sent; more are dropped (a runaway producer cannot grow memory)
 EARLY_NS = 200_000  # send when the due time is this close: waking up costs about as much
 ECHO_WINDOW_S = 0.08  # our own message coming back on the input within this window is an echo

@@ -1,33 +1,19 @@
-"""``musicrnn serve``: MIDI and OSC in -> model -> MIDI and OSC out, in time, with no note left hanging.
+"""``musicrnn serve``'s session: MIDI and OSC in -> model -> MIDI and OSC out, in time, with no
+note left hanging. This module wires the parts together and is the control API.
 
 Holds:
 - :class:`ServeOptions`: every setting of a session (ports, OSC, mode, tempo, clock, channel, ...).
-- :class:`Server`: wires the parts together and is the control API that every transport uses
-  (MIDI CC and OSC): ``note_on``, ``note_off``, ``end_call``, ``generate``, ``stop``,
-  ``set_mode``, ``set_temperature``, ``set_top_p``, ``set_key``, ``set_pitch_range``,
-  ``set_answer_bars``, ``set_density``, ``set_tempo``, ``panic``, ``reset``, ``load_model``,
-  ``learn``, ``status``, ``request_status`` and ``watch`` (status changes).
-- :func:`serve`: runs a server until SIGINT/SIGTERM (or ``seconds``), with a live status line
-  when stdout is a terminal; the CLI calls this.
+- :class:`Server`: opens the ports, builds the engine, conductor and scheduler, and is the
+  control API that every transport uses (MIDI CC and OSC): ``note_on``, ``note_off``,
+  ``control`` (any control of :mod:`musicrnn.live.control_table` by name) and one method per
+  control (``end_call``, ``generate``, ``stop``, ``set_mode``, ``set_temperature``, ``set_top_p``,
+  ``set_key``, ``set_pitch_range``, ``set_follow``, ``set_velocity``, ``set_answer_bars``,
+  ``set_density``, ``set_tempo``, ``panic``, ``reset``), and ``load_model``, ``learn``,
+  ``status``, ``request_status`` and ``watch`` (status changes).
 
-Threads and queues::
-
-    MIDI input thread (RtMidi's queue)   OSC thread              any thread (CLI, tests)
-      stamps each message, feeds           parses, checks,         note_on(), set_mode(), ...
-      MIDI clock, drops echoes             answers errors               │
-            └──────────────────► Inbox ◄──────┘◄────────────────────────┘
-                                   │   events: bounded, oldest dropped and counted
-                                   │   commands: small, bounded, never reordered
-                                   ▼
-        whoever holds the work lock: Conductor + Engine (the model, one torch thread)
-          - the input thread that queued it, at once (Server.working_here): no hand-off
-          - else the engine thread (woken), which also does what time brings (the model's
-            next decision, silence) and idle-time preparation
-                                   │  Scheduler.play / stop_notes / panic
-                                   ▼
-        notes due now: sent by the calling thread (under the scheduler's lock);
-        later ones, note-offs and length limits: the scheduler thread. Every note goes to
-        the MIDI output port, then to its sinks (OSC subscribers), note for note.
+Elsewhere: the inbox and the threads that work it off (:mod:`musicrnn.live.inbox`, which draws
+the threads and queues), the terminal app that runs a session until Ctrl-C
+(:mod:`musicrnn.live.terminal`), the controls themselves (:mod:`musicrnn.live.control_table`).
 
 Shutdown (signal, error, or normal end) always runs :meth:`Server.close`: the inputs (MIDI,
 OSC) close, the engine thread stops, the scheduler ends every sounding note (MIDI and OSC),
@@ -36,39 +22,33 @@ then the outputs close.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import logging
-import signal
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mido
 
 from musicrnn.errors import MusicRNNError
-from musicrnn.listening import FOLLOWERS, Follow, Listener, parse_velocity
-from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
+from musicrnn.limits import MAX_NOTE_BEATS, PITCH, check_tempo
+from musicrnn.listening import Follow, Listener
 from musicrnn.live import midi_ports
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
-from musicrnn.live.controls import CONTROLS, MODES, ControlChange, ControlMap
+from musicrnn.live.control_table import CONTROLS as TABLE
+from musicrnn.live.control_table import key_name, key_tonic, lookup, status_values, watched
+from musicrnn.live.controls import CONTROLS, ControlChange, ControlMap
 from musicrnn.live.engine import Engine, configure_torch_for_live
+from musicrnn.live.inbox import Inbox, Worker
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
 from musicrnn.model import quantized
-from musicrnn.sample import SCALES, SamplingConfig, parse_key
-from musicrnn.tonality import TONIC_NAMES
+from musicrnn.sample import SamplingConfig
 
 log = logging.getLogger("musicrnn.live")
 
-INPUT_QUEUE = 1024  # player events waiting for the engine; on a flood the oldest are dropped
-COMMAND_QUEUE = 256  # control requests waiting for the engine
-IDLE_WAIT_S = 0.05  # the engine thread wakes at least this often
 FLUSH_S = 0.03  # after the last note-offs, let the MIDI system deliver them before the port closes
 SWITCH_INTERVAL_S = 0.001  # the scheduler thread gets the interpreter within ~1 ms of its wake-up
 CLOCK_TYPES = ("clock", "start", "stop", "continue", "songpos")
@@ -82,12 +62,12 @@ class ServeOptions:
     midi_out: str = "virtual"
     midi_api: str = "auto"  # auto | alsa | jack | coremidi | windows
     port_name: str = "musicrnn"  # virtual ports are "<port_name> in" and "<port_name> out"
-    mode: str = "call-response"
-    tempo: float = 120.0  # BPM of the internal clock (and the guess until MIDI clock arrives)
+    mode: str = TABLE["mode"].default  # type: ignore[assignment]
+    tempo: float = TABLE["tempo"].default  # type: ignore[assignment]  # BPM of the internal clock (and the guess until MIDI clock arrives)
     clock: str = "internal"  # internal | midi (follow MIDI clock on the input)
     channel: int = 1  # MIDI channel of our notes, 1-16
     silence_beats: float = 2.0
-    answer_bars: float = 2.0
+    answer_bars: float = TABLE["answer_bars"].default  # type: ignore[assignment]
     beats_per_bar: float = 4.0
     answer_start: str = "next-beat"
     max_note_beats: float = MAX_NOTE_BEATS  # no model note lasts longer (the scheduler cuts at this, at the start tempo)
@@ -102,13 +82,16 @@ class ServeOptions:
     follow: Follow = field(default_factory=Follow)  # what the answers follow of the player (key, register, ...)
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise MusicRNNError(f"unknown mode {self.mode!r}; choose {', '.join(MODES)}")
         if self.clock not in ("internal", "midi"):
             raise MusicRNNError(f"clock must be internal or midi, not {self.clock!r}")
         if self.clock == "midi" and self.midi_in == "none":
             raise MusicRNNError("--clock midi follows the MIDI input; give --midi-in (a port or virtual)")
         check_tempo(self.tempo)
+        # the start values pass the same checks as the live controls
+        sampling = self.sampling
+        for name, value in (("temperature", sampling.temperature), ("top_p", sampling.top_p),
+                            ("density", sampling.max_polyphony)):
+            lookup(name).check(value)
         if not 1 <= self.channel <= 16:
             raise MusicRNNError(f"MIDI channel must be 1-16, not {self.channel}")
         if self.max_note_beats <= 0:
@@ -126,73 +109,6 @@ class ServeOptions:
             raise MusicRNNError("with --midi-in none and --midi-out none the server can neither hear nor play; "
                                 "give --osc-port (e.g. --osc-port 9000 for OSC only) or a MIDI port "
                                 "(--midi-in/--midi-out virtual or a port name)")
-
-
-class Inbox:
-    """What the engine thread works off, in arrival order: timestamped player events (bounded;
-    on a flood the oldest are dropped, but a dropped note-off is still delivered as a release)
-    and commands (a note then "answer now", sent in that order, are handled in that order)."""
-
-    def __init__(self, max_events: int = INPUT_QUEUE, max_commands: int = COMMAND_QUEUE) -> None:
-        self._cv = threading.Condition()
-        self._seq = itertools.count()
-        self._events: deque[tuple[int, int, mido.Message]] = deque()  # (arrival order, time, message)
-        self._commands: deque[tuple[int, Callable[[], None]]] = deque()
-        self.max_events, self.max_commands = max_events, max_commands
-        self._released: dict[tuple[int, int], int] = {}  # (channel, note) -> time, of dropped note-offs
-        self.dropped = 0
-        self.dropped_commands = 0
-
-    def put_event(self, t_ns: int, msg: mido.Message, notify: bool = True) -> None:
-        """``notify=False``: the caller works the inbox off itself (see :meth:`Server.working_here`)."""
-        with self._cv:
-            if len(self._events) >= self.max_events:
-                _, t_old, old = self._events.popleft()
-                self.dropped += 1
-                if old.type == "note_off" or (old.type == "note_on" and old.velocity == 0):
-                    self._released[(old.channel, old.note)] = t_old  # at most 16 x 128 entries
-            self._events.append((next(self._seq), t_ns, msg))
-            if notify:
-                self._cv.notify()
-
-    def put_command(self, fn: Callable[[], None], notify: bool = True) -> bool:
-        with self._cv:
-            if len(self._commands) >= self.max_commands:
-                self.dropped_commands += 1
-                return False
-            self._commands.append((next(self._seq), fn))
-            if notify:
-                self._cv.notify()
-            return True
-
-    def wake(self) -> None:
-        with self._cv:
-            self._cv.notify()
-
-    def wait(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for anything to arrive (or :meth:`wake`)."""
-        with self._cv:
-            if not self._events and not self._commands and not self._released and timeout > 0:
-                self._cv.wait(timeout)
-
-    def take(self) -> list[tuple[int, mido.Message] | Callable[[], None]]:
-        """Everything waiting, in arrival order: player events as ``(time_ns, message)``,
-        commands as callables (releases of dropped note-offs first)."""
-        with self._cv:
-            items: list = [(t, mido.Message("note_off", channel=ch, note=n)) for (ch, n), t in self._released.items()]
-            self._released.clear()
-            for entry in heapq.merge(self._events, self._commands, key=lambda e: e[0]):
-                items.append(entry[1:] if len(entry) == 3 else entry[1])
-            self._events.clear()
-            self._commands.clear()
-        return items
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    def waiting(self) -> bool:
-        """Is anything waiting (a hint, read without the lock)?"""
-        return bool(self._events or self._commands or self._released)
 
 
 class Server:
@@ -216,18 +132,14 @@ class Server:
         self.clock: Clock = MidiClock(opts.tempo) if opts.clock == "midi" else InternalClock(opts.tempo)
         self.scheduler: Scheduler | None = None
         self.conductor: Conductor | None = None
-        self.error: BaseException | None = None
         self.events: deque[str] = deque(maxlen=20)  # recent things worth telling the user
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.worker = Worker(self.inbox, self._handle, self._publish, self.events)
         self._closed = False
-        self._work = threading.Lock()  # held by whichever thread works the inbox off (see working_here)
-        self._here = threading.local()  # .active: this input thread works off what it queues
         self._status: dict = {}
         self._watchers: list[Callable[[dict], None]] = []
         self._watched: tuple | None = None
         self._old_switch = sys.getswitchinterval()
-        self.key_name = _key_name(opts.sampling.key)
+        self.key_name = key_name(opts.sampling.key)
         self.osc = None  # the OSC server (musicrnn.live.osc_server.OscServer) when options.osc_port is set
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -248,12 +160,11 @@ class Server:
             self.scheduler = Scheduler(self.output_port, opts.channel - 1, max_note_s=opts.max_note_beats * beat_s,
                                        on_sent=self.echo.sent, sinks=sinks).start()
             settings = Settings(opts.mode, opts.silence_beats, opts.answer_bars, opts.beats_per_bar, opts.answer_start)
-            listener = Listener(follow=replace(opts.follow), fixed_tonic=_key_tonic(opts.sampling.key))
+            listener = Listener(follow=replace(opts.follow), fixed_tonic=key_tonic(opts.sampling.key))
             self.conductor = Conductor(engine, self.scheduler, self.clock, settings, now_ns(), listener)
             self.conductor.interrupt = self.inbox.waiting
             self._publish()
-            self._thread = threading.Thread(target=self._run, name="musicrnn-engine", daemon=True)
-            self._thread.start()
+            self.worker.start(self.conductor)
             if self.osc is not None:
                 self.osc.start()
         except BaseException:
@@ -272,14 +183,12 @@ class Server:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        self.inbox.wake()
+        self.worker.halt()
         if self.input_port is not None:
             _quiet_close(self.input_port)
         if self.osc is not None:
             self.osc.stop_input()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+        self.worker.join(5.0)
         if self.scheduler is not None:
             self.scheduler.close()
             if self.scheduler.stats["notes_on"]:
@@ -292,11 +201,21 @@ class Server:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        return self.worker.running
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the session by itself (None while it plays, or after a clean close)."""
+        return self.worker.error
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops by itself (an error); True if it did."""
-        return self._stop.wait(timeout)
+        return self.worker.wait(timeout)
+
+    def working_here(self):
+        """For input threads: do the engine's work for what they queue in this block, in their
+        own thread (see :meth:`Worker.working_here <musicrnn.live.inbox.Worker.working_here>`)."""
+        return self.worker.working_here()
 
     def _open_ports(self) -> None:
         opts = self.options
@@ -338,121 +257,92 @@ class Server:
         if kind in NOTE_TYPES or kind == "control_change":
             if self.echo.is_echo(msg, t):
                 return
-            self.inbox.put_event(t, msg, self._notify)
+            self.inbox.put_event(t, msg, self.worker.notify)
 
     # --- the control API (any thread) ----------------------------------------------------------
     def note_on(self, pitch: int, velocity: int = 100, channel: int = 0) -> None:
-        self._check_pitch(pitch)
+        PITCH.check(pitch, "pitch")
         self.inbox.put_event(now_ns(), mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, min(velocity, 127))),
-                             self._notify)
+                             self.worker.notify)
 
     def note_off(self, pitch: int, channel: int = 0) -> None:
-        self._check_pitch(pitch)
-        self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch), self._notify)
+        PITCH.check(pitch, "pitch")
+        self.inbox.put_event(now_ns(), mido.Message("note_off", channel=channel, note=pitch), self.worker.notify)
+
+    def control(self, name: str, *values) -> None:
+        """Any control of :mod:`musicrnn.live.control_table` by name: its values are checked
+        here, in the caller's thread (a one-line :class:`MusicRNNError`, nothing changed), then
+        it takes effect in the engine thread, in order with everything sent before it."""
+        row = lookup(name)
+        checked = row.check(*values)
+        if row.check_now is not None:
+            row.check_now(self, *checked)
+        self._command(lambda c: row.apply(self, c, now_ns(), *checked))
 
     def end_call(self) -> None:
-        self._command(lambda c: c.end_call(now_ns()))
+        self.control("end_call")
 
     def generate(self, bars: float | None = None) -> None:
         """Play now: call-response answers (for ``bars`` bars, default the answer length);
         duet and autoplay resume after :meth:`stop`."""
-        if bars is not None and not bars > 0:
-            raise MusicRNNError(f"answer length must be positive, not {bars}")
-        self._command(lambda c: c.generate(now_ns(), bars))
+        self.control("generate", bars)
 
     def stop(self) -> None:
         """The model's notes end and it stays silent (still listening) until :meth:`generate`."""
-        self._command(lambda c: c.stop(now_ns()))
+        self.control("stop")
 
     def set_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise MusicRNNError(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
-        self._command(lambda c: c.set_mode(mode, now_ns()))
+        self.control("mode", mode)
 
     def set_temperature(self, value: float) -> None:
-        if not value >= 0:
-            raise MusicRNNError(f"temperature must be >= 0, not {value}")
-        self._command(lambda c: c.engine.set_temperature(value))
+        self.control("temperature", value)
 
     def set_top_p(self, value: float) -> None:
-        if not 0 < value <= 1:
-            raise MusicRNNError(f"top-p must be in (0, 1], not {value}")
-        self._command(lambda c: c.engine.set_top_p(value))
+        self.control("top_p", value)
 
     def set_key(self, key: str | None) -> None:
         """Keep the model's new notes in ``key`` (e.g. ``"A:minor"``); None or ``"any"`` = no key."""
-        pcs = None if key is None or key.lower() in ("any", "none", "off") else parse_key(key)
-        name = None if pcs is None else key
-        self._check_pitches(key=pcs)
-
-        def apply(c: Conductor) -> None:
-            c.set_key(pcs, _key_tonic(pcs))
-            self.key_name = name
-
-        self._command(apply)
+        self.control("key", "any" if key is None else key)
 
     def set_pitch_range(self, lo: int, hi: int) -> None:
         """Keep the model's new notes within MIDI pitches ``lo``-``hi``."""
-        if not 0 <= lo <= hi <= 127:
-            raise MusicRNNError(f"pitch range needs 0 <= lowest <= highest <= 127, not {lo}-{hi}")
-        self._check_pitches(pitch_range=(int(lo), int(hi)))
-        self._command(lambda c: c.set_pitch_range((int(lo), int(hi))))
+        self.control("range", lo, hi)
 
     def set_follow(self, name: str, strength: float) -> None:
         """How strongly the answers follow the player's ``name`` (key, register, velocity, density,
         motif): 0 = off, 1 = full."""
-        Follow().set(name, strength)  # refuse in the caller's thread
-
-        def apply(c: Conductor) -> None:
-            c.listener.follow.set(name, strength)
-            c.retune()
-
-        self._command(apply)
+        self.control("follow", name, strength)
 
     def set_velocity(self, how: str) -> None:
         """follow (the player's dynamics), model (the model's own) or a fixed velocity 1-127."""
-        strength, fixed = parse_velocity(how)
+        self.control("velocity", how)
 
-        def apply(c: Conductor) -> None:
-            if strength is not None:
-                c.listener.follow.velocity = strength
-            c.listener.follow.fixed_velocity = fixed
+    def set_density(self, max_polyphony: int) -> None:
+        self.control("density", max_polyphony)
 
-        self._command(apply)
+    def set_answer_bars(self, bars: float) -> None:
+        self.control("answer_bars", bars)
 
-    def _check_pitches(self, **change) -> None:
+    def set_tempo(self, bpm: float) -> None:
+        self.control("tempo", bpm)
+
+    def panic(self) -> None:
+        self.control("panic")
+
+    def reset(self) -> None:
+        self.control("reset")
+
+    def check_pitches(self, **change) -> None:
         """Refuse at once (in the caller's thread) a key/range that leaves the model no pitch."""
         engine = self.conductor.engine if self.conductor else None
         if engine is not None:
             replace(engine.cfg, **change).validate(engine.codec)
 
-    def set_density(self, max_polyphony: int) -> None:
-        if max_polyphony < 0:
-            raise MusicRNNError(f"density must be >= 0 (0 = no limit), not {max_polyphony}")
-        self._command(lambda c: c.engine.set_density(max_polyphony))
-
-    def set_answer_bars(self, bars: float) -> None:
-        if not bars > 0:
-            raise MusicRNNError(f"answer length must be positive, not {bars}")
-        self._command(lambda c: c.set_answer_bars(bars))
-
-    def set_tempo(self, bpm: float) -> None:
-        if not isinstance(self.clock, InternalClock):
-            raise MusicRNNError("the tempo follows MIDI clock; change it in the DAW (or serve with --clock internal)")
-        check_tempo(bpm)
-        self._command(lambda c: c.clock.set_tempo(bpm))  # type: ignore[attr-defined]
-
-    def panic(self) -> None:
-        self._command(lambda c: c.panic(now_ns()))
-
-    def reset(self) -> None:
-        self._command(lambda c: c.reset(now_ns()))
-
-    def learn(self, control: str) -> None:
-        """The next CC that arrives drives ``control``."""
-        if control not in CONTROLS:
-            raise MusicRNNError(f"unknown control {control!r}; controls: {', '.join(CONTROLS)}")
-        self._command(lambda c: self.controls.learn(control))
+    def learn(self, name: str) -> None:
+        """The next CC that arrives drives control ``name``."""
+        if name not in CONTROLS:
+            raise MusicRNNError(f"unknown control {name!r}; controls: {', '.join(CONTROLS)}")
+        self._command(lambda c: self.controls.learn(name))
 
     def load_model(self, path: str | Path, on_done: Callable[[dict, bool], None] | None = None) -> None:
         """Load a checkpoint (here, in the caller's thread) and swap it in: notes off, fresh state;
@@ -473,7 +363,7 @@ class Server:
         def swap(c: Conductor) -> None:
             _carry_settings(c.engine, engine)  # what changed since the snapshot (controls sent before the load)
             if not c.swap_engine(engine, now_ns()):
-                self.key_name = _key_name(c.user_key)
+                self.key_name = key_name(c.user_key)
             self.model_name = str(ckpt.path)
             self.events.append(f"model {ckpt.path}")
             told = self._publish()
@@ -512,100 +402,10 @@ class Server:
     def _command(self, fn: Callable[[Conductor], None]) -> None:
         if self._closed:
             raise MusicRNNError("the server is closed")
-        if not self.inbox.put_command(lambda: fn(self.conductor), self._notify):  # type: ignore[arg-type]
+        if not self.inbox.put_command(lambda: fn(self.conductor), self.worker.notify):  # type: ignore[arg-type]
             raise MusicRNNError("too many control requests at once; try again")
 
-    @staticmethod
-    def _check_pitch(pitch: int) -> None:
-        if not 0 <= int(pitch) <= 127:
-            raise MusicRNNError(f"pitch must be 0-127, not {pitch}")
-
-    # --- working the inbox off: the engine thread, or an input thread ----------------------------
-    @property
-    def _notify(self) -> bool:
-        """Wake the engine thread for what is queued now? Not from inside :meth:`working_here`
-        (that thread works it off itself when the block ends)."""
-        return not getattr(self._here, "active", False)
-
-    @contextlib.contextmanager
-    def working_here(self) -> Iterator[None]:
-        """For input threads (OSC, MIDI): queue what arrives inside the block, then do the
-        engine's work for it in this thread, right away, instead of waking the engine thread
-        (a hand-off between Python threads costs a wake-up and a GIL switch, often more than
-        the work). If another thread is working already, the engine thread is woken instead."""
-        self._here.active = True
-        try:
-            yield
-        finally:
-            self._here.active = False
-            if self.inbox.waiting():
-                self.work_now()
-
-    def work_now(self) -> None:
-        """Work off the inbox in this thread if no other thread is at it (else wake the engine thread)."""
-        if self._thread is None or self._stop.is_set() or not self._work.acquire(blocking=False):
-            self.inbox.wake()
-            return
-        try:
-            if not self._stop.is_set():
-                self._work_off()
-        finally:
-            self._work.release()
-
-    def _run(self) -> None:
-        """The engine thread: time-driven work (the model's next decision, silence), and
-        whatever input threads leave to it."""
-        conductor = self.conductor
-        assert conductor is not None
-        try:
-            while not self._stop.is_set():
-                wake = conductor.next_wakeup()
-                wait = IDLE_WAIT_S if wake is None else min(IDLE_WAIT_S, max(0.0, (wake - now_ns()) / 1e9))
-                self.inbox.wait(wait)
-                with self._work:
-                    if not self._stop.is_set():
-                        self._work_off()
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            self._stop.set()
-            if self.scheduler is not None:
-                self.scheduler.stop_notes()
-
-    def _work_off(self) -> None:
-        """Everything queued, in arrival order; then what time brings; then idle-time
-        preparation. Holds ``self._work``. An error stops the session (all notes end)."""
-        conductor = self.conductor
-        assert conductor is not None
-        try:
-            for item in self.inbox.take():
-                if callable(item):
-                    try:
-                        item()
-                    except MusicRNNError as exc:
-                        self.events.append(f"refused: {exc}")
-                        log.warning("%s", exc)
-                else:
-                    t, msg = item
-                    conductor.tick(t, now_ns())
-                    self._handle(t, msg)
-            conductor.tick(now_ns())
-            self._publish()
-            if not self.inbox.waiting():
-                conductor.prepare()
-        except BaseException as exc:
-            if threading.current_thread() is self._thread:
-                raise
-            self._fail(exc)
-
-    def _fail(self, exc: BaseException) -> None:
-        self.error = exc
-        log.error("live engine stopped: %s", exc)
-        self._stop.set()
-        self.inbox.wake()
-        if self.scheduler is not None:
-            self.scheduler.stop_notes()
-
+    # --- what an event does (engine thread, or the input thread working here) -----------------
     def _handle(self, t: int, msg: mido.Message) -> None:
         c = self.conductor
         assert c is not None
@@ -623,47 +423,29 @@ class Server:
                 self._apply_control(change, t)
 
     def _apply_control(self, change: ControlChange, t: int) -> None:
-        c = self.conductor
-        assert c is not None
-        name, value = change.name, change.value
-        if name == "learned":
-            control, cc = value  # type: ignore[misc]
-            self.events.append(f"learned: CC {cc} -> {control} (next time: --cc {control}={cc})")
-            log.warning("learned: CC %d -> %s (next time: --cc %s=%d)", cc, control, control, cc)
-        elif name == "temperature":
-            c.engine.set_temperature(value)  # type: ignore[arg-type]
-        elif name == "answer_bars":
-            c.set_answer_bars(value)  # type: ignore[arg-type]
-        elif name == "density":
-            c.engine.set_density(value)  # type: ignore[arg-type]
-        elif name == "mode":
-            c.set_mode(value, t)  # type: ignore[arg-type]
-        elif name == "end_call":
-            c.end_call(t)
-        elif name == "panic":
-            c.panic(t)
-        elif name == "reset":
-            c.reset(t)
+        """A CC moved: do what the control's row says (the value is in range by construction)."""
+        if change.name == "learned":
+            name, cc = change.value  # type: ignore[misc]
+            self.events.append(f"learned: CC {cc} -> {name} (next time: --cc {name}={cc})")
+            log.warning("learned: CC %d -> %s (next time: --cc %s=%d)", cc, name, name, cc)
+            return
+        row = CONTROLS[change.name]
+        row.apply(self, self.conductor, t, *(() if row.cc_value is None else (change.value,)))
 
     def _publish(self) -> bool:
         """Refresh the status; tell the watchers if something they show changed (True if told)."""
         c = self.conductor
         assert c is not None
         med, worst = c.engine.step_ms()
-        cfg = c.engine.cfg
-        codec = c.engine.codec
         self._status = {
-            "mode": c.mode, "activity": c.activity, "notes_in": c.notes_in, "notes_out": c.notes_out,
-            "step_ms": round(med, 3), "step_max_ms": round(worst, 3), "temperature": cfg.temperature,
-            "top_p": cfg.top_p, "density": cfg.max_polyphony, "answer_bars": c.settings.answer_bars,
-            "key": self.key_name or "any", "pitch_range": c.user_range or (codec.min_pitch, codec.max_pitch),
-            "model": self.model_name, "codec": codec.name, "steps": c.engine.steps,
-            "follow": c.listener.follow.as_dict(), "transpose": c.transpose, **{f"heard_{k}": v for k, v in c.listener.heard().items()},
+            "activity": c.activity, "notes_in": c.notes_in, "notes_out": c.notes_out, "step_ms": round(med, 3),
+            "step_max_ms": round(worst, 3), "model": self.model_name, "codec": c.engine.codec.name, "steps": c.engine.steps,
+            "transpose": c.transpose, **{f"heard_{k}": v for k, v in c.listener.heard().items()},
+            **status_values(self, c),  # every control's value (musicrnn.live.control_table)
         }
         if self._watchers:
             s = self._status
-            now = (s["mode"], s["activity"], round(self.clock.bpm), s["model"], s["temperature"], s["top_p"],
-                   s["density"], s["answer_bars"], s["key"], s["pitch_range"], s["heard_key"], tuple(s["follow"].values()))
+            now = (s["activity"], s["model"], s["heard_key"], *watched(s))
             if now != self._watched:
                 self._watched = now
                 status = self.status()
@@ -681,36 +463,12 @@ def _safely(fn: Callable[[dict], None], status: dict) -> None:
         log.error("status callback %s: %s", getattr(fn, "__name__", fn), exc)
 
 
-def _key_match(pitch_classes: frozenset[int] | None) -> tuple[int, str] | None:
-    """(tonic, scale) of the first tonic:scale whose pitch classes these are (None: no match)."""
-    if pitch_classes is None:
-        return None
-    for scale, steps in SCALES.items():
-        for pc in range(12):
-            if frozenset((pc + s) % 12 for s in steps) == pitch_classes:
-                return pc, scale
-    return None
-
-
 def _carry_settings(old: Engine, new: Engine) -> None:
     """The player's live sampling settings from the engine that played to the one that takes
     over (key and range live in the conductor, which gives them to the new engine)."""
     new.set_temperature(old.cfg.temperature)
     new.set_top_p(old.cfg.top_p)
     new.set_density(old.cfg.max_polyphony)
-
-
-def _key_name(pitch_classes: frozenset[int] | None) -> str | None:
-    """A name for a set of pitch classes given on the command line (the first tonic:scale that fits)."""
-    if pitch_classes is None:
-        return None
-    match = _key_match(pitch_classes)
-    return f"{TONIC_NAMES[match[0]]}:{match[1]}" if match else "custom"
-
-
-def _key_tonic(pitch_classes: frozenset[int] | None) -> int | None:
-    match = _key_match(pitch_classes)
-    return match[0] if match else None
 
 
 def _quiet_close(port) -> None:
@@ -720,109 +478,3 @@ def _quiet_close(port) -> None:
         log.error("closing %s: %s", getattr(port, "name", "port"), exc)
 
 
-def status_line(s: dict) -> str:
-    """One line for the terminal."""
-    clock = f"{s['tempo']:.0f} BPM {s['clock']}" + ("" if s["clock_running"] else " (stopped)")
-    extra = f" · dropped {s['dropped_input']}" if s.get("dropped_input") else ""
-    learn = f" · learning {s['learning']}: move a control" if s.get("learning") else ""
-    return (f"{s['mode']} · {s['activity']} · {clock} · in {s['notes_in']} out {s['notes_out']} "
-            f"· step {s['step_ms']:.2f} ms (max {s['step_max_ms']:.1f}) · temp {s['temperature']:.2f}{extra}{learn}")
-
-
-def describe(server: Server) -> str:
-    """What the user needs to know once the server runs: ports, mode, clock."""
-    opts = server.options
-    api = midi_ports.API_LABELS.get(server.api or "", "MIDI")
-    vin, vout = midi_ports.virtual_names(opts.port_name)
-    inp = {"virtual": f"virtual {vin!r}", "none": "none"}.get(opts.midi_in, repr(getattr(server.input_port, "name", opts.midi_in)))
-    out = {"virtual": f"virtual {vout!r}", "none": "none"}.get(opts.midi_out, repr(getattr(server.output_port, "name", opts.midi_out)))
-    clock = f"{opts.tempo:g} BPM internal clock" if opts.clock == "internal" else "following MIDI clock on the input"
-    midi = "MIDI: none" if opts.midi_in == opts.midi_out == "none" else f"{api}: in {inp}, out {out} (channel {opts.channel})"
-    osc = f"; OSC on {server.osc.host}:{server.osc.port}" if server.osc is not None else ""
-    return (f"musicrnn serve: {server.model_name} ({server.conductor.engine.codec.name} codec); {midi}{osc}; "  # type: ignore[union-attr]
-            f"{opts.mode}; {clock}; {follows(opts.follow)}; Ctrl-C to stop")
-
-
-def follows(follow: Follow) -> str:
-    """What the answers follow, as the start-up line says it (so --follow/--velocity can be checked)."""
-    on = [name if strength == 1 else f"{name} {strength:g}"
-          for name, strength in follow.as_dict().items() if name in FOLLOWERS and strength > 0]
-    if follow.fixed_velocity:
-        on = [f for f in on if not f.startswith("velocity")] + [f"velocity fixed at {follow.fixed_velocity}"]
-    return "follows " + (", ".join(on) if on else "nothing (--follow none)")
-
-
-def serve(checkpoint, options: ServeOptions, seconds: float | None = None, status: bool | None = None,
-          echo: Callable[[str], None] = print) -> dict:
-    """Run a session until SIGINT/SIGTERM (or ``seconds``); returns the final status. Every
-    way out (signal, error, end of time) ends all notes first. ``status``: draw the live status
-    line (default: when stdout is a terminal)."""
-    options.check_reachable()
-    stop = threading.Event()
-    on_main = threading.current_thread() is threading.main_thread()
-    previous = {}
-    if on_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    handler = _StderrHandler()
-    log.addHandler(handler)  # warnings (a learnt CC, an engine error) reach the user for this session
-    server = Server(checkpoint, options)
-    try:
-        server.start()
-        echo(describe(server))
-        _flush()
-        deadline = None if seconds is None else time.monotonic() + seconds
-        show = sys.stdout.isatty() if status is None else status
-        if show:
-            from rich.console import Console
-            from rich.live import Live
-            from rich.text import Text
-
-            def line() -> Text:
-                return Text(status_line(server.status()), no_wrap=True, overflow="ellipsis")
-
-            with Live(line(), console=Console(), refresh_per_second=4, transient=True) as live:
-                while _keep_going(stop, server, deadline, 0.25):
-                    live.update(line())
-        else:
-            while _keep_going(stop, server, deadline, 0.25):
-                pass
-    finally:
-        server.close()
-        log.removeHandler(handler)
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    if server.error is not None:
-        if isinstance(server.error, MusicRNNError):
-            raise server.error
-        raise MusicRNNError(f"live engine failed: {type(server.error).__name__}: {server.error}") from server.error
-    final = server.status()
-    echo(f"stopped: {final['notes_in']} notes in, {final['notes_out']} out; all notes off")
-    _flush()
-    return final
-
-
-class _StderrHandler(logging.Handler):
-    """Log lines on whatever ``sys.stderr`` is at the time (it may be swapped, as in tests)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            print(self.format(record), file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
-
-
-def _keep_going(stop: threading.Event, server: Server, deadline: float | None, every: float) -> bool:
-    if stop.wait(every) or server.wait(0):
-        return False
-    return deadline is None or time.monotonic() < deadline
-
-
-def _flush() -> None:
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass

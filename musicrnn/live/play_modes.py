@@ -1,0 +1,121 @@
+"""The live modes, one class each, and their registry: what the model does when.
+
+- **call-response** (:class:`CallResponse`): listen while the player plays; after a silence of
+  ``silence_beats`` (no key held, nothing struck) or an end-of-call control, answer for
+  ``answer_bars`` bars; stop answering as soon as the player comes back. The model hears the
+  player all the time.
+- **duet** (:class:`Duet`): play all the time, hearing everything the player plays.
+- **autoplay** (:class:`Autoplay`): play alone; the player's notes are not heard (controls
+  still steer it).
+
+A mode decides; the :class:`~musicrnn.live.modes.Conductor` does (it owns the clock, the
+engine, the answer window and the scheduler) and asks its mode at the few points where modes
+differ: :meth:`LiveMode.listening`, :meth:`~LiveMode.answer_at`, :meth:`~LiveMode.end_call`,
+:meth:`~LiveMode.enter`, :meth:`~LiveMode.activity` and :attr:`~LiveMode.hears_player`.
+
+Add a mode: a subclass here and its line in :data:`MODE_CLASSES`. The CLI's ``--mode``
+choices, the CC ``mode`` control's value ranges, the OSC ``/musicrnn/mode`` choices and
+docs/osc.md (regenerate it) follow from the registry. This module imports nothing heavy:
+the CLI reads :data:`MODES` at startup.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from musicrnn.errors import MusicRNNError
+
+if TYPE_CHECKING:
+    from musicrnn.live.modes import Conductor
+
+
+class LiveMode:
+    """One way of playing. Modes keep no state of their own (the conductor has it all), so a
+    switch of mode loses nothing."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""  # a few words: --help and the OSC docs
+    hears_player: ClassVar[bool] = True  # does the model hear the player's notes?
+    activities: ClassVar[tuple[str, ...]] = ("playing",)  # what :meth:`activity` may say
+
+    def activity(self, c: Conductor) -> str:
+        """What the status line shows while the clock runs and the model is not stopped."""
+        return "playing"
+
+    def listening(self, c: Conductor) -> bool:
+        """Does the model only listen now (no decisions of its own)? Here: while stopped."""
+        return c.stopped and c.answer is None
+
+    def answer_at(self, c: Conductor, at_ns: int) -> float | None:
+        """While listening: the beat at which to start answering (the conductor answers then,
+        or at once if it has passed), or None: not asked to. Here: never."""
+        return None
+
+    def end_call(self, c: Conductor, t_ns: int, bars: float | None) -> None:
+        """The player says the call is over (an end-of-call control, or ``generate``)."""
+
+    def enter(self, c: Conductor, t_ns: int) -> None:
+        """The session switches to this mode; the model's notes have ended already."""
+
+
+class CallResponse(LiveMode):
+    name = "call-response"
+    help = "answer after the player stops"
+    activities = ("listening", "answering")
+
+    def activity(self, c: Conductor) -> str:
+        return "answering" if c.answer else "listening"
+
+    def listening(self, c: Conductor) -> bool:
+        return c.answer is None
+
+    def answer_at(self, c: Conductor, at_ns: int) -> float | None:
+        """``silence_beats`` after the player's last key went up, once a call was heard."""
+        if c.stopped or not c.heard_call or c.held or c.last_human_ns is None:
+            return None
+        return c.clock.beat_at(c.last_human_ns) + c.settings.silence_beats
+
+    def end_call(self, c: Conductor, t_ns: int, bars: float | None) -> None:
+        if c.answer is None and c.clock.running:
+            c.start_answer(t_ns, c.clock.beat_at(t_ns), bars)
+
+
+class Duet(LiveMode):
+    name = "duet"
+    help = "play along"
+
+
+class Autoplay(LiveMode):
+    name = "autoplay"
+    help = "play alone"
+    hears_player = False
+
+    def enter(self, c: Conductor, t_ns: int) -> None:
+        # the model stops listening: whatever the player holds is over for it
+        c.engine.release_human_notes(c.timebase.to_codec(t_ns))
+
+
+MODE_CLASSES: dict[str, type[LiveMode]] = {m.name: m for m in (CallResponse, Duet, Autoplay)}
+MODES: tuple[str, ...] = tuple(MODE_CLASSES)
+
+
+def check_mode(name: str) -> str:
+    """``name`` if it is a live mode, else a one-line :class:`MusicRNNError`."""
+    if name not in MODE_CLASSES:
+        raise MusicRNNError(f"unknown mode {name!r}; choose {', '.join(MODES)}")
+    return name
+
+
+def make_mode(name: str) -> LiveMode:
+    return MODE_CLASSES[check_mode(name)]()
+
+
+def modes_help() -> str:
+    """``"call-response: answer after the player stops; duet: play along; autoplay: play alone."``"""
+    return "; ".join(f"{m.name}: {m.help}" for m in MODE_CLASSES.values()) + "."
+
+
+def activities() -> tuple[str, ...]:
+    """Every activity a session may report, in order: the modes', then stopped and waiting for clock."""
+    seen = [a for m in MODE_CLASSES.values() for a in m.activities]
+    return tuple(dict.fromkeys(seen + ["stopped", "waiting for clock"]))
