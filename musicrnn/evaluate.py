@@ -98,16 +98,35 @@ def evaluate_pieces(scorer: Scorer, pieces: list[np.ndarray], codec, progress: C
 
 def prepare_command(codec: Codec, data_folder) -> str:
     """A ready `musicrnn data prepare` command that rebuilds ``data_folder``'s sources with ``codec``."""
-    sources, fractions = ["SOURCES"], None
+    sources, fractions, data_opts = ["SOURCES"], None, ""
     try:
         manifest = read_manifest(data_folder)
         sources = [shlex.quote(str(s)) for s in manifest.get("sources") or []] or sources
         fractions = manifest.get("split_fractions")
+        data_opts = _data_options(manifest)
     except Exception:  # a hint is best-effort: an unreadable manifest keeps the placeholder
         pass
     split = f" --split {','.join(format(x, 'g') for x in fractions)}" if fractions and list(fractions) != [0.8, 0.1, 0.1] else ""
     out = shlex.quote(f"{str(data_folder).rstrip('/')}-{codec.name}")
-    return f"musicrnn data prepare {' '.join(sources)} -o {out}{split} {prepare_options(codec)}"
+    return f"musicrnn data prepare {' '.join(sources)} -o {out}{split}{data_opts} {prepare_options(codec)}"
+
+
+def _data_options(manifest: dict) -> str:
+    """The data folder's own choices (split seed, tracks, drums, key normalisation) as options."""
+    opts = []
+    seed = (manifest.get("split") or {}).get("seed") if isinstance(manifest.get("split"), dict) else None
+    if seed:
+        opts.append(f"--split-seed {seed}")
+    choice = (manifest.get("tracks") or {}).get("choice") or {}
+    if choice.get("tracks"):
+        opts.append(f"--tracks {shlex.quote(','.join(choice['tracks']))}")
+    if choice.get("programs"):
+        opts.append(f"--programs {','.join(str(x) for x in choice['programs'])}")
+    if choice.get("drums") not in (None, "drop"):
+        opts.append(f"--drums {choice['drums']}")
+    if manifest.get("key_normalise"):
+        opts.append("--key-normalise")
+    return "".join(f" {o}" for o in opts)
 
 
 def codec_mismatch(model_name, model_codec: Codec, data_folder, data_codec: Codec, to: str) -> str:

@@ -366,3 +366,31 @@ def test_an_8gram_of_200k_tokens_fits_in_tens_of_megabytes():
     finally:
         tracemalloc.stop()
     assert peak < 60e6, f"{peak / 1e6:.0f} MB"  # the nested dicts took several hundred MB here
+
+
+def test_the_ready_prepare_command_keeps_the_datas_own_choices(tmp_path) -> None:
+    """The hint rebuilds the user's data as they chose it (tracks, drums, split seed, keys), only in
+    the model's codec."""
+    import pretty_midi
+
+    from musicrnn.codecs import GridCodec
+    from musicrnn.evaluate import prepare_command
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for i in range(3):
+        pm = pretty_midi.PrettyMIDI()
+        for name in ("MELODY", "PIANO", "DRUMS"):
+            inst = pretty_midi.Instrument(0, is_drum=name == "DRUMS", name=name)
+            inst.notes = [pretty_midi.Note(90, 60 + i + k, k * 0.5, k * 0.5 + 0.4) for k in range(8)]
+            pm.instruments.append(inst)
+        pm.write(str(songs / f"{i}.mid"))
+    data = tmp_path / "data"
+    result = CliRunner().invoke(cli, ["data", "prepare", str(songs), "-o", str(data), "--tracks", "melody,piano",
+                                      "--programs", "0,1", "--drums", "keep", "--split-seed", "3", "--key-normalise"])
+    assert result.exit_code == 0, result.output
+    cmd = prepare_command(GridCodec(steps_per_beat=2, mark_restrikes=True), data)
+    assert cmd.startswith(f"musicrnn data prepare {songs} -o "), cmd
+    for part in ("--split-seed 3", "--tracks melody,piano", "--programs 0,1", "--drums keep", "--key-normalise",
+                 "--codec grid --steps 2 --restrike"):
+        assert part in cmd, cmd
