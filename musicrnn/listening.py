@@ -44,8 +44,8 @@ REGISTER_GAIN = 5.0  # nats per octave of tilt per octave the answer sits away f
 DENSITY_GAIN = 1.5  # nats per unit of log(call rate / answer rate)
 MOTIF_BIAS = 1.5  # nats at full motif strength
 KEY_BIAS = 2.0  # nats taken from notes outside the heard key's scale at full key strength (a soft prior, not a clamp)
-HIERARCHY_BIAS = 0.5  # nats per standard deviation of the key's profile, for notes in its scale
-THIRD_BIAS = 0.0  # nats more for the key's third, the note that says major or minor
+HIERARCHY_BIAS = 1.0  # nats per standard deviation of the key's profile, for notes in its scale
+THIRD_BIAS = 1.0  # nats more for the key's third, the note that says major or minor
 MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
 
 
