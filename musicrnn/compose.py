@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from musicrnn.codecs import BOS, Codec
+from musicrnn.codecs import BOS, KIND_NOTE_ON, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.fast_step import FastStepper
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
@@ -47,12 +47,15 @@ class Generated:
 
 def generate(model: MusicRNN, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
              primer: np.ndarray | None = None, device: str | torch.device = "cpu",
-             max_tokens: int | None = None, bias: np.ndarray | None = None) -> Generated:
+             max_tokens: int | None = None, bias: np.ndarray | None = None,
+             row_bias: RowBias | None = None) -> Generated:
     """Sample ``batch`` continuations of ``primer`` (or of nothing), each ``target_steps``
     codec steps long (grid frames or time-shift steps); ``bias`` [vocab]: nats added to the
-    logits before sampling (the listening followers' priors)."""
+    logits before sampling (the listening followers' priors); ``row_bias(pitch_sums, counts)``:
+    nats [batch, vocab] from what each row has played so far (its note-ons' pitches)."""
     with inference_mode_for(device, batch, _weights_dtype(model)):
-        return _generate(model, codec, batch, target_steps, cfg, seed, primer, torch.device(device), max_tokens, bias)
+        return _generate(model, codec, batch, target_steps, cfg, seed, primer, torch.device(device), max_tokens, bias,
+                         row_bias)
 
 
 def _weights_dtype(model) -> torch.dtype:
@@ -61,7 +64,8 @@ def _weights_dtype(model) -> torch.dtype:
     return first.dtype if first is not None else torch.float32
 
 
-def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_tokens, bias=None) -> Generated:
+def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_tokens, bias=None,
+              row_bias=None) -> Generated:
     cfg.validate(codec)
     model.eval()
     t0 = time.perf_counter()
@@ -81,16 +85,26 @@ def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_
     events = 0
     chunks = []
     bias_t = torch.from_numpy(np.asarray(bias, np.float32)) if bias is not None else None
+    pitch_sums, counts = np.zeros(batch), np.zeros(batch)
+    onset = codec.token_kind == KIND_NOTE_ON
     # numpy's BLAS (the CPU path) gets as many threads as torch: one knob (--threads)
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         for _ in range(limit):
             logits = step(cur)
             if bias_t is not None:
                 logits = logits + bias_t
+            if row_bias is not None:
+                extra = row_bias(pitch_sums, counts)
+                if extra is not None:
+                    logits = logits + torch.from_numpy(extra)
             mask = cons.mask()
             nxt = sample_next(logits, cfg, rand.next(), mask)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
             cons.update(nxt)  # BOS (given to finished rows) changes no constraint state
+            if row_bias is not None:
+                struck = onset[nxt.numpy()] & ~done.numpy()
+                pitch_sums += np.where(struck, codec.token_pitch[nxt.numpy()], 0)
+                counts += struck
             chunks.append(nxt)
             events += int((~done).sum())
             lengths += (~done).long()
@@ -104,6 +118,7 @@ def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_
     return Generated(toks, steps, time.perf_counter() - t0, events)
 
 
+RowBias = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]  # (pitch sums, counts) per row -> [B, vocab]
 Stepper = Callable[[torch.Tensor], torch.Tensor]  # tokens [B] -> next-token logits [B, vocab], float32, CPU
 
 
@@ -325,6 +340,7 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     keys = _piece_keys(opts) if not primer and opts.key_tonic is None and opts.home_key_model else None
     if primer:
         listener.start_answer(cut)
+    note_bias = NoteBias(codec)
     wav_tool = _find_fluidsynth() if opts.wav else None
 
     out = Path(opts.out)
@@ -336,7 +352,8 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
             f"-o/--name")
 
     gen = generate(at_precision(model, opts.precision), codec, opts.n, target, sampling, opts.seed,
-                   primer.tokens if primer else None, opts.device, bias=NoteBias(codec)(prior=listener.key_prior(transpose)))
+                   primer.tokens if primer else None, opts.device, bias=note_bias(prior=listener.key_prior(transpose)),
+                   row_bias=_register_bias(listener, note_bias, transpose) if primer else None)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))
     try:  # all or nothing: every file is made aside, then moved into place
@@ -386,6 +403,19 @@ def _write_piece(piece: Piece, names: dict[int, str], path: Path, opts: ComposeO
     pitches = pitched.notes["pitch"]
     return PieceSummary(out / path.name, piece.duration_seconds, piece.duration_beats / beats_per_bar, len(piece.notes),
                         (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav)
+
+
+def _register_bias(listener: Listener, note_bias: NoteBias, transpose: int) -> RowBias:
+    """Each row's register tilt from the notes it has played (model pitches; they sound moved by
+    ``transpose``), as live play tilts an answer (see Listener.register_tilt)."""
+
+    def row_bias(pitch_sums: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
+        tilts = listener.register_tilts(transpose, pitch_sums + transpose * counts, counts)
+        if tilts is None:
+            return None
+        return (tilts[:, None] * note_bias.octaves[None, :]).astype(np.float32)
+
+    return row_bias
 
 
 def _piece_keys(opts: ComposeOptions) -> list[int]:

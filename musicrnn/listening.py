@@ -251,14 +251,20 @@ class Listener:
         """Nats per octave added to note-onset logits (higher pitches up for > 0): pulls the
         answer's mean pitch towards the call's without clamping its lines (an exponential tilt of
         the model's pitch distribution, from the answer's running mean)."""
+        tilts = self.register_tilts(transpose, np.array([sum(self._answer_pitches)], float),
+                                    np.array([len(self._answer_pitches)], float))
+        return 0.0 if tilts is None else float(tilts[0])
+
+    def register_tilts(self, transpose: int, pitch_sums: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
+        """:meth:`register_tilt` for several answers at once (compose's batch rows), from the sums
+        and counts of their notes' pitches as they sound; None when the register is not followed."""
         centre = self.call_centre()
         if self.follow.register <= 0 or centre is None or self._answer_start is None:
-            return 0.0
+            return None
         prior = 4.0  # notes' worth of "where the model would play" the running mean starts from
         expected = self.model_mean + transpose
-        mean = (sum(self._answer_pitches) + prior * expected) / (len(self._answer_pitches) + prior)
-        tilt = self.follow.register * REGISTER_GAIN * (centre - mean) / 12.0
-        return float(max(-MAX_BIAS, min(MAX_BIAS, tilt)))
+        mean = (pitch_sums + prior * expected) / (counts + prior)
+        return np.clip(self.follow.register * REGISTER_GAIN * (centre - mean) / 12.0, -MAX_BIAS, MAX_BIAS)
 
     def call_span(self) -> float:
         """Beats the call lasted (from its first onset to its last note's end), at least one beat."""
