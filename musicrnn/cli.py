@@ -451,6 +451,23 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
 
 
 
+@cli.command("models")
+@click.argument("folders", nargs=-1, type=click.Path(path_type=Path))
+@user_errors
+def models_cmd(folders) -> None:
+    """List the bundled models (use them by name: --model NAME, --init-from NAME) and the trained
+    runs in FOLDERS (default: ./runs), each with its card's one-line summary or its best score."""
+    from musicrnn.model_list import bundled_models, run_models
+
+    for m in bundled_models():
+        click.echo(f"{m.name:<12} {m.summary}")
+    runs = run_models(folders or [Path("runs")])
+    if runs:
+        click.echo("")
+        for m in runs:
+            click.echo(f"{m.name:<12} {m.summary}")
+
+
 @cli.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))

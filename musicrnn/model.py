@@ -279,7 +279,8 @@ def _check_weights(path: Path, config: ModelConfig, weights: Any) -> None:
 
 
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL_PATH = BUNDLED_MODELS_DIR / "default.pt"
+DEFAULT_MODEL = "chorales"  # the bundled model used when none is named; also reachable as "default"
+DEFAULT_MODEL_PATH = BUNDLED_MODELS_DIR / f"{DEFAULT_MODEL}.pt"
 
 
 def default_model_path() -> Path:
@@ -288,7 +289,7 @@ def default_model_path() -> Path:
 
 
 def bundled_model_names() -> list[str]:
-    """Names of the models shipped inside the package (``default``, ...)."""
+    """Names of the models shipped inside the package (``chorales``, ...; ``default`` names the default one)."""
     return sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.pt"))
 
 
@@ -304,10 +305,11 @@ def resolve_checkpoint(spec: str | os.PathLike | None) -> Path:
         return path
     text = str(spec)
     if text and path.name == text:  # a bare name, no folder part
-        bundled = BUNDLED_MODELS_DIR / (text if text.endswith(".pt") else f"{text}.pt")
+        name = text[:-3] if text.endswith(".pt") else text
+        bundled = BUNDLED_MODELS_DIR / f"{DEFAULT_MODEL if name == 'default' else name}.pt"
         if bundled.is_file():
             return bundled
-    names = ", ".join(bundled_model_names()) or "none installed"
+    names = ", ".join(["default", *bundled_model_names()])
     raise CheckpointError(f"{path}: no such checkpoint (no such file or run folder, and no bundled model of that "
                           f"name; bundled: {names}); give a .pt file, a run folder (best.pt) or a bundled model name")
 

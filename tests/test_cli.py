@@ -185,3 +185,21 @@ def test_real_process_prepare_edge_cases(edge_cases: Path, tmp_path: Path) -> No
     for entry in manifest["rejected"]:
         assert f"rejected {entry['file']}: {entry['reason']}" in proc.stderr
     assert f"{len(manifest['rejected'])} of {manifest['files_seen']} rejected" in proc.stdout
+
+
+def test_models_lists_bundled_models_and_runs_and_names_resolve(tmp_path: Path) -> None:
+    from musicrnn.model import DEFAULT_MODEL, resolve_checkpoint
+
+    from helpers.models import tiny_checkpoint
+
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    from musicrnn.codecs import GridCodec
+
+    tiny_checkpoint(run / "best.pt", GridCodec(steps_per_beat=2))
+    result = CliRunner().invoke(cli, ["models", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("chorales") and "[default]" * (DEFAULT_MODEL == "chorales") in line for line in lines)
+    assert any(str(run) in line and "grid codec" in line for line in lines)
+    assert resolve_checkpoint("default") == resolve_checkpoint(DEFAULT_MODEL) == resolve_checkpoint("chorales")
