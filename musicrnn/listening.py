@@ -196,18 +196,22 @@ class Listener:
     def key_prior(self, transpose: int) -> tuple[float, ...] | None:
         """Nats added per pitch class (as the model sees them) to new notes: notes outside the
         heard key's scale lose ``KEY_BIAS``, those inside follow the key's tonal hierarchy
-        (Krumhansl-Kessler, so the tonic triad - and with it the mode - is heard). None when no
-        key is followed (a fixed --key is a hard constraint already)."""
+        (Krumhansl-Kessler, so the tonic triad - and with it the mode - is heard) and the third
+        gains ``THIRD_BIAS``. The nats are offset so that their exponentials average 1: the prior
+        moves notes between pitch classes, not how many notes there are (density is its own
+        follower). None when no key is followed (a fixed --key is a hard constraint already)."""
         if self.fixed_tonic is not None or self.key is None or self.follow.key <= 0:
             return None
         scale = scale_pitch_classes(self.key)
         profile = key_profile(self.key)
         z = (profile - profile.mean()) / profile.std()
-        prior = [0.0] * 12
         third = (self.key.tonic + (4 if self.key.mode == "major" else 3)) % 12
+        nats = np.array([HIERARCHY_BIAS * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
+                         for pc in range(12)]) * self.follow.key
+        nats -= np.log(np.mean(np.exp(nats)))
+        prior = [0.0] * 12
         for pc in range(12):
-            nats = HIERARCHY_BIAS * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
-            prior[(pc - transpose) % 12] = round(float(nats * self.follow.key), 3)
+            prior[(pc - transpose) % 12] = round(float(nats[pc]), 3)
         return tuple(prior)
 
     def call_centre(self) -> float | None:
