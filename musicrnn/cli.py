@@ -406,11 +406,10 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
 
     from musicrnn.train import pick_device
 
-    from torch import device as torch_device
-
     dev = pick_device(device)
     if str(checkpoint).startswith("ngram:"):
-        from musicrnn.ngram import evaluate_ngram, parse_ngram_spec
+        from musicrnn.evaluate import evaluate_ngram
+        from musicrnn.ngram import parse_ngram_spec
 
         result = evaluate_ngram(data_folder, parse_ngram_spec(str(checkpoint)), split)
     else:
@@ -418,20 +417,12 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
         from musicrnn.model import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint, dev)
-        if quantize != "none":
-            from musicrnn.model import quantized
-
-            dev = torch_device("cpu")
-            ckpt.model = quantized(ckpt.model, quantize)
-        if precision != "fp32":
-            from musicrnn.model import at_precision
-
-            ckpt.model = at_precision(ckpt.model, precision)
-        result = evaluate_checkpoint(ckpt, data_folder, split, str(dev), batch_size)
+        run = {"device": str(dev), "precision": precision, "quantize": quantize}
+        result = evaluate_checkpoint(ckpt, data_folder, split, batch_size=batch_size, **run)
         if music_stats:
             from musicrnn.evaluate import music_stats_comparison
 
-            result["music_stats"] = music_stats_comparison(ckpt, data_folder, split, samples, bars)
+            result["music_stats"] = music_stats_comparison(ckpt, data_folder, split, samples, bars, **run)
     if as_json:
         click.echo(jsonlib.dumps(result))
         return
@@ -534,7 +525,8 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
     from musicrnn.compose import ComposeOptions, compose
     from musicrnn.listening import follow_options
     from musicrnn.metre import Metre, parse_time_signature
-    from musicrnn.model import bf16_is_native, default_model_path, load_checkpoint
+    from musicrnn.inference import bf16_is_native
+    from musicrnn.model import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
     from musicrnn.tonality import parse_tonic
     from musicrnn.train import pick_device

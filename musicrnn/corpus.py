@@ -7,7 +7,8 @@ Holds:
   in chunks that a worker encodes with one set of numpy calls (:func:`encode_chunk`), and
   streamed to disk in a fixed order, so memory stays flat and the output is identical on every
   run. The folder appears complete or not at all.
-- :class:`TokenData`: one split of a data folder, memory-mapped; ``piece(i)`` gives its tokens.
+- :class:`TokenData`: one split of a data folder, memory-mapped; ``piece(i)`` gives its tokens;
+  :func:`nonempty_split` refuses an empty one (for scoring and n-gram fits).
 - :func:`data_stats`: the numbers ``musicrnn data stats`` prints.
 
 Augmentation (transposition, time stretch) is applied when training reads the data
@@ -796,6 +797,18 @@ class TokenData:
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+
+def nonempty_split(data_folder, split: str) -> TokenData:
+    """One split of a data folder, refused when it holds no piece: scoring nothing would print
+    NLL 0 and perplexity 1, numbers that look like a perfect model."""
+    data = TokenData(data_folder, split)
+    if len(data) == 0:
+        others = " or ".join(s for s in ("valid", "test") if s != split)
+        other = f"choose another --split ({others}) or " if split != "train" else ""
+        raise DataError(f"{data_folder}: the {split} split is empty (0 pieces); {other}prepare the data with a "
+                        f"non-zero {split} fraction (musicrnn data prepare --split)")
+    return data
 
 
 def data_stats(folder: str | os.PathLike, top: int = 10) -> dict:

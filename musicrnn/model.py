@@ -11,12 +11,9 @@ Holds:
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 import pickle
 import re
-import warnings
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -144,6 +141,18 @@ class MusicRNN(nn.Module):
         if history is not None:
             history = history * m[:, None, None].to(history.dtype)
         return rnn_state, history
+
+    @staticmethod
+    def select_state_rows(state, rows: torch.Tensor):
+        """The state of the sequences ``rows`` (an index tensor; in its order, a row may repeat)."""
+        if state is None:
+            return None
+        rnn_state, history = state
+        if isinstance(rnn_state, tuple):
+            rnn_state = tuple(s[:, rows] for s in rnn_state)
+        else:
+            rnn_state = rnn_state[:, rows]
+        return rnn_state, (history[rows] if history is not None else None)
 
     @staticmethod
     def detach_state(state):
@@ -329,71 +338,3 @@ def export_checkpoint(src, dst, half: bool = True, meta: dict[str, Any] | None =
     }
     atomic_torch_save(obj, dst)
     return Path(dst)
-
-
-@contextlib.contextmanager
-def inference_mode_for(device: str | torch.device, batch: int, dtype: torch.dtype = torch.float32):
-    """The fastest CPU kernels for stepping ``batch`` sequences one token at a time.
-
-    Measured here (torch 2.13, 2 threads, the default 2x256 LSTM): with float32 weights oneDNN
-    is slower at every batch size (batch 1: 1.11 against 0.24 ms a step; batch 64: 1.91
-    against 1.25); with bfloat16 weights it wins from batch 8 (batch 64: 0.69 against 4.9 ms).
-    GPUs are left alone.
-    """
-    if torch.device(device).type != "cpu":
-        with torch.no_grad():
-            yield
-        return
-    # only the oneDNN switch changes; the None arguments leave its other settings alone
-    enabled = dtype == torch.bfloat16 and batch > 1
-    with torch.backends.mkldnn.flags(enabled=enabled, deterministic=None, allow_tf32=None, fp32_precision=None):
-        with torch.no_grad():
-            yield
-
-
-PRECISION_CHOICES = ("fp32", "bf16")
-
-
-def at_precision(model: MusicRNN, precision: str = "fp32") -> MusicRNN:
-    """The model with its weights in ``precision`` for inference: ``fp32`` (as trained: the
-    model itself) or ``bf16`` (a copy with bfloat16 weights: half the bytes per step; through
-    torch, a large batch steps ~2-3x faster than in float32 on GPUs and on CPUs with native
-    bfloat16, though compose's numpy path for float32 on a CPU is about as fast). ``musicrnn
-    eval --precision bf16`` shows what it costs in NLL."""
-    if precision == "fp32":
-        return model
-    if precision != "bf16":
-        raise MusicRNNError(f"unknown precision {precision!r}; choose {', '.join(PRECISION_CHOICES)}")
-    return copy.deepcopy(model).to(torch.bfloat16)
-
-
-def bf16_is_native(device: str | torch.device) -> bool:
-    """Does ``device`` compute in bfloat16 natively (else torch emulates it, slowly)?"""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if dev.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return True
-
-
-QUANTIZE_CHOICES = ("none", "int8")
-
-
-def quantized(model: MusicRNN, mode: str = "int8") -> nn.Module:
-    """The fast CPU path for one-token-at-a-time inference: int8 dynamic quantization of the
-    recurrent and linear layers (weights stored as int8, activations quantized on the fly).
-
-    A step reads every weight once, so its time follows the weight bytes: int8 reads a quarter
-    of fp32's. The result keeps ``forward``/``step``; it is for inference on CPU only.
-    ``musicrnn eval --quantize int8`` shows what it costs in NLL.
-    """
-    if mode == "none":
-        return model
-    if mode != "int8":
-        raise MusicRNNError(f"unknown quantization {mode!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        q = torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
-    q.config = model.config
-    return q

@@ -31,7 +31,8 @@ from torch import nn
 
 from musicrnn.corpus import TokenData
 from musicrnn.errors import CheckpointError, MusicRNNError
-from musicrnn.evaluate import RNNScorer, codec_mismatch, evaluate_pieces
+from musicrnn.evaluate import codec_mismatch, evaluate_pieces
+from musicrnn.inference import TorchStepper
 from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint, token_nll
 
 
@@ -486,8 +487,8 @@ def train(
 
     def validate() -> float:
         mine = list(range(rank, valid_n, world))
-        scorer = RNNScorer(model, device, batch_size=max(8, cfg.batch_size), autocast_dtype=amp_dtype if device.type == "cuda" else None)
-        r = evaluate_pieces(scorer, [valid_data.piece(i) for i in mine], codec)
+        scorer = TorchStepper(model, device, autocast=amp_dtype if device.type == "cuda" else None)
+        r = evaluate_pieces(scorer, [valid_data.piece(i) for i in mine], codec, batch_size=max(8, cfg.batch_size))
         sums = torch.tensor([r["nll_per_token"] * r["tokens"], r["tokens"]], dtype=torch.float64)
         if distributed:
             import torch.distributed as dist

@@ -16,9 +16,8 @@ import torch
 from musicrnn.codec import GridCodec
 from musicrnn.corpus import prepare
 from musicrnn.errors import CheckpointError
-from musicrnn.evaluate import evaluate_checkpoint
+from musicrnn.evaluate import evaluate_checkpoint, evaluate_ngram
 from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint
-from musicrnn.ngram import evaluate_ngram
 from musicrnn.train import TrainConfig, train
 
 TINY = dict(hidden=32, embedding=16, layers=1, batch_size=4, seq_len=16, device="cpu", threads=1, warmup_steps=1)
