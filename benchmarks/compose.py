@@ -20,9 +20,9 @@ import time
 
 import torch
 
+from musicrnn.checkpoint import default_model_path, load_checkpoint
 from musicrnn.compose import generate
 from musicrnn.inference import bf16_is_native, stepper_for
-from musicrnn.model import default_model_path, load_checkpoint
 from musicrnn.sample import SamplingConfig
 
 

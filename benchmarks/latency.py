@@ -39,10 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from musicrnn.checkpoint import default_model_path, load_checkpoint
+from musicrnn.config import ModelConfig
 from musicrnn.inference import TorchStepper, quantized
 from musicrnn.live.clock import now_ns
 from musicrnn.live.engine import Engine, configure_torch_for_live
-from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint
+from musicrnn.model import MusicRNN
 from musicrnn.sample import SamplingConfig
 
 from live_session import Jack, Recorder

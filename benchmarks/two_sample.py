@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.compose import generate
 from musicrnn.evaluate import real_excerpts
 from musicrnn.inference import stepper_for
-from musicrnn.model import load_checkpoint
 from musicrnn.music_stats import STAT_NAMES, music_stats
 from musicrnn.ngram import NGramStepper, fit_ngram
 from musicrnn.sample import SamplingConfig

@@ -326,9 +326,11 @@ def train_cmd(data_folder, run_dir, resume, overwrite, **options) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from musicrnn.train import PlainProgress, TrainConfig, check_run_folder, clock_text, result_summary, train
+    from musicrnn.config import TrainConfig
+    from musicrnn.train import check_run_folder, train
+    from musicrnn.train_progress import PlainProgress, clock_text, result_summary
 
-    cfg = TrainConfig(**options)
+    cfg = TrainConfig.from_dict(options)  # the model's options nest into cfg.model
     check_run_folder(run_dir, resume, overwrite)
     console = Console(stderr=True)
     rank0 = os.environ.get("RANK", "0") == "0"
@@ -404,7 +406,7 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
     """
     import json as jsonlib
 
-    from musicrnn.train import pick_device
+    from musicrnn.inference import pick_device
 
     dev = pick_device(device)
     if str(checkpoint).startswith("ngram:"):
@@ -414,7 +416,7 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
         result = evaluate_ngram(data_folder, parse_ngram_spec(str(checkpoint)), split)
     else:
         from musicrnn.evaluate import evaluate_checkpoint
-        from musicrnn.model import load_checkpoint
+        from musicrnn.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint, dev)
         run = {"device": str(dev), "precision": precision, "quantize": quantize}
@@ -449,7 +451,7 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
 @user_errors
 def export_cmd(checkpoint, out, fp16) -> None:
     """Write a slim, shareable copy of CHECKPOINT (no optimizer/training state) to OUT."""
-    from musicrnn.model import export_checkpoint
+    from musicrnn.checkpoint import export_checkpoint
 
     path = export_checkpoint(checkpoint, out, half=fp16)
     click.echo(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
@@ -526,10 +528,10 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
     from musicrnn.listening import follow_options
     from musicrnn.metre import Metre, parse_time_signature
     from musicrnn.inference import bf16_is_native
-    from musicrnn.model import default_model_path, load_checkpoint
+    from musicrnn.checkpoint import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
     from musicrnn.tonality import parse_tonic
-    from musicrnn.train import pick_device
+    from musicrnn.inference import pick_device
 
     dev = pick_device(device)
     ckpt = load_checkpoint(model_path or default_model_path(), dev)
@@ -656,7 +658,7 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
     from musicrnn.live.controls import parse_bindings
     from musicrnn.live.server import ServeOptions
     from musicrnn.live.terminal import serve
-    from musicrnn.model import default_model_path, load_checkpoint
+    from musicrnn.checkpoint import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
 
     if osc_port is None and (osc_allow or osc_host != "127.0.0.1"):

@@ -12,6 +12,7 @@ Holds:
 - :func:`stepper_for`: the one place that chooses device, precision (:func:`at_precision`),
   quantization (:func:`quantized`) and the stepper, so ``compose``, ``serve`` and ``eval`` run a
   model the same way.
+- :func:`pick_device`: what ``--device auto|cpu|cuda|mps`` means here (train, compose, eval).
 - :func:`inference_mode_for`: the CPU-kernel switch (oneDNN off for float32 steps).
 
 Logits come back as float32 numpy arrays on the CPU, where sampling happens
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -145,6 +147,24 @@ class NumpyStepper(Stepper):
 
     def score(self, pieces: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
         return score_pieces(self.model, pieces, "cpu", batch_size)
+
+
+def pick_device(name: str) -> torch.device:
+    """The device ``--device NAME`` means (``auto``: a GPU where torch sees one, else the CPU);
+    under torchrun, this process's GPU (``LOCAL_RANK``)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MusicRNNError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or install a CUDA build of torch")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MusicRNNError("--device mps: Apple Metal is not available here; use --device cpu")
+    return torch.device(name)
 
 
 def stepper_for(model: MusicRNN, device: str | torch.device = "cpu", precision: str = "fp32",

@@ -14,14 +14,12 @@ from musicrnn.codecs import BOS
 from musicrnn.corpus import nonempty_split
 from musicrnn.errors import MusicRNNError
 from musicrnn.inference import Stepper
-
-MAX_ORDER = 16  # beyond ~10 Kneser-Ney gains nothing on music; the cap keeps a typo from eating memory
-
+from musicrnn.limits import NGRAM_ORDER
 
 def check_order(order: object) -> int:
-    """The n-gram order as an int in 1..MAX_ORDER, or a one-line error naming the fix."""
-    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
-        raise MusicRNNError(f"n-gram order {order!r}: give a whole number from 1 to {MAX_ORDER}, e.g. ngram:5")
+    """The n-gram order as an int in :data:`~musicrnn.limits.NGRAM_ORDER`, or a one-line error naming the fix."""
+    if isinstance(order, bool) or not isinstance(order, int) or not NGRAM_ORDER.lo <= order <= NGRAM_ORDER.hi:
+        raise MusicRNNError(f"n-gram order {order!r}: give a whole number from {NGRAM_ORDER.text(' to ')}, e.g. ngram:5")
     return order
 
 
@@ -31,7 +29,7 @@ def parse_ngram_spec(spec: str) -> int:
     try:
         order = int(text)
     except ValueError:
-        raise MusicRNNError(f"{spec!r}: give the n-gram order as a whole number from 1 to {MAX_ORDER}, "
+        raise MusicRNNError(f"{spec!r}: give the n-gram order as a whole number from {NGRAM_ORDER.text(' to ')}, "
                             "e.g. ngram:5") from None
     return check_order(order)
 

@@ -13,12 +13,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from musicrnn.checkpoint import save_checkpoint
 from musicrnn.cli import cli
 from musicrnn.codec import GridCodec, PerformanceCodec
 from musicrnn.compose import generate
+from musicrnn.config import ModelConfig
 from musicrnn.inference import stepper_for
 from musicrnn.midi import Piece, load_midi, make_notes, write_midi
-from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
+from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, parse_key, sample_next
 
 CODECS = {

@@ -12,9 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from musicrnn.checkpoint import save_checkpoint
 from musicrnn.cli import cli
 from musicrnn.codec import GridCodec, PerformanceCodec
-from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
+from musicrnn.config import ModelConfig
+from musicrnn.model import MusicRNN
 
 CODECS = {
     "grid": GridCodec(steps_per_beat=4),

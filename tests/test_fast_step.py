@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.codec import GridCodec, PerformanceCodec
+from musicrnn.config import ModelConfig
 from musicrnn.fast_step import FastStepper
 from musicrnn.inference import TorchStepper, quantized
 from musicrnn.live.engine import Engine
-from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint
+from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
 

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.codecs import BOS, GridCodec
 from musicrnn.compose import generate
+from musicrnn.config import ModelConfig
 from musicrnn.evaluate import evaluate_pieces
 from musicrnn.inference import NumpyStepper, Stepper, TorchStepper, stepper_for
 from musicrnn.live.engine import Engine
-from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint
+from musicrnn.model import MusicRNN
 from musicrnn.ngram import KneserNey, NGramStepper
 from musicrnn.sample import SamplingConfig
 

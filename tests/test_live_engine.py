@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.codec import BOS, GridCodec, PerformanceCodec
 from musicrnn.compose import generate
 from musicrnn.inference import stepper_for
 from musicrnn.live.engine import Engine
-from musicrnn.model import load_checkpoint
 from musicrnn.sample import SamplingConfig
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from musicrnn.model import ModelConfig, MusicRNN
+from musicrnn.config import ModelConfig
+from musicrnn.model import MusicRNN
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])

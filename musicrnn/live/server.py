@@ -352,7 +352,7 @@ class Server:
         range (else it is refused and the old model plays on). ``on_done(status, told)`` runs
         in the engine thread once the new model plays; ``told``: the status watchers heard
         of it already (so a reply would repeat it)."""
-        from musicrnn.model import load_checkpoint
+        from musicrnn.checkpoint import load_checkpoint
 
         p = Path(path)
         if p.exists() and not (p.is_file() or p.is_dir()):
