@@ -27,7 +27,8 @@ from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.listening import Follow, Listener, NoteBias
 from musicrnn.metre import Metre, in_force
-from musicrnn.midi import DEFAULT_BPM, Piece, load_midi, read_track_names, write_midi
+from musicrnn.midi import load_midi, read_track_names, write_midi
+from musicrnn.notes import DEFAULT_BPM, Piece
 from musicrnn.inference import Stepper, stepper_for
 from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next

@@ -20,7 +20,7 @@ from musicrnn.codecs import Codec, prepare_options
 from musicrnn.corpus import TokenData, nonempty_split, read_manifest
 from musicrnn.errors import DataError
 from musicrnn.inference import Stepper, stepper_for
-from musicrnn.midi import DEFAULT_BPM
+from musicrnn.notes import DEFAULT_BPM
 from musicrnn.ngram import NGramStepper, fit_ngram
 
 # music statistics compare piece openings of so many bars of 4/4 at 120 BPM (decode_piece's tempo)

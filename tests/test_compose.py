@@ -19,8 +19,9 @@ from musicrnn.codec import GridCodec, PerformanceCodec
 from musicrnn.compose import generate
 from musicrnn.config import ModelConfig
 from musicrnn.inference import stepper_for
-from musicrnn.midi import Piece, load_midi, make_notes, write_midi
+from musicrnn.midi import load_midi, write_midi
 from musicrnn.model import MusicRNN
+from musicrnn.notes import Piece, make_notes
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, parse_key, sample_next
 
 CODECS = {

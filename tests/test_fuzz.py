@@ -39,8 +39,9 @@ from musicrnn.codec import GridCodec, PerformanceCodec
 from musicrnn.config import ModelConfig
 from musicrnn.corpus import TokenData, data_stats, prepare, read_manifest
 from musicrnn.errors import CheckpointError, DataError, MidiError
-from musicrnn.midi import MAX_PIECE_BEATS, NOTE_DTYPE, Piece, load_midi, make_notes, write_midi
+from musicrnn.midi import MAX_PIECE_BEATS, load_midi, write_midi
 from musicrnn.model import MusicRNN
+from musicrnn.notes import NOTE_DTYPE, Piece, make_notes
 from musicrnn.sources import find_items, mat_rolls
 
 from helpers.paths import MIDI_CORPUS

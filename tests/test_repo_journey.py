@@ -101,3 +101,18 @@ def test_musicrnn_has_no_import_cycle() -> None:
 
     cycles = [" -> ".join(c) for m in sorted(graph) if (c := reaches(m, m))]
     assert not cycles, f"import cycles: {cycles[:3]}"
+
+
+LONG_MODULE = 500  # lines; a module longer than this says in its docstring why it is one file
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "musicrnn").rglob("*.py")), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_module_is_long_without_saying_why(path) -> None:
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    lines = text.count("\n")
+    if lines > LONG_MODULE:
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        assert "Kept as one file:" in doc, (f"{path.name} has {lines} lines: split it by job, or say in its docstring "
+                                            "why it is one file ('Kept as one file: ...')")

@@ -56,7 +56,8 @@ def data_prepare(sources, out, split, split_seed, tracks, programs, drums, key_n
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from musicrnn.corpus import IngestOptions, key_summary_line, prepare, track_summary_line
+    from musicrnn.corpus import key_summary_line, prepare, track_summary_line
+    from musicrnn.ingest import IngestOptions
     from musicrnn.sources import TrackChoice, mat_frame_beats
 
     try:
