@@ -20,8 +20,9 @@ import time
 
 import torch
 
+from musicrnn.checkpoint import default_model_path, load_checkpoint
 from musicrnn.compose import generate
-from musicrnn.model import at_precision, bf16_is_native, default_model_path, load_checkpoint
+from musicrnn.inference import bf16_is_native, stepper_for
 from musicrnn.sample import SamplingConfig
 
 
@@ -32,11 +33,11 @@ def seconds_of_music(codec, steps: int, bpm: float = 120.0) -> float:
 
 def speed(ckpt, batch: int, bars: float, repeats: int, seed: int = 0, precision: str = "fp32") -> dict:
     codec = ckpt.codec
-    model = at_precision(ckpt.model, precision)
+    stepper = stepper_for(ckpt.model, precision=precision)
     steps = int(round(bars * 4 * codec.steps_per_unit)) if codec.time_unit == "beats" else int(round(bars * 2 * codec.steps_per_unit))
     best = None
     for r in range(repeats):
-        g = generate(model, codec, batch, steps, SamplingConfig(), seed + 1000 * r)
+        g = generate(stepper, codec, batch, steps, SamplingConfig(), seed + 1000 * r)
         rate = g.events / g.seconds_compute
         if best is None or rate > best["events_per_s"]:
             music = sum(seconds_of_music(codec, s) for s in g.steps)

@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10500.0, help="messages per second")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from musicrnn.model import default_model_path
+    from musicrnn.checkpoint import default_model_path
 
     sess = Session(args.model or default_model_path(), *SERVE_ARGS)
     try:

@@ -56,7 +56,7 @@ def make_score(rng: np.random.Generator):
     """One synthetic song as a symusic Score: a tempo map with changes, 2-4 tracks."""
     import symusic
 
-    from musicrnn.midi import Piece, make_notes
+    from musicrnn.notes import Piece, make_notes
 
     seconds = rng.uniform(60, 180)
     bpm0 = rng.uniform(70, 160)
@@ -161,7 +161,7 @@ def child_naive(paths: list[str]) -> dict:
     import pretty_midi
 
     from musicrnn.codec import PerformanceCodec
-    from musicrnn.midi import make_notes
+    from musicrnn.notes import make_notes
 
     warnings.filterwarnings("ignore")
     codec = PerformanceCodec()

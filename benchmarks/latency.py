@@ -39,9 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from musicrnn.checkpoint import default_model_path, load_checkpoint
+from musicrnn.config import ModelConfig
+from musicrnn.inference import TorchStepper, quantized
 from musicrnn.live.clock import now_ns
-from musicrnn.live.engine import Engine, configure_torch_for_live, fast_cpu_steps
-from musicrnn.model import ModelConfig, MusicRNN, default_model_path, load_checkpoint, quantized
+from musicrnn.live.engine import Engine, configure_torch_for_live
+from musicrnn.model import MusicRNN
 from musicrnn.sample import SamplingConfig
 
 from live_session import Jack, Recorder
@@ -60,11 +63,7 @@ def pct(values, unit: float = 1e6) -> dict:
 def make_engine(model: MusicRNN, codec, torch_step: bool = False, seed: int = 0) -> Engine:
     """The engine `musicrnn serve` builds; ``torch_step``: step through ``model.step`` even where
     the numpy fast stepper applies (the path of models with attention, and of int8 models)."""
-    engine = Engine(model, codec, SamplingConfig(), seed=seed)
-    if torch_step:
-        engine.fast = None
-        engine.reset()  # the state is now the torch path's
-    return engine
+    return Engine(TorchStepper(model) if torch_step else model, codec, SamplingConfig(), seed=seed)
 
 
 def token_times(engine: Engine, events: int) -> list[int]:
@@ -73,7 +72,7 @@ def token_times(engine: Engine, events: int) -> list[int]:
     engine's own methods, on a fork of its stream)."""
     stream = engine.stream.fork()
     out = []
-    with fast_cpu_steps():
+    with stream.stepper.kernels():
         for _ in range(events):
             t0 = now_ns()
             x = engine._sample(stream, engine._mask(stream, False))
@@ -112,14 +111,14 @@ def idle_step_times(engine: Engine, n: int = 200, idle_s: float = 0.02) -> dict:
     """One model step right after ``idle_s`` of sleep, and one right after another step: what
     the first step of a reaction costs when the weights have left the caches (on a VM shared
     with other tenants they do within ~1 ms of idling) against a warm one."""
-    stream = engine.stream
+    stepper = engine.stream.stepper.fork()  # the session's state, stepped apart
     cold, warm = [], []
     for _ in range(n):
         time.sleep(idle_s)
         t0 = now_ns()
-        engine._step(1, stream.state)
+        engine._step(stepper, 1)
         t1 = now_ns()
-        engine._step(1, stream.state)
+        engine._step(stepper, 1)
         warm.append(now_ns() - t1)
         cold.append(t1 - t0)
     return {"idle_s": idle_s, "step_after_idle": pct(cold), "step_after_step": pct(warm)}
@@ -132,7 +131,7 @@ def measure_model(name: str, model: MusicRNN, codec, events: int, params: int | 
     token_times(engine, min(200, events))  # warm-up
     return {"model": name, "params": params or model.num_parameters,
             "arch": f"{model.config.layers}x{model.config.hidden} {model.config.arch}",
-            "step": "numpy" if engine.fast is not None else "torch",
+            "step": engine.stepper.name,
             "token": pct(token_times(engine, events)), **engine_times(engine, events)}
 
 

@@ -394,7 +394,7 @@ def main() -> None:
     ap.add_argument("--configs", default="on,off", help="model configurations to run: on, off or on,off")
     ap.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
-    from musicrnn.model import default_model_path
+    from musicrnn.checkpoint import default_model_path
 
     model = str(args.model or default_model_path())
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]

@@ -149,8 +149,10 @@ def _second_model(model: str, folder: Path) -> str:
     """A small random checkpoint with another codec than ``model``'s, to reload."""
     import torch
 
+    from musicrnn.checkpoint import load_checkpoint, save_checkpoint
     from musicrnn.codec import GridCodec, PerformanceCodec
-    from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint
+    from musicrnn.config import ModelConfig
+    from musicrnn.model import MusicRNN
 
     codec = load_checkpoint(model).codec
     other = PerformanceCodec(time_unit="beats") if isinstance(codec, GridCodec) else GridCodec(steps_per_beat=2, mark_restrikes=True)
@@ -167,7 +169,7 @@ def main() -> None:
     ap.add_argument("--reload-model", default=None, help="the checkpoint to alternate with (default: a small random one, other codec)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from musicrnn.model import default_model_path
+    from musicrnn.checkpoint import default_model_path
 
     model = str(Path(args.model or default_model_path()).resolve())
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from musicrnn.train import TrainConfig, train
+from musicrnn.config import TrainConfig
+from musicrnn.train import train
 
 
 def main() -> None:
@@ -35,9 +36,9 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    cfg = TrainConfig(arch=args.arch, hidden=args.hidden, layers=args.layers, embedding=args.embedding,
+    cfg = TrainConfig.from_dict(dict(arch=args.arch, hidden=args.hidden, layers=args.layers, embedding=args.embedding,
                       batch_size=args.batch_size, seq_len=args.seq_len, max_steps=args.steps,
-                      eval_every=10**9, log_every=10, device=args.device, precision=args.precision)
+                      eval_every=10**9, log_every=10, device=args.device, precision=args.precision))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train(args.data, Path(tmp) / "run", cfg)

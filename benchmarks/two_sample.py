@@ -20,9 +20,10 @@ import time
 import numpy as np
 import torch
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.compose import generate
 from musicrnn.evaluate import real_excerpts
-from musicrnn.model import load_checkpoint
+from musicrnn.inference import stepper_for
 from musicrnn.music_stats import STAT_NAMES, music_stats
 from musicrnn.ngram import NGramStepper, fit_ngram
 from musicrnn.sample import SamplingConfig
@@ -101,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SamplingConfig()
     real = real_excerpts(args.data, args.split, args.bars)
     lm = fit_ngram(args.data, args.ngram)
-    gens = {"ours": generate(ckpt.model, codec, args.samples, steps, cfg, args.seed),
-            f"{args.ngram}-gram": generate(NGramStepper(lm), codec, args.samples, steps, cfg, args.seed)}  # type: ignore[arg-type]
+    gens = {"ours": generate(stepper_for(ckpt.model), codec, args.samples, steps, cfg, args.seed),
+            f"{args.ngram}-gram": generate(NGramStepper(lm), codec, args.samples, steps, cfg, args.seed)}
     x_real = np.stack([features(n, args.bars) for n in real])
     result = {"real_excerpts": len(real), "samples": args.samples, "bars": args.bars, "split": args.split}
     for name, gen in gens.items():

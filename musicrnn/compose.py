@@ -24,12 +24,13 @@ from threadpoolctl import threadpool_limits
 
 from musicrnn.codecs import BOS, KIND_NOTE_ON, Codec
 from musicrnn.errors import MidiError, MusicRNNError
-from musicrnn.fast_step import FastStepper
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.listening import Follow, Listener, NoteBias
 from musicrnn.metre import Metre, in_force
-from musicrnn.midi import DEFAULT_BPM, Piece, load_midi, read_track_names, write_midi
-from musicrnn.model import MusicRNN, at_precision, inference_mode_for
+from musicrnn.midi import load_midi, read_track_names, write_midi
+from musicrnn.notes import DEFAULT_BPM, Piece
+from musicrnn.inference import Stepper, stepper_for
+from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 from musicrnn.tonality import home_shift
 
@@ -45,33 +46,21 @@ class Generated:
     events: int  # tokens generated in total
 
 
-def generate(model: MusicRNN, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
-             primer: np.ndarray | None = None, device: str | torch.device = "cpu",
-             max_tokens: int | None = None, bias: np.ndarray | None = None,
+RowBias = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]  # (pitch sums, counts) per row -> [B, vocab]
+
+
+def generate(stepper: Stepper, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
+             primer: np.ndarray | None = None, max_tokens: int | None = None, bias: np.ndarray | None = None,
              row_bias: RowBias | None = None) -> Generated:
-    """Sample ``batch`` continuations of ``primer`` (or of nothing), each ``target_steps``
-    codec steps long (grid frames or time-shift steps); ``bias`` [vocab]: nats added to the
-    logits before sampling (the listening followers' priors); ``row_bias(pitch_sums, counts)``:
-    nats [batch, vocab] from what each row has played so far (its note-ons' pitches)."""
-    with inference_mode_for(device, batch, _weights_dtype(model)):
-        return _generate(model, codec, batch, target_steps, cfg, seed, primer, torch.device(device), max_tokens, bias,
-                         row_bias)
-
-
-def _weights_dtype(model) -> torch.dtype:
-    """The model's weight type; float32 for steppers without weights (the n-gram baseline)."""
-    first = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-    return first.dtype if first is not None else torch.float32
-
-
-def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_tokens, bias=None,
-              row_bias=None) -> Generated:
+    """Sample ``batch`` continuations of ``primer`` (or of nothing) on fresh rows of ``stepper``
+    (see :func:`musicrnn.inference.stepper_for`), each ``target_steps`` codec steps long (grid
+    frames or time-shift steps); ``bias`` [vocab]: nats added to the logits before sampling (the
+    listening followers' priors); ``row_bias(pitch_sums, counts)``: nats [batch, vocab] from what
+    each row has played so far (its note-ons' pitches)."""
     cfg.validate(codec)
-    model.eval()
     t0 = time.perf_counter()
     prefix = np.concatenate([[BOS], primer if primer is not None else []]).astype(np.int64)
-    fast = FastStepper.for_model(model) if device.type == "cpu" else None
-    step = _numpy_rows(fast, model, prefix, batch) if fast else _torch_rows(model, prefix, batch, device)
+    rows = stepper.fresh(batch)
     cur = torch.full((batch,), int(prefix[-1]), dtype=torch.long)
     cons = Constraints.for_codec(codec, batch, cfg)
     if primer is not None and len(primer):  # the constraints see the primer's last notes
@@ -84,19 +73,20 @@ def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_
     limit = max_tokens or target_steps * 64 + 64
     events = 0
     chunks = []
-    bias_t = torch.from_numpy(np.asarray(bias, np.float32)) if bias is not None else None
+    bias32 = np.asarray(bias, np.float32) if bias is not None else None
     pitch_sums, counts = np.zeros(batch), np.zeros(batch)
     onset = codec.token_kind == KIND_NOTE_ON
     # numpy's BLAS (the CPU path) gets as many threads as torch: one knob (--threads)
-    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+    with rows.kernels(), threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        rows.prime(prefix[:-1])  # everything but the last primer token, which the first step reads
         for _ in range(limit):
-            logits = step(cur)
-            if bias_t is not None:
-                logits = logits + bias_t
+            logits = rows.step(cur.numpy())
+            if bias32 is not None:
+                logits = logits + bias32
             if row_bias is not None:
                 extra = row_bias(pitch_sums, counts)
                 if extra is not None:
-                    logits = logits + torch.from_numpy(extra)
+                    logits = logits + extra
             mask = cons.mask()
             nxt = sample_next(logits, cfg, rand.next(), mask)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
@@ -116,38 +106,6 @@ def _generate(model, codec, batch, target_steps, cfg, seed, primer, device, max_
     toks = [out[i, : int(lengths[i])].numpy().astype(np.int64) for i in range(batch)]
     steps = (cons.steps - base_steps).tolist()
     return Generated(toks, steps, time.perf_counter() - t0, events)
-
-
-RowBias = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]  # (pitch sums, counts) per row -> [B, vocab]
-Stepper = Callable[[torch.Tensor], torch.Tensor]  # tokens [B] -> next-token logits [B, vocab], float32, CPU
-
-
-def _numpy_rows(fast: FastStepper, model: MusicRNN, prefix: np.ndarray, batch: int) -> Stepper:
-    """The CPU path for float32 models: a batch steps as a few matrix products in numpy
-    (torch's LSTM at batch 64 took ~2.7 ms a step here, this ~1 ms; at batch 1 ~0.3 vs 0.07)."""
-    state = fast.initial_state(batch)
-    if len(prefix) > 1:  # prime on everything but the last primer token, once for all rows
-        _, primed = model(torch.from_numpy(prefix[:-1])[None], None)
-        state[:] = fast.from_model_state(primed)[:, None, :]
-
-    def step(tokens: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(fast.step_batch(tokens.numpy(), state)[0])
-
-    return step
-
-
-def _torch_rows(model: MusicRNN, prefix: np.ndarray, batch: int, device: torch.device) -> Stepper:
-    """GPUs, bfloat16 weights and models with attention: the model's own step."""
-    state = None
-    if len(prefix) > 1:  # prime the state on everything but the last primer token
-        _, state = model(torch.from_numpy(prefix[:-1]).to(device)[None].expand(batch, -1), None)
-
-    def step(tokens: torch.Tensor) -> torch.Tensor:
-        nonlocal state
-        logits, state = model.step(tokens.to(device), state)
-        return logits.float().cpu()  # float: a bf16 model's logits too
-
-    return step
 
 
 def _replay_primer(cons: Constraints, primer: np.ndarray) -> None:
@@ -178,7 +136,7 @@ class ComposeOptions:
     png: bool = False
     wav: bool = False
     device: str = "cpu"
-    precision: str = "fp32"  # bf16: bfloat16 weights (see musicrnn.model.at_precision)
+    precision: str = "fp32"  # bf16: bfloat16 weights (see musicrnn.inference.at_precision)
     overwrite: bool = False  # replace an earlier run's NAME-NNN files (and remove the ones not rewritten)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # key and range in the output's pitches
     follow: Follow = field(default_factory=Follow)  # what a continuation follows of its primer (key, register, velocity)
@@ -351,8 +309,8 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
             f"run; give --overwrite to replace them (those this run does not rewrite are removed), or another "
             f"-o/--name")
 
-    gen = generate(at_precision(model, opts.precision), codec, opts.n, target, sampling, opts.seed,
-                   primer.tokens if primer else None, opts.device, bias=note_bias(prior=listener.key_prior(transpose)),
+    gen = generate(stepper_for(model, opts.device, opts.precision), codec, opts.n, target, sampling, opts.seed,
+                   primer.tokens if primer else None, bias=note_bias(prior=listener.key_prior(transpose)),
                    row_bias=_register_bias(listener, note_bias, transpose) if primer else None)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))

@@ -1,4 +1,5 @@
-"""Measuring models: NLL per token and, for grid data, NLL per frame as published.
+"""Measuring models: NLL per token and, for grid data, NLL per frame as published; the n-gram
+baseline scored by the same code; music statistics of samples against held-out excerpts.
 
 Protocol (Boulanger-Lewandowski et al. 2012; Bai et al. 2018): every piece starts from the
 model's initial state and a BOS token, so its first frame is predicted from nothing but the
@@ -11,70 +12,30 @@ from __future__ import annotations
 
 import math
 import shlex
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
-import torch
 
-from musicrnn.codecs import BOS, Codec, prepare_options
-from musicrnn.corpus import TokenData, read_manifest
-from musicrnn.midi import DEFAULT_BPM
+from musicrnn.codecs import Codec, prepare_options
+from musicrnn.corpus import TokenData, nonempty_split, read_manifest
+from musicrnn.errors import DataError
+from musicrnn.inference import Stepper, stepper_for
+from musicrnn.notes import DEFAULT_BPM
+from musicrnn.ngram import NGramStepper, fit_ngram
 
 # music statistics compare piece openings of so many bars of 4/4 at 120 BPM (decode_piece's tempo)
 STATS_BEATS_PER_BAR = 4.0
 
 
-class Scorer(Protocol):
-    """Anything that can score a batch of pieces: returns per-token NLL (nats) per piece."""
-
-    def score(self, pieces: list[np.ndarray]) -> list[np.ndarray]: ...
-
-
-class RNNScorer:
-    """Scores pieces with a MusicRNN, batched and chunked (state carried between chunks)."""
-
-    def __init__(self, model, device="cpu", batch_size: int = 32, chunk: int = 512, autocast_dtype=None) -> None:
-        self.model, self.device, self.batch_size, self.chunk = model, torch.device(device), batch_size, chunk
-        self.autocast_dtype = autocast_dtype
-
-    @torch.no_grad()
-    def score(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
-        from musicrnn.model import token_nll
-
-        self.model.eval()
-        order = np.argsort([-len(p) for p in pieces], kind="stable")
-        out: list[np.ndarray | None] = [None] * len(pieces)
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
-            batch = [pieces[j] for j in idx]
-            longest = max(len(p) for p in batch)
-            inputs = np.zeros((len(batch), longest), np.int64)
-            targets = np.full((len(batch), longest), -1, np.int64)
-            for r, p in enumerate(batch):
-                seq = np.concatenate([[BOS], p])
-                inputs[r, : len(p)] = seq[:-1]
-                targets[r, : len(p)] = seq[1:]
-            inp = torch.from_numpy(inputs).to(self.device)
-            tgt = torch.from_numpy(targets).to(self.device)
-            state = None
-            nll = torch.zeros(tgt.shape, dtype=torch.float64)
-            for s in range(0, longest, self.chunk):
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                    chunk_nll, state = token_nll(self.model, inp[:, s : s + self.chunk], tgt[:, s : s + self.chunk], state)
-                nll[:, s : s + self.chunk] = chunk_nll.double().cpu()
-            for r, j in enumerate(idx):
-                out[j] = nll[r, : len(pieces[j])].numpy()
-        return out  # type: ignore[return-value]
-
-
-def evaluate_pieces(scorer: Scorer, pieces: list[np.ndarray], codec, progress: Callable[[int], None] | None = None,
-                    group: int = 64) -> dict:
-    """NLL per token (nats), bits per token, perplexity; for grid codecs also NLL per frame."""
+def evaluate_pieces(scorer: Stepper, pieces: list[np.ndarray], codec, progress: Callable[[int], None] | None = None,
+                    group: int = 64, batch_size: int = 32) -> dict:
+    """NLL per token (nats), bits per token, perplexity; for grid codecs also NLL per frame.
+    ``scorer``: any stepper (its :meth:`~musicrnn.inference.Stepper.score`)."""
     total, tokens, frames = 0.0, 0, 0
     per_piece_frames = []
     for i in range(0, len(pieces), group):
         part = pieces[i : i + group]
-        for p, nll in zip(part, scorer.score(part)):
+        for p, nll in zip(part, scorer.score(part, batch_size)):
             total += float(nll.sum())
             tokens += len(p)
             if codec.has_frames:
@@ -138,34 +99,30 @@ def codec_mismatch(model_name, model_codec: Codec, data_folder, data_codec: Code
             f"prepare matching data: {prepare_command(model_codec, data_folder)}")
 
 
-def nonempty_split(data_folder, split: str) -> TokenData:
-    """One split of a data folder, refused when it holds no piece: scoring nothing would print
-    NLL 0 and perplexity 1, numbers that look like a perfect model."""
-    from musicrnn.errors import DataError
-
-    data = TokenData(data_folder, split)
-    if len(data) == 0:
-        others = " or ".join(s for s in ("valid", "test") if s != split)
-        other = f"choose another --split ({others}) or " if split != "train" else ""
-        raise DataError(f"{data_folder}: the {split} split is empty (0 pieces); {other}prepare the data with a "
-                        f"non-zero {split} fraction (musicrnn data prepare --split)")
-    return data
-
-
 def evaluate_checkpoint(ckpt, data_folder, split: str = "test", device: str = "cpu", batch_size: int = 32,
-                        max_pieces: int | None = None, progress=None) -> dict:
-    """Evaluate a loaded checkpoint on one split of a prepared data folder."""
-    from musicrnn.errors import DataError
-
+                        max_pieces: int | None = None, progress=None, precision: str = "fp32",
+                        quantize: str = "none") -> dict:
+    """Evaluate a loaded checkpoint on one split of a prepared data folder, run as
+    :func:`~musicrnn.inference.stepper_for` runs it with ``device``, ``precision`` and ``quantize``."""
     data = nonempty_split(data_folder, split)
     if data.codec != ckpt.codec:
         raise DataError(codec_mismatch(getattr(ckpt, "path", "the model"), ckpt.codec, data_folder, data.codec,
                                        "evaluate it"))
     n = len(data) if max_pieces is None else min(max_pieces, len(data))
     pieces = [data.piece(i) for i in range(n)]
-    model = ckpt.model.to(device)
-    result = evaluate_pieces(RNNScorer(model, device, batch_size), pieces, data.codec, progress)
+    stepper = stepper_for(ckpt.model, device, precision, quantize)
+    result = evaluate_pieces(stepper, pieces, data.codec, progress, batch_size=batch_size)
     result["split"] = split
+    return result
+
+
+def evaluate_ngram(data_folder, order: int, split: str = "test") -> dict:
+    """Fit an ``order``-gram on the train split, score ``split`` with the shared evaluation code."""
+    data = nonempty_split(data_folder, split)  # before the fit, which can take a while
+    lm = fit_ngram(data_folder, order)
+    result = evaluate_pieces(NGramStepper(lm), [data.piece(i) for i in range(len(data))], data.codec)
+    result["split"] = split
+    result["model"] = f"{order}-gram interpolated Kneser-Ney"
     return result
 
 
@@ -177,8 +134,6 @@ def real_excerpts(data_folder, split: str, bars: float, beats_per_bar: float = S
     counterpart is the opening of every held-out piece: one excerpt per piece, all pieces
     weighted alike (taking every excerpt of the first pieces instead would over-represent long
     pieces and whichever corpus comes first in a mixed folder)."""
-    from musicrnn.corpus import TokenData
-
     data = TokenData(data_folder, split)
     span = bars * beats_per_bar
     out = []
@@ -194,11 +149,12 @@ def real_excerpts(data_folder, split: str, bars: float, beats_per_bar: float = S
 
 
 def music_stats_comparison(ckpt, data_folder, split: str = "test", samples: int = 64, bars: float = 8.0,
-                           seed: int = 0, ngram_order: int = 5, temperature: float = 1.0) -> dict:
-    """MusPy statistics of real held-out excerpts, of our samples and of n-gram samples."""
+                           seed: int = 0, ngram_order: int = 5, temperature: float = 1.0, device: str = "cpu",
+                           precision: str = "fp32", quantize: str = "none") -> dict:
+    """MusPy statistics of real held-out excerpts, of our samples (the model run as
+    :func:`~musicrnn.inference.stepper_for` runs it) and of n-gram samples."""
     from musicrnn.compose import generate
     from musicrnn.music_stats import closer_count, mean_stats
-    from musicrnn.ngram import NGramStepper, fit_ngram
     from musicrnn.sample import SamplingConfig
 
     codec = ckpt.codec
@@ -211,9 +167,9 @@ def music_stats_comparison(ckpt, data_folder, split: str = "test", samples: int 
             out.append(codec.decode_piece(toks).notes)
         return out
 
-    ours = notes_of(generate(ckpt.model, codec, samples, steps, cfg, seed))
+    ours = notes_of(generate(stepper_for(ckpt.model, device, precision, quantize), codec, samples, steps, cfg, seed))
     lm = fit_ngram(data_folder, ngram_order)
-    base = notes_of(generate(NGramStepper(lm), codec, samples, steps, cfg, seed))  # type: ignore[arg-type]
+    base = notes_of(generate(NGramStepper(lm), codec, samples, steps, cfg, seed))
     real = real_excerpts(data_folder, split, bars)
     table = {"real": mean_stats(real), "ours": mean_stats(ours), f"{ngram_order}-gram": mean_stats(base)}
     wins, total = closer_count(table["real"], table["ours"], table[f"{ngram_order}-gram"])

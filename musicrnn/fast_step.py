@@ -17,8 +17,10 @@ float32, on preallocated buffers:
 
 It computes the function of :meth:`MusicRNN.step` in eval mode, to float32 rounding. At batch
 64 it steps the default model in ~1 ms here, against ~2.7 ms for torch's LSTM. Models with
-attention, quantized or bfloat16 models keep the torch path (:meth:`FastStepper.for_model`
-says which). numpy's BLAS must run on one thread for real-time use: :func:`single_thread_blas`.
+attention, quantized or bfloat16 models keep the torch path (:meth:`FastStepper.supports` says
+which; :func:`musicrnn.inference.stepper_for` chooses, and
+:class:`~musicrnn.inference.NumpyStepper` runs this one). numpy's BLAS must run on one thread
+for real-time use: :func:`single_thread_blas`.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class FastStepper:
 
     @staticmethod
     def supports(model: Any) -> bool:
-        """Whether :class:`FastStepper` can step ``model`` (else use ``model.step``)."""
+        """Whether :class:`FastStepper` can step ``model`` (else torch steps it: ``model.step``)."""
         if not isinstance(model, MusicRNN) or model.config.attention:
             return False
         rnn = model.rnn
@@ -117,11 +119,6 @@ class FastStepper:
         if type(model.head) is not nn.Linear or (hasattr(model, "proj") and type(model.proj) is not nn.Linear):
             return False
         return all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
-
-    @classmethod
-    def for_model(cls, model: Any) -> "FastStepper | None":
-        """The fast stepper for ``model``, or None where the torch path must be used."""
-        return cls(model) if cls.supports(model) else None
 
     def initial_state(self, batch: int | None = None) -> np.ndarray:
         """Zeros: ``(parts, layers * hidden)``, or ``(parts, batch, layers * hidden)`` for

@@ -58,6 +58,11 @@ DENSITY = Limit(0, 128)  # most model notes at once; 0 = no limit
 ANSWER_BARS = Limit(0.25, 64)  # call-response: how long an answer lasts
 PITCH = Limit(0, 127)  # a MIDI note number
 FOLLOW_STRENGTH = Limit(0, 1)  # how strongly an answer follows the player (0 = off, 1 = full)
+VELOCITY = Limit(1, 127)  # a MIDI note-on velocity (compose --velocity N, serve --velocity N)
+PROGRAM = Limit(0, 127)  # a General MIDI program number
+# n-gram baseline orders (eval ngram:ORDER): beyond ~10 Kneser-Ney gains nothing on music; the cap
+# keeps a typo from eating memory
+NGRAM_ORDER = Limit(1, 16)
 
 
 def check_tempo(bpm: float, what: str = "tempo", fix: str = "give a tempo in that range") -> float:

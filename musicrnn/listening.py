@@ -29,7 +29,7 @@ import numpy as np
 
 from musicrnn.codecs import KIND_NOTE_ON
 from musicrnn.errors import MusicRNNError
-from musicrnn.limits import FOLLOW_STRENGTH
+from musicrnn.limits import FOLLOW_STRENGTH, VELOCITY
 from musicrnn.tonality import Key, estimate_key, home_shift, key_profile, scale_pitch_classes
 
 FOLLOWERS = ("key", "register", "velocity", "density", "motif")
@@ -100,8 +100,8 @@ def parse_velocity(text: str) -> tuple[float | None, int]:
         v = int(text)
     except ValueError:
         v = -1
-    if not 1 <= v <= 127:
-        raise MusicRNNError(f"--velocity {text!r}: give follow, model, or a velocity 1-127")
+    if not VELOCITY.lo <= v <= VELOCITY.hi:
+        raise MusicRNNError(f"--velocity {text!r}: give follow, model, or a velocity {VELOCITY.text('-')}")
     return None, v
 
 

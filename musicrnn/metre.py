@@ -1,7 +1,7 @@
 """Bars and beats of a piece: where its bars start, how long compose's bars are.
 
 A piece's tempo map and time signatures are lists of ``(beat, ...)`` events (see
-:class:`musicrnn.midi.Piece`); the event in force at a beat is the last one at or before it.
+:class:`musicrnn.notes.Piece`); the event in force at a beat is the last one at or before it.
 
 A declared 1/4 is read as 4/4: exporters write it when they know no metre (617 of POP909's 909
 files declare 1/4, yet its beat annotations put a downbeat every 4 beats), and a bar of one beat

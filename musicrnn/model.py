@@ -1,66 +1,27 @@
-"""The note-sequence model and its checkpoints.
+"""The note-sequence network and its state operations.
 
-Holds:
-- :class:`ModelConfig`: everything needed to rebuild the network; saved in every checkpoint.
-- :class:`MusicRNN`: Embedding -> LSTM | GRU | RNN [-> attention over the last K outputs] ->
-  logits. ``forward`` runs whole sequences (training, priming); ``step`` runs one token at a
-  time (sampling, live play) with the same weights.
-- :func:`save_checkpoint` (atomic) and :func:`load_checkpoint` (``weights_only=True``): the one
-  place checkpoints are written and read.
+Holds :class:`MusicRNN`: Embedding -> LSTM | GRU | RNN [-> attention over the last K outputs]
+-> logits. ``forward`` runs whole sequences (training, priming); ``step`` runs one token at a
+time (sampling, live play) with the same weights. Its state is a tuple (rnn state, recent
+outputs or None), handled here only: :meth:`~MusicRNN.reset_state_rows` (a new piece starts in
+a row), :meth:`~MusicRNN.select_state_rows` (rows picked for a fork),
+:meth:`~MusicRNN.detach_state` (truncated backprop), :meth:`~MusicRNN.state_to_dict` /
+:meth:`~MusicRNN.state_from_dict` (in a checkpoint). :func:`token_nll` is the loss.
+
+What it is configured by: :class:`musicrnn.config.ModelConfig`; how it is saved and loaded:
+:mod:`musicrnn.checkpoint`; how it is run for inference: :mod:`musicrnn.inference`.
 """
 
 from __future__ import annotations
-
-import contextlib
-import copy
-import os
-import pickle
-import re
-import warnings
-import zipfile
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from musicrnn import __version__
-from musicrnn.codecs import Codec, codec_from_dict
-from musicrnn.errors import CheckpointError, MusicRNNError
-from musicrnn.fileio import atomic_write
+from musicrnn.config import ModelConfig
+from musicrnn.errors import MusicRNNError
 
-CHECKPOINT_FORMAT_VERSION = 1
-ARCHS = ("lstm", "gru", "rnn")
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    arch: str = "lstm"  # lstm | gru | rnn (plain tanh RNN, the textbook baseline)
-    layers: int = 2  # stacked recurrent layers
-    hidden: int = 512  # units per layer; the main size/speed knob
-    embedding: int = 256  # token embedding width
-    dropout: float = 0.0  # on embeddings, between layers and before the output; 0.2-0.5 fights overfitting
-    tie_weights: bool = False  # share the embedding with the output layer (fewer parameters)
-    attention: int = 0  # attend over the last K outputs (Magenta's attention RNN); 0 = off
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise MusicRNNError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if min(self.vocab_size, self.layers, self.hidden, self.embedding) < 1 or self.attention < 0:
-            raise MusicRNNError("vocab size, layers, hidden and embedding must be positive; attention >= 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise MusicRNNError(f"dropout must be in [0, 1), not {self.dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+RNN_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # musicrnn.config.ARCHS -> torch layer
 
 
 class MusicRNN(nn.Module):
@@ -69,8 +30,10 @@ class MusicRNN(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = c = config
+        if c.vocab_size < 1:
+            raise MusicRNNError("the model config has no vocabulary size (set it to the codec's)")
         self.embed = nn.Embedding(c.vocab_size, c.embedding)
-        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[c.arch]
+        rnn_cls = RNN_LAYERS[c.arch]
         self.rnn = rnn_cls(c.embedding, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
         self.drop = nn.Dropout(c.dropout)
         if c.attention:
@@ -146,6 +109,41 @@ class MusicRNN(nn.Module):
         return rnn_state, history
 
     @staticmethod
+    def select_state_rows(state, rows: torch.Tensor):
+        """The state of the sequences ``rows`` (an index tensor; in its order, a row may repeat)."""
+        if state is None:
+            return None
+        rnn_state, history = state
+        if isinstance(rnn_state, tuple):
+            rnn_state = tuple(s[:, rows] for s in rnn_state)
+        else:
+            rnn_state = rnn_state[:, rows]
+        return rnn_state, (history[rows] if history is not None else None)
+
+    @staticmethod
+    def state_to_dict(state) -> dict | None:
+        """The state as plain CPU tensors, for a checkpoint (training's carried state)."""
+        if state is None:
+            return None
+        rnn_state, history = state
+        if isinstance(rnn_state, tuple):
+            saved = {"h": rnn_state[0].detach().cpu(), "c": rnn_state[1].detach().cpu()}
+        else:
+            saved = {"h": rnn_state.detach().cpu()}
+        if history is not None:
+            saved["history"] = history.detach().cpu()
+        return saved
+
+    @staticmethod
+    def state_from_dict(saved: dict | None, device: str | torch.device = "cpu"):
+        """The state :meth:`state_to_dict` wrote, on ``device``."""
+        if not saved:
+            return None
+        rnn = (saved["h"].to(device), saved["c"].to(device)) if "c" in saved else saved["h"].to(device)
+        history = saved["history"].to(device) if "history" in saved else None
+        return rnn, history
+
+    @staticmethod
     def detach_state(state):
         if state is None:
             return None
@@ -163,239 +161,3 @@ def token_nll(model: MusicRNN, tokens: torch.Tensor, targets: torch.Tensor, stat
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1).clamp(min=0), reduction="none")
     nll = nll.view_as(targets) * (targets >= 0)
     return nll, state
-
-
-# --- checkpoints --------------------------------------------------------------------------------
-
-
-@dataclass
-class Checkpoint:
-    model: MusicRNN
-    codec: Codec
-    meta: dict[str, Any]
-    raw: dict[str, Any]  # everything stored (optimizer, scheduler, RNG, data position for resume)
-    path: Path
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save that never leaves a half-written file (see :func:`musicrnn.fileio.atomic_write`)."""
-    with atomic_write(path) as fh:
-        torch.save(obj, fh)
-
-
-def save_checkpoint(path, model: MusicRNN, codec: Codec, meta: dict[str, Any] | None = None, **extra: Any) -> None:
-    """Save model + codec + metadata (+ training state in ``extra``) atomically."""
-    unwrapped = getattr(model, "module", model)
-    obj = {
-        "format": "musicrnn-checkpoint",
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "musicrnn_version": __version__,
-        "model_config": unwrapped.config.to_dict(),
-        "codec": codec.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()},
-        "meta": meta or {},
-        **extra,
-    }
-    atomic_torch_save(obj, path)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint safely (``weights_only=True``: no code in the file can run).
-
-    ``path`` may also be a run folder or the name of a bundled model (see :func:`resolve_checkpoint`).
-    Raises :class:`CheckpointError` with one line naming the file and the fix.
-    """
-    path = resolve_checkpoint(path)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).exists():
-                return load_checkpoint(path / name, device)
-        raise CheckpointError(f"{path}: folder has no best.pt or last.pt; point --model at a .pt file")
-    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is not ours
-        raise CheckpointError(f"{path}: corrupt or not a checkpoint (not a torch zip archive); re-download or retrain it")
-    try:
-        raw = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused to load: {_unsafe_reason(str(exc))}; "
-                              "only load checkpoints from sources you trust, saved by musicrnn") from None
-    except Exception as exc:  # whatever a damaged archive makes torch raise (zip, pickle, storage errors)
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:120]})") from None
-    if not isinstance(raw, dict) or raw.get("format") != "musicrnn-checkpoint":
-        raise CheckpointError(f"{path}: not a musicrnn checkpoint")
-    version = raw.get("format_version")
-    if type(version) is not int or version != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version!r} (musicrnn {raw.get('musicrnn_version')}) is not supported "
-            f"by musicrnn {__version__} (checkpoint format version {CHECKPOINT_FORMAT_VERSION})"
-        )
-    try:
-        codec = codec_from_dict(raw["codec"])
-        if not isinstance(raw["model_config"], dict):
-            raise CheckpointError(f"{path}: damaged checkpoint (model_config is not a table)")
-        config = ModelConfig.from_dict(raw["model_config"])
-        if config.vocab_size != codec.vocab_size:
-            raise CheckpointError(f"{path}: model vocabulary {config.vocab_size} does not match its codec ({codec.vocab_size})")
-        _check_weights(path, config, raw["model"])
-        model = MusicRNN(config)
-        model.load_state_dict(raw["model"])
-    except CheckpointError:
-        raise
-    except MusicRNNError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: incomplete or mismatched checkpoint ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:160]})") from None
-    meta = raw.get("meta", {})
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: damaged checkpoint (meta is not a table)")
-    model.to(device).eval()
-    return Checkpoint(model, codec, meta, raw, path)
-
-
-def _unsafe_reason(torch_message: str) -> str:
-    """Our own words for torch's refusal: its message is many lines of advice (to load with
-    ``weights_only=False``, which we never do) with terminal escapes; keep only what the file holds."""
-    found = re.search(r"GLOBAL ([\w.]+)", torch_message)
-    what = f" ({found.group(1)})" if found else ""
-    return f"it holds Python objects other than plain weights{what}, which could run code if loaded"
-
-
-def _check_weights(path: Path, config: ModelConfig, weights: Any) -> None:
-    """The stored weights are exactly the tensors ``config`` needs, all finite: checked on the
-    meta device (nothing allocated), so a crafted config cannot make us build a huge model."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in MusicRNN(config).state_dict().items()}
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(f"{path}: damaged checkpoint (the weights are not a table of tensors)")
-    got = {k: tuple(v.shape) for k, v in weights.items()}
-    if got != expected:
-        bad = sorted(set(got) ^ set(expected)) or sorted(k for k in got if got[k] != expected[k])
-        raise CheckpointError(f"{path}: the weights do not fit the model config ({', '.join(map(str, bad[:3]))}); "
-                              "the file is damaged or was edited")
-    for k, v in weights.items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{path}: weights {k} hold NaN or infinity (training diverged, or the file is damaged)")
-
-
-BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = "chorales"  # the bundled model used when none is named; also reachable as "default"
-DEFAULT_MODEL_PATH = BUNDLED_MODELS_DIR / f"{DEFAULT_MODEL}.pt"
-
-
-def default_model_path() -> Path:
-    """The model bundled with the package, used when no --model is given."""
-    return DEFAULT_MODEL_PATH
-
-
-def bundled_model_names() -> list[str]:
-    """Names of the models shipped inside the package (``chorales``, ...; ``default`` names the default one)."""
-    return sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.pt"))
-
-
-def resolve_checkpoint(spec: str | os.PathLike | None) -> Path:
-    """Where a checkpoint named on the command line is: ``None`` means the bundled default; an
-    existing file or run folder is itself; a bare name such as ``default`` (or ``default.pt``)
-    that is no file here is a bundled model, so ``--init-from default`` works from any folder.
-    The one resolver behind ``train --init-from``, ``compose/serve --model`` and ``eval``."""
-    if spec is None:
-        return default_model_path()
-    path = Path(spec)
-    if path.exists():
-        return path
-    text = str(spec)
-    if text and path.name == text:  # a bare name, no folder part
-        name = text[:-3] if text.endswith(".pt") else text
-        bundled = BUNDLED_MODELS_DIR / f"{DEFAULT_MODEL if name == 'default' else name}.pt"
-        if bundled.is_file():
-            return bundled
-    names = ", ".join(["default", *bundled_model_names()])
-    raise CheckpointError(f"{path}: no such checkpoint (no such file or run folder, and no bundled model of that "
-                          f"name; bundled: {names}); give a .pt file, a run folder (best.pt) or a bundled model name")
-
-
-def export_checkpoint(src, dst, half: bool = True, meta: dict[str, Any] | None = None) -> Path:
-    """A slim copy of a checkpoint for sharing: model + codec + metadata, no optimizer or
-    training state, weights stored in float16 when ``half`` (loaded back as float32)."""
-    ck = load_checkpoint(src)
-    model = ck.model
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    obj = {
-        "format": "musicrnn-checkpoint",
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "musicrnn_version": __version__,
-        "model_config": model.config.to_dict(),
-        "codec": ck.codec.to_dict(),
-        "model": state,
-        "meta": {**ck.meta, **(meta or {}), "exported_from": str(src), "weights_dtype": "float16" if half else "float32"},
-    }
-    atomic_torch_save(obj, dst)
-    return Path(dst)
-
-
-@contextlib.contextmanager
-def inference_mode_for(device: str | torch.device, batch: int, dtype: torch.dtype = torch.float32):
-    """The fastest CPU kernels for stepping ``batch`` sequences one token at a time.
-
-    Measured here (torch 2.13, 2 threads, the default 2x256 LSTM): with float32 weights oneDNN
-    is slower at every batch size (batch 1: 1.11 against 0.24 ms a step; batch 64: 1.91
-    against 1.25); with bfloat16 weights it wins from batch 8 (batch 64: 0.69 against 4.9 ms).
-    GPUs are left alone.
-    """
-    if torch.device(device).type != "cpu":
-        with torch.no_grad():
-            yield
-        return
-    # only the oneDNN switch changes; the None arguments leave its other settings alone
-    enabled = dtype == torch.bfloat16 and batch > 1
-    with torch.backends.mkldnn.flags(enabled=enabled, deterministic=None, allow_tf32=None, fp32_precision=None):
-        with torch.no_grad():
-            yield
-
-
-PRECISION_CHOICES = ("fp32", "bf16")
-
-
-def at_precision(model: MusicRNN, precision: str = "fp32") -> MusicRNN:
-    """The model with its weights in ``precision`` for inference: ``fp32`` (as trained: the
-    model itself) or ``bf16`` (a copy with bfloat16 weights: half the bytes per step; through
-    torch, a large batch steps ~2-3x faster than in float32 on GPUs and on CPUs with native
-    bfloat16, though compose's numpy path for float32 on a CPU is about as fast). ``musicrnn
-    eval --precision bf16`` shows what it costs in NLL."""
-    if precision == "fp32":
-        return model
-    if precision != "bf16":
-        raise MusicRNNError(f"unknown precision {precision!r}; choose {', '.join(PRECISION_CHOICES)}")
-    return copy.deepcopy(model).to(torch.bfloat16)
-
-
-def bf16_is_native(device: str | torch.device) -> bool:
-    """Does ``device`` compute in bfloat16 natively (else torch emulates it, slowly)?"""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if dev.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return True
-
-
-QUANTIZE_CHOICES = ("none", "int8")
-
-
-def quantized(model: MusicRNN, mode: str = "int8") -> nn.Module:
-    """The fast CPU path for one-token-at-a-time inference: int8 dynamic quantization of the
-    recurrent and linear layers (weights stored as int8, activations quantized on the fly).
-
-    A step reads every weight once, so its time follows the weight bytes: int8 reads a quarter
-    of fp32's. The result keeps ``forward``/``step``; it is for inference on CPU only.
-    ``musicrnn eval --quantize int8`` shows what it costs in NLL.
-    """
-    if mode == "none":
-        return model
-    if mode != "int8":
-        raise MusicRNNError(f"unknown quantization {mode!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        q = torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
-    q.config = model.config
-    return q

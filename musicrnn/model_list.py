@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from musicrnn.model import BUNDLED_MODELS_DIR, DEFAULT_MODEL, bundled_model_names
+from musicrnn.checkpoint import BUNDLED_MODELS_DIR, DEFAULT_MODEL, bundled_model_names
 
 
 @dataclass
@@ -37,7 +37,7 @@ def bundled_models() -> list[Listed]:
 
 def run_models(folders: list[Path]) -> list[Listed]:
     """Run folders holding a best.pt, found in ``folders`` (or being one)."""
-    from musicrnn.model import load_checkpoint
+    from musicrnn.checkpoint import load_checkpoint
 
     found: list[Path] = []
     for folder in folders:

@@ -1,7 +1,8 @@
 """An n-gram baseline with interpolated Kneser-Ney smoothing (Chen & Goodman 1999).
 
-Fitted on the train split's tokens and scored by the same code as the RNN
-(:func:`musicrnn.evaluate.evaluate_pieces`), so every table has a side-by-side baseline.
+Fitted on the train split's tokens; :class:`NGramStepper` runs it as the RNN runs (sampled by
+compose's code, scored by :func:`musicrnn.evaluate.evaluate_pieces`), so every table has a
+side-by-side baseline.
 Each piece's context starts as BOS repeated, exactly as the RNN starts from BOS.
 """
 
@@ -10,16 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from musicrnn.codecs import BOS
-from musicrnn.corpus import TokenData
+from musicrnn.corpus import nonempty_split
 from musicrnn.errors import MusicRNNError
-
-MAX_ORDER = 16  # beyond ~10 Kneser-Ney gains nothing on music; the cap keeps a typo from eating memory
-
+from musicrnn.inference import Stepper
+from musicrnn.limits import NGRAM_ORDER
 
 def check_order(order: object) -> int:
-    """The n-gram order as an int in 1..MAX_ORDER, or a one-line error naming the fix."""
-    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
-        raise MusicRNNError(f"n-gram order {order!r}: give a whole number from 1 to {MAX_ORDER}, e.g. ngram:5")
+    """The n-gram order as an int in :data:`~musicrnn.limits.NGRAM_ORDER`, or a one-line error naming the fix."""
+    if isinstance(order, bool) or not isinstance(order, int) or not NGRAM_ORDER.lo <= order <= NGRAM_ORDER.hi:
+        raise MusicRNNError(f"n-gram order {order!r}: give a whole number from {NGRAM_ORDER.text(' to ')}, e.g. ngram:5")
     return order
 
 
@@ -29,7 +29,7 @@ def parse_ngram_spec(spec: str) -> int:
     try:
         order = int(text)
     except ValueError:
-        raise MusicRNNError(f"{spec!r}: give the n-gram order as a whole number from 1 to {MAX_ORDER}, "
+        raise MusicRNNError(f"{spec!r}: give the n-gram order as a whole number from {NGRAM_ORDER.text(' to ')}, "
                             "e.g. ngram:5") from None
     return check_order(order)
 
@@ -162,50 +162,40 @@ class KneserNey:
 
 
 def fit_ngram(data_folder, order: int) -> KneserNey:
-    from musicrnn.evaluate import nonempty_split
-
+    """An ``order``-gram fitted on the train split of ``data_folder``."""
     train = nonempty_split(data_folder, "train")
     offsets = train.offsets  # the memory-mapped uint16 tokens themselves: no int64 copy of the corpus
     return KneserNey(order, train.codec.vocab_size).fit([train.tokens[offsets[i] : offsets[i + 1]] for i in range(len(train))])
 
 
-def evaluate_ngram(data_folder, order: int, split: str = "test") -> dict:
-    """Fit on train, score ``split`` with the shared evaluation code."""
-    from musicrnn.evaluate import evaluate_pieces
+class NGramStepper(Stepper):
+    """A fitted n-gram as a :class:`~musicrnn.inference.Stepper`, so the baseline is sampled
+    (:func:`musicrnn.compose.generate`) with the same masks and sampler as the RNN, and scored
+    by the same code. A row's state is its recent context (the last ``n - 1`` tokens)."""
 
-    from musicrnn.evaluate import nonempty_split
+    name = "ngram"
 
-    data = nonempty_split(data_folder, split)  # before the fit, which can take a while
-    model = fit_ngram(data_folder, order)
-    result = evaluate_pieces(model, [data.piece(i) for i in range(len(data))], data.codec)
-    result["split"] = split
-    result["model"] = f"{order}-gram interpolated Kneser-Ney"
-    return result
+    def __init__(self, lm: KneserNey, rows: int = 1, contexts: list[list[int]] | None = None) -> None:
+        self.lm, self.rows = lm, rows
+        self.contexts = contexts if contexts is not None else [[] for _ in range(rows)]
 
+    def _recent(self, context: list[int]) -> list[int]:
+        return context[-(self.lm.n - 1) :] if self.lm.n > 1 else []
 
-class NGramStepper:
-    """Makes a fitted n-gram look like :class:`~musicrnn.model.MusicRNN` to
-    :func:`musicrnn.compose.generate`, so the baseline is sampled with the same masks and the
-    same sampler as the RNN. The "state" is each row's recent context."""
+    def prime(self, tokens) -> None:
+        self.contexts = [self._recent([int(t) for t in tokens]) for _ in range(self.rows)]
 
-    def __init__(self, lm: KneserNey) -> None:
-        self.lm = lm
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        self.contexts = [self._recent(c + [int(t)]) for c, t in zip(self.contexts, np.asarray(tokens).tolist())]
+        probs = np.stack([self.lm.next_distribution(c) for c in self.contexts])
+        return np.log(np.maximum(probs, 1e-30)).astype(np.float32)
 
-    def eval(self) -> "NGramStepper":
-        return self
+    def fork(self, rows=None) -> "NGramStepper":
+        picked = self.contexts if rows is None else [self.contexts[r] for r in rows]
+        return NGramStepper(self.lm, len(picked), [list(c) for c in picked])
 
-    def _logits(self, contexts: list[list[int]]):
-        import torch
+    def fresh(self, rows: int = 1) -> "NGramStepper":
+        return NGramStepper(self.lm, rows)
 
-        probs = np.stack([self.lm.next_distribution(c) for c in contexts])
-        return torch.from_numpy(np.log(np.maximum(probs, 1e-30))).float()
-
-    def __call__(self, tokens, state=None):
-        contexts = [list(map(int, row)) for row in tokens.tolist()]
-        return None, [c[-(self.lm.n - 1) :] if self.lm.n > 1 else [] for c in contexts]
-
-    def step(self, token, state=None):
-        rows = token.tolist()
-        contexts = state or [[] for _ in rows]
-        contexts = [(c + [int(t)])[-(self.lm.n - 1) :] if self.lm.n > 1 else [] for c, t in zip(contexts, rows)]
-        return self._logits(contexts), contexts
+    def score(self, pieces: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
+        return self.lm.score(pieces)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicrnn.midi import Piece
+from musicrnn.notes import Piece
 
 PRIMER_COLOUR = "#4c72b0"
 CONTINUATION_COLOUR = "#dd8452"

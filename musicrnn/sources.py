@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from musicrnn.errors import DataError, MidiError, MusicRNNError
-from musicrnn.midi import NOTE_DTYPE, NoteBatch, Piece, load_midi, piece_index
+from musicrnn.midi import load_midi
+from musicrnn.notes import NOTE_DTYPE, NoteBatch, Piece, piece_index
 from musicrnn.tonality import Key, parse_key
 
 MIDI_SUFFIXES = {".mid", ".midi", ".kar", ".smf"}

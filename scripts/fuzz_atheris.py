@@ -27,11 +27,12 @@ import atheris
 with atheris.instrument_imports():
     import numpy as np
 
+    from musicrnn.checkpoint import load_checkpoint
     from musicrnn.codec import GridCodec, PerformanceCodec
     from musicrnn.corpus import TokenData, prepare, read_manifest
     from musicrnn.errors import CheckpointError, DataError, MidiError
-    from musicrnn.midi import Piece, load_midi, make_notes, write_midi
-    from musicrnn.model import load_checkpoint
+    from musicrnn.midi import load_midi, write_midi
+    from musicrnn.notes import Piece, make_notes
 
 WORK = Path(tempfile.mkdtemp(prefix="musicrnn-atheris-"))
 CODECS = [PerformanceCodec(), PerformanceCodec(time_unit="beats"), GridCodec(), GridCodec(mark_restrikes=True)]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from musicrnn.checkpoint import export_checkpoint, load_checkpoint
 from musicrnn.evaluate import evaluate_checkpoint
-from musicrnn.model import export_checkpoint, load_checkpoint
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ class _KillAfter:
 def install(fault: str) -> None:
     if fault.startswith("ckpt-write:"):
         _, nth, nbytes = fault.split(":")
-        import musicrnn.model as model
+        import musicrnn.checkpoint as model
 
         real = model.atomic_write
         count = [0]

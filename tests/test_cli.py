@@ -188,7 +188,7 @@ def test_real_process_prepare_edge_cases(edge_cases: Path, tmp_path: Path) -> No
 
 
 def test_models_lists_bundled_models_and_runs_and_names_resolve(tmp_path: Path) -> None:
-    from musicrnn.model import DEFAULT_MODEL, resolve_checkpoint
+    from musicrnn.checkpoint import DEFAULT_MODEL, resolve_checkpoint
 
     from helpers.models import tiny_checkpoint
 

@@ -22,7 +22,7 @@ from musicrnn.codec import (
     frame_count,
 )
 from musicrnn.errors import CodecError
-from musicrnn.midi import NOTE_DTYPE, make_notes
+from musicrnn.notes import NOTE_DTYPE, make_notes
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_STEPS = 96  # notes lie within this many grid steps (keeps seconds codecs' token counts small)

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 import musicrnn
 from musicrnn import codecs
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.cli import cli
 from musicrnn.codecs.base import (
     CODEC_FORMAT_VERSION,
@@ -34,7 +35,6 @@ from musicrnn.codecs.base import (
 from musicrnn.codecs.options import PITCH_RANGE_OPTION, check_steps, parse_pitch_range, steps_option
 from musicrnn.corpus import prepare, read_manifest
 from musicrnn.errors import MusicRNNError
-from musicrnn.model import load_checkpoint
 from musicrnn.sample import Constraints as SampleConstraints
 from musicrnn.sample import SamplingConfig
 
@@ -271,8 +271,9 @@ def test_a_registered_codec_joins_the_cli_options_and_is_built_from_them(melody)
 
 
 def test_live_play_refuses_a_codec_without_a_live_unit_in_one_line(melody) -> None:
+    from musicrnn.config import ModelConfig
     from musicrnn.live.engine import Engine
-    from musicrnn.model import ModelConfig, MusicRNN
+    from musicrnn.model import MusicRNN
 
     codec = MelodyCodec()
     with pytest.raises(MusicRNNError, match="live play does not know the 'melody' codec"):

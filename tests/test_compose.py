@@ -13,11 +13,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from musicrnn.checkpoint import save_checkpoint
 from musicrnn.cli import cli
 from musicrnn.codec import GridCodec, PerformanceCodec
 from musicrnn.compose import generate
-from musicrnn.midi import Piece, load_midi, make_notes, write_midi
-from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
+from musicrnn.config import ModelConfig
+from musicrnn.inference import stepper_for
+from musicrnn.midi import load_midi, write_midi
+from musicrnn.model import MusicRNN
+from musicrnn.notes import Piece, make_notes
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, parse_key, sample_next
 
 CODECS = {
@@ -185,7 +189,7 @@ def test_wav_render_or_clear_instruction(tmp_path):
 def test_pieces_stop_independently_at_their_length():
     codec = CODECS["grid"]
     model = MusicRNN(ModelConfig(codec.vocab_size, hidden=16, embedding=8, layers=1))
-    g = generate(model, codec, 5, 16, SamplingConfig(), seed=0)
+    g = generate(stepper_for(model), codec, 5, 16, SamplingConfig(), seed=0)
     assert g.steps == [16] * 5
     assert len({len(t) for t in g.tokens}) > 1  # different token counts, same musical length
     for toks in g.tokens:
@@ -245,7 +249,7 @@ def test_neighbouring_seeds_write_unrelated_pieces():
     """Piece i of --seed s must not be piece i+1 of --seed s-1 (a producer running seed 1, then
     seed 2, wants new music)."""
     model = MusicRNN(ModelConfig(CODECS["grid"].vocab_size, hidden=16, embedding=8, layers=1))
-    a = generate(model, CODECS["grid"], 3, 8, SamplingConfig(), seed=1)
-    b = generate(model, CODECS["grid"], 3, 8, SamplingConfig(), seed=2)
+    a = generate(stepper_for(model), CODECS["grid"], 3, 8, SamplingConfig(), seed=1)
+    b = generate(stepper_for(model), CODECS["grid"], 3, 8, SamplingConfig(), seed=2)
     first = [t.tolist() for t in a.tokens]
     assert not any(t.tolist() in first for t in b.tokens)

@@ -12,9 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from musicrnn.checkpoint import save_checkpoint
 from musicrnn.cli import cli
 from musicrnn.codec import GridCodec, PerformanceCodec
-from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
+from musicrnn.config import ModelConfig
+from musicrnn.model import MusicRNN
 
 CODECS = {
     "grid": GridCodec(steps_per_beat=4),
@@ -316,7 +318,7 @@ def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
 def test_piano_roll_shades_notes_by_velocity_and_keeps_the_legend_off_the_notes():
     import matplotlib.pyplot as plt
 
-    from musicrnn.midi import Piece, make_notes
+    from musicrnn.notes import Piece, make_notes
     from musicrnn.plot import piano_roll_figure
 
     piece = Piece(make_notes([(60, 30, 0.0, 1.0), (62, 120, 1.0, 2.0), (64, 120, 2.0, 3.0), (65, 30, 3.0, 4.0)]))

@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 import pytest
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.cli import cli
 from musicrnn.live.server import ServeOptions, Server
-from musicrnn.model import load_checkpoint
 
 from helpers.live import RecordingOutput, hanging_notes
 

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.codec import GridCodec, PerformanceCodec
+from musicrnn.config import ModelConfig
 from musicrnn.fast_step import FastStepper
+from musicrnn.inference import TorchStepper, quantized
 from musicrnn.live.engine import Engine
-from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, quantized
+from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
 
@@ -87,11 +90,11 @@ def test_states_convert_both_ways_and_are_never_changed_in_place(arch) -> None:
 
 
 def test_models_the_fast_path_cannot_step_keep_the_torch_path() -> None:
-    assert FastStepper.for_model(_model("lstm", 2, False)) is not None
+    assert FastStepper.supports(_model("lstm", 2, False))
     with_attention = MusicRNN(ModelConfig(30, hidden=16, embedding=8, attention=3)).eval()
-    assert FastStepper.for_model(with_attention) is None
-    assert FastStepper.for_model(quantized(_model("lstm", 2, False))) is None
-    assert FastStepper.for_model(_model("gru", 1, False).double()) is None
+    assert not FastStepper.supports(with_attention)
+    assert not FastStepper.supports(quantized(_model("lstm", 2, False)))
+    assert not FastStepper.supports(_model("gru", 1, False).double())
     with pytest.raises(ValueError):
         FastStepper(with_attention)
 
@@ -163,11 +166,8 @@ def _single_thread(one_torch_thread):
 def test_engine_on_the_fast_path_plays_what_the_torch_path_plays(which, tiny_grid_model, tiny_performance_model) -> None:
     ckpt = load_checkpoint(tiny_grid_model if which == "grid" else tiny_performance_model)
     fast = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.2), seed=4)
-    slow = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.2), seed=4)
-    assert fast.fast is not None
-    slow.fast = None
-    slow.reset()
-    fast.reset()  # the same reset count, so the same random stream
+    slow = Engine(TorchStepper(ckpt.model), ckpt.codec, SamplingConfig(temperature=1.2), seed=4)
+    assert (fast.stepper.name, slow.stepper.name) == ("numpy", "torch")
     plays = []
     for engine in (fast, slow):
         played = []
@@ -181,9 +181,10 @@ def test_engine_on_the_fast_path_plays_what_the_torch_path_plays(which, tiny_gri
         plays.append(played)
     assert plays[0] and plays[0] == plays[1]
     assert fast.steps == slow.steps
-    np.testing.assert_allclose(fast.stream.logits.numpy(), slow.stream.logits.numpy(), atol=1e-4)
-    state = fast.fast.to_model_state(fast.stream.state)  # type: ignore[union-attr]
-    for got, want in zip(_parts(state), _parts(slow.stream.state)):
+    np.testing.assert_allclose(fast.stream.logits, slow.stream.logits, atol=1e-4)
+    rows = fast.stream.stepper
+    state = rows.fast.to_model_state(rows.state[:, 0])
+    for got, want in zip(_parts(state), _parts(slow.stream.stepper.state)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
 
 
@@ -192,11 +193,11 @@ def test_engine_forks_leave_the_committed_stream_alone(tiny_grid_model) -> None:
     engine = Engine(ckpt.model, ckpt.codec, seed=0)
     engine.human_note_on(0.0, 60, 90)
     stream = engine.stream
-    state, logits, mask = stream.state.copy(), stream.logits.clone(), stream.cons.mask().copy()
+    state, logits, mask = stream.stepper.state.copy(), stream.logits.copy(), stream.cons.mask().copy()
     fork = stream.fork()
     for _ in range(8):
         engine._feed(fork, [engine._sample(fork, engine._mask(fork, False))])
-    assert not np.array_equal(fork.state, state)
-    np.testing.assert_array_equal(stream.state, state)
-    assert torch.equal(stream.logits, logits)
+    assert not np.array_equal(fork.stepper.state, state)
+    np.testing.assert_array_equal(stream.stepper.state, state)
+    np.testing.assert_array_equal(stream.logits, logits)
     np.testing.assert_array_equal(stream.cons.mask(), mask)

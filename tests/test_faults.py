@@ -27,10 +27,11 @@ import numpy as np
 import pytest
 import torch
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.codec import GridCodec
 from musicrnn.corpus import TokenData, prepare, read_manifest
-from musicrnn.midi import Piece, make_notes, write_midi
-from musicrnn.model import load_checkpoint
+from musicrnn.midi import write_midi
+from musicrnn.notes import Piece, make_notes
 
 CHILD = Path(__file__).with_name("fault_child.py")
 MAX_STEPS = 300

@@ -34,11 +34,14 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from musicrnn.checkpoint import load_checkpoint, save_checkpoint
 from musicrnn.codec import GridCodec, PerformanceCodec
+from musicrnn.config import ModelConfig
 from musicrnn.corpus import TokenData, data_stats, prepare, read_manifest
 from musicrnn.errors import CheckpointError, DataError, MidiError
-from musicrnn.midi import MAX_PIECE_BEATS, NOTE_DTYPE, Piece, load_midi, make_notes, write_midi
-from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint
+from musicrnn.midi import MAX_PIECE_BEATS, load_midi, write_midi
+from musicrnn.model import MusicRNN
+from musicrnn.notes import NOTE_DTYPE, Piece, make_notes
 from musicrnn.sources import find_items, mat_rolls
 
 from helpers.paths import MIDI_CORPUS
@@ -706,9 +709,10 @@ def test_checkpoint_from_another_version_or_codec_names_both(checkpoint_bytes: b
 
 
 def test_resume_from_a_model_only_or_other_codec_checkpoint_is_a_clear_error(data_folder: Path, tmp_path: Path) -> None:
-    from musicrnn.train import TrainConfig, train
+    from musicrnn.config import TrainConfig
+    from musicrnn.train import train
 
-    cfg = TrainConfig(hidden=8, embedding=4, layers=1, batch_size=2, seq_len=8, max_steps=2, device="cpu", threads=1)
+    cfg = TrainConfig.from_dict(dict(hidden=8, embedding=4, layers=1, batch_size=2, seq_len=8, max_steps=2, device="cpu", threads=1))
     run = tmp_path / "run"
     data_codec = TokenData(data_folder, "train").codec
     save_checkpoint(run / "last.pt", MusicRNN(ModelConfig(data_codec.vocab_size, hidden=8, embedding=4, layers=1)), data_codec)

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from musicrnn import corpus, midi
+from musicrnn import ingest as ingest_mod
 from musicrnn.codec import Codec, GridCodec, PerformanceCodec
-from musicrnn.corpus import _chunks, encode_chunk, prepare
-from musicrnn.midi import beats_to_seconds, beats_to_seconds_batch, make_notes
+from musicrnn.corpus import prepare
+from musicrnn.ingest import chunk_items, encode_chunk
+from musicrnn.notes import beats_to_seconds, beats_to_seconds_batch, make_notes
 from musicrnn.sources import find_items
 
 from ingest import make_score  # benchmarks/ingest.py (benchmarks/ is on pytest's pythonpath)
@@ -52,7 +54,7 @@ def _results(items: list, codec: Codec, size: int) -> list[tuple]:
     """Every piece as (name, tokens bytes or None, notes, reason), through chunks of ``size``."""
     codec_json = json.dumps(codec.to_dict(), sort_keys=True)
     out = []
-    for chunk in _chunks(items, size):
+    for chunk in chunk_items(items, size):
         for pieces in encode_chunk((chunk, codec_json)).items():
             out += [(n, None if t is None else t.astype("<u2").tobytes(), k, r) for n, t, k, r, _ in pieces]
     return out
@@ -115,14 +117,14 @@ def test_a_failing_chunk_is_encoded_file_by_file(synth: Path, monkeypatch: pytes
     items = find_items(str(synth))
     codec = CODECS["grid"]
     alone = _results(items, codec, 1)
-    encode_pieces = corpus.encode_pieces
+    encode_pieces = ingest_mod.encode_pieces
 
     def fail_on_chunks(codec, batch, *options):
         if len(batch) > 1:
             raise MemoryError("a chunk too large")
         return encode_pieces(codec, batch, *options)
 
-    monkeypatch.setattr(corpus, "encode_pieces", fail_on_chunks)
+    monkeypatch.setattr(ingest_mod, "encode_pieces", fail_on_chunks)
     assert _results(items, codec, 64) == alone
 
 

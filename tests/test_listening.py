@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from musicrnn.checkpoint import default_model_path, load_checkpoint
 from musicrnn.errors import MusicRNNError
 from musicrnn.listening import FOLLOWERS, Follow, Listener, parse_velocity
 from musicrnn.live.clock import InternalClock
 from musicrnn.live.engine import Engine
 from musicrnn.live.modes import Conductor, Settings
-from musicrnn.model import default_model_path, load_checkpoint
 from musicrnn.sample import SamplingConfig
 from musicrnn.tonality import ALL_KEYS, Key, estimate_key, home_shift, in_scale_ratio, scale_pitch_classes
 

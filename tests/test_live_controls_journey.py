@@ -17,6 +17,7 @@ from test_live_osc import FakeContext, FakeServer
 from test_live_scheduler import MS, RecordingOutput, hanging_notes, wait_until
 
 from musicrnn import limits
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.cli import cli
 from musicrnn.errors import MusicRNNError
 from musicrnn.listening import FOLLOWERS, Follow, Listener
@@ -28,7 +29,6 @@ from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.play_modes import MODE_CLASSES, MODES, LiveMode
 from musicrnn.live.scheduler import Scheduler
 from musicrnn.live.server import ServeOptions, Server
-from musicrnn.model import load_checkpoint
 from musicrnn.sample import SamplingConfig
 
 LIVE = Path(__file__).resolve().parents[1] / "musicrnn" / "live"

@@ -223,7 +223,7 @@ def test_a_call_in_f_sharp_major_is_answered_in_f_sharp_major(serve, jack_server
     import numpy as np
     from listening import make_call, notes_from
 
-    from musicrnn.model import default_model_path
+    from musicrnn.checkpoint import default_model_path
     from musicrnn.tonality import Key, estimate_key, in_scale_ratio
 
     tempo, f_sharp = 200.0, Key(6, "major")

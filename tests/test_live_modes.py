@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.listening import Follow, Listener
 from musicrnn.live.clock import PPQN, InternalClock, MidiClock
 from musicrnn.live.engine import Engine
 from musicrnn.live.modes import Conductor, Settings
-from musicrnn.model import load_checkpoint
 from musicrnn.sample import SamplingConfig
 
 from helpers.live import FakeScheduler, run

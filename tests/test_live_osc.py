@@ -20,13 +20,13 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.cli import cli
 from musicrnn.errors import MusicRNNError
 from musicrnn.live import osc
 from musicrnn.live.clock import now_ns
 from musicrnn.live.osc_server import OscServer, note_off_packet, note_on_packet
 from musicrnn.live.server import ServeOptions, Server
-from musicrnn.model import load_checkpoint
 from musicrnn.sample import SamplingConfig
 
 from helpers.live import RecordingOutput, hanging_notes, wait_until

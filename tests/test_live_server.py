@@ -9,12 +9,12 @@ import mido
 import pytest
 from click.testing import CliRunner
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.cli import cli
 from musicrnn.errors import MusicRNNError
 from musicrnn.live.controls import CONTROLS, ControlMap, parse_bindings
 from musicrnn.live.server import ServeOptions, Server
 from musicrnn.live.terminal import serve
-from musicrnn.model import load_checkpoint
 
 from helpers.live import RecordingOutput, hanging_notes, wait_until
 

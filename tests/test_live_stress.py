@@ -83,9 +83,9 @@ def test_players_all_notes_off_releases_a_key_whose_note_off_was_lost(tiny_grid_
     full buffer upstream). The engine then believes the key is held, and call-response waits for
     silence forever. Controllers and DAWs clean up with All Notes Off (CC 123) - which musicrnn
     ignores today, so the session stays deaf until a reset."""
+    from musicrnn.checkpoint import load_checkpoint
     from musicrnn.live.midi_ports import NullOutput
     from musicrnn.live.server import ServeOptions, Server
-    from musicrnn.model import load_checkpoint
 
     options = ServeOptions(midi_in="none", midi_out="none", silence_beats=1, answer_bars=1, tempo=240)
     with Server(load_checkpoint(tiny_grid_model), options, output=NullOutput()) as srv:

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from musicrnn.errors import MidiError
-from musicrnn.midi import NOTE_DTYPE, Piece, load_midi, make_notes, write_midi
+from musicrnn.midi import load_midi, write_midi
+from musicrnn.notes import NOTE_DTYPE, Piece, make_notes
 
 from helpers.paths import MIDI_CORPUS
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from musicrnn.model import ModelConfig, MusicRNN
+from musicrnn.config import ModelConfig
+from musicrnn.model import MusicRNN
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
@@ -47,7 +48,7 @@ def test_weight_tying_shares_the_embedding():
 
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 def test_int8_fast_path_stays_close_to_fp32(arch):
-    from musicrnn.model import quantized
+    from musicrnn.inference import quantized
 
     torch.manual_seed(0)
     model = MusicRNN(ModelConfig(40, arch=arch, hidden=64, embedding=32)).eval()
@@ -63,7 +64,7 @@ def test_int8_fast_path_stays_close_to_fp32(arch):
 
 def test_unknown_quantization_is_a_clear_error():
     from musicrnn.errors import MusicRNNError
-    from musicrnn.model import quantized
+    from musicrnn.inference import quantized
 
     with pytest.raises(MusicRNNError, match="int8"):
         quantized(MusicRNN(ModelConfig(10, hidden=8, embedding=8)), "int4")
@@ -72,7 +73,7 @@ def test_unknown_quantization_is_a_clear_error():
 @pytest.mark.parametrize("arch", ["lstm", "gru"])
 def test_bf16_weights_stay_close_to_fp32_and_leave_the_model_alone(arch):
     from musicrnn.errors import MusicRNNError
-    from musicrnn.model import at_precision
+    from musicrnn.inference import at_precision
 
     torch.manual_seed(0)
     model = MusicRNN(ModelConfig(40, arch=arch, hidden=64, embedding=32)).eval()

@@ -61,8 +61,8 @@ def test_eval_precision_bf16_costs_under_one_percent_nll(jsb):
 
 
 def test_velocity_and_duration_statistics_and_what_closer_counts() -> None:
-    from musicrnn.midi import NOTE_DTYPE
     from musicrnn.music_stats import closer_count, music_stats
+    from musicrnn.notes import NOTE_DTYPE
 
     notes = np.zeros(3, NOTE_DTYPE)
     notes["pitch"], notes["velocity"] = [60, 64, 67], [40, 80, 120]

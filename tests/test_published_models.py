@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from musicrnn.checkpoint import load_checkpoint
 from musicrnn.corpus import prepare
 from musicrnn.evaluate import evaluate_checkpoint
-from musicrnn.model import load_checkpoint
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CARDS = sorted(MODELS.glob("*.md"))

@@ -52,3 +52,67 @@ def test_ci_lints_then_runs_the_readme_test_command_verbatim() -> None:
     assert command in ci
     lint = next(i for i, line in enumerate(ci) if "ruff check ." in line and not line.startswith("#"))
     assert lint < ci.index(command)
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The musicrnn modules ``path`` imports at run time, anywhere in it (not under TYPE_CHECKING)."""
+    import ast
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for n in ast.walk(node)}
+    found: set[str | None] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {resolve(a.name) for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found |= {resolve(f"{node.module}.{a.name}") for a in node.names}
+    return {m for m in found if m}
+
+
+def test_musicrnn_has_no_import_cycle() -> None:
+    """No module imports, directly or through others, a module that imports it back (lazy imports
+    inside functions count too: they only hide a cycle)."""
+    package = REPO / "musicrnn"
+    modules = {}
+    for f in package.rglob("*.py"):
+        parts = f.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph = {m: _imports(f, modules) - {m} for m, f in modules.items()}
+
+    def reaches(start: str, goal: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph[node]):
+                if nxt == goal:
+                    return path + [nxt]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = [" -> ".join(c) for m in sorted(graph) if (c := reaches(m, m))]
+    assert not cycles, f"import cycles: {cycles[:3]}"
+
+
+LONG_MODULE = 500  # lines; a module longer than this says in its docstring why it is one file
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "musicrnn").rglob("*.py")), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_module_is_long_without_saying_why(path) -> None:
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    lines = text.count("\n")
+    if lines > LONG_MODULE:
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        assert "Kept as one file:" in doc, (f"{path.name} has {lines} lines: split it by job, or say in its docstring "
+                                            "why it is one file ('Kept as one file: ...')")

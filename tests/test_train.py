@@ -13,13 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from musicrnn.checkpoint import load_checkpoint, save_checkpoint
 from musicrnn.codec import GridCodec
+from musicrnn.config import ModelConfig, TrainConfig
 from musicrnn.corpus import prepare
 from musicrnn.errors import CheckpointError
-from musicrnn.evaluate import evaluate_checkpoint
-from musicrnn.model import ModelConfig, MusicRNN, load_checkpoint, save_checkpoint
-from musicrnn.ngram import evaluate_ngram
-from musicrnn.train import TrainConfig, train
+from musicrnn.evaluate import evaluate_checkpoint, evaluate_ngram
+from musicrnn.model import MusicRNN
+from musicrnn.train import train
+
+
+def _cfg(**flat) -> TrainConfig:
+    """A train config from flat options, as the CLI gives them (the model's nest into cfg.model)."""
+    return TrainConfig.from_dict(flat)
+
 
 TINY = dict(hidden=32, embedding=16, layers=1, batch_size=4, seq_len=16, device="cpu", threads=1, warmup_steps=1)
 
@@ -36,7 +43,7 @@ def _weights(path):
 
 
 def test_train_writes_checkpoints_and_metrics(jsb, tmp_path):
-    result = train(jsb, tmp_path / "run", TrainConfig(**TINY, max_steps=6, eval_every=3, eval_max_pieces=8))
+    result = train(jsb, tmp_path / "run", _cfg(**TINY, max_steps=6, eval_every=3, eval_max_pieces=8))
     assert result.steps == 6 and result.stopped == "done"
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -44,11 +51,40 @@ def test_train_writes_checkpoints_and_metrics(jsb, tmp_path):
     assert all({"step", "lr", "train_loss", "tokens_per_s"} <= r.keys() for r in rows if "train_loss" in r)
     ck = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ck.codec == GridCodec(steps_per_beat=1)
-    assert ck.meta["train_config"]["hidden"] == 32
+    assert ck.meta["train_config"]["model"] == ck.model.config.to_dict()  # nested, vocabulary included
+    assert ck.model.config.hidden == 32 and ck.model.config.vocab_size == ck.codec.vocab_size
+    assert ck.train_config == _cfg(**TINY, max_steps=6, eval_every=3, eval_max_pieces=8, vocab_size=ck.codec.vocab_size)
+
+
+@pytest.mark.parametrize("path", ["musicrnn/models/default.pt", "models/jsb-lstm-2x512.pt", "models/musedata-lstm-2x512.pt",
+                                  "models/nottingham-lstm-2x512.pt", "models/pianomidi-lstm-2x512.pt"])
+def test_every_committed_checkpoint_reads_its_flat_train_config(path):
+    """Checkpoints saved before the nesting keep the model's fields beside the others."""
+    from helpers.paths import REPO
+
+    ck = load_checkpoint(REPO / path)
+    assert "hidden" in ck.meta["train_config"] and "model" not in ck.meta["train_config"]  # the old, flat shape
+    cfg = ck.train_config
+    assert cfg.model == ck.model.config
+    assert (cfg.model.hidden, cfg.model.dropout) == (ck.meta["train_config"]["hidden"], ck.meta["train_config"]["dropout"])
+    assert cfg.batch_size == ck.meta["train_config"]["batch_size"] and cfg.lr == ck.meta["train_config"]["lr"]
+
+
+def test_resume_reads_a_last_pt_saved_with_a_flat_train_config(jsb, tmp_path):
+    run = tmp_path / "run"
+    train(jsb, run, _cfg(**TINY, max_steps=2, eval_every=2, eval_max_pieces=4))
+    raw = torch.load(run / "last.pt", weights_only=True)
+    nested = raw["train_config"]
+    raw["train_config"] = {**{k: v for k, v in nested.items() if k != "model"}, **nested["model"], "max_steps": 4}
+    del raw["train_config"]["vocab_size"]  # as older versions saved it
+    torch.save(raw, run / "last.pt")
+    result = train(jsb, run, _cfg(**TINY, max_steps=2), resume=True)
+    assert result.steps == 4 and result.model.config.hidden == 32
+    assert torch.load(run / "last.pt", weights_only=True)["train_config"]["max_steps"] == 4
 
 
 def test_training_lowers_valid_nll(jsb, tmp_path):
-    cfg = TrainConfig(**{**TINY, "hidden": 64, "batch_size": 8, "seq_len": 64}, max_steps=60, eval_every=20, lr=1e-2)
+    cfg = _cfg(**{**TINY, "hidden": 64, "batch_size": 8, "seq_len": 64}, max_steps=60, eval_every=20, lr=1e-2)
     train(jsb, tmp_path / "run", cfg)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     valid = [r["valid_nll"] for r in rows if "valid_nll" in r]
@@ -161,7 +197,7 @@ def test_checkpoint_version_mismatch_names_both_versions(tmp_path):
 
 
 def test_time_limit_stops_training_and_decays_the_schedule(jsb, tmp_path):
-    cfg = TrainConfig(**TINY, time_limit=0.05, eval_every=10**6, eval_max_pieces=4, log_every=1)  # 3 seconds
+    cfg = _cfg(**TINY, time_limit=0.05, eval_every=10**6, eval_max_pieces=4, log_every=1)  # 3 seconds
     t0 = time.perf_counter()
     result = train(jsb, tmp_path / "run", cfg)
     assert result.stopped == "time-limit"
@@ -173,8 +209,8 @@ def test_time_limit_stops_training_and_decays_the_schedule(jsb, tmp_path):
 
 
 def test_init_from_fine_tunes_a_checkpoint_with_its_architecture(jsb, tmp_path):
-    first = train(jsb, tmp_path / "a", TrainConfig(**TINY, max_steps=4, eval_every=4, eval_max_pieces=4))
-    ft = train(jsb, tmp_path / "b", TrainConfig(**{**TINY, "hidden": 999, "dropout": 0.5}, max_steps=1, lr=0.0,
+    first = train(jsb, tmp_path / "a", _cfg(**TINY, max_steps=4, eval_every=4, eval_max_pieces=4))
+    ft = train(jsb, tmp_path / "b", _cfg(**{**TINY, "hidden": 999, "dropout": 0.5}, max_steps=1, lr=0.0,
                                                  eval_every=1, eval_max_pieces=4, init_from=str(tmp_path / "a" / "best.pt")))
     ck = load_checkpoint(tmp_path / "b" / "best.pt")
     assert ck.model.config.hidden == 32 and ck.model.config.dropout == 0.5  # architecture from the checkpoint
@@ -187,4 +223,4 @@ def test_init_from_refuses_a_checkpoint_of_another_codec(jsb, tmp_path):
     other = MusicRNN(ModelConfig(GridCodec(steps_per_beat=4).vocab_size, hidden=8, embedding=4, layers=1))
     save_checkpoint(tmp_path / "other.pt", other, GridCodec(steps_per_beat=4))
     with pytest.raises(CheckpointError, match="prepare matching data: musicrnn data prepare .* --codec grid --steps 4"):
-        train(jsb, tmp_path / "b", TrainConfig(**TINY, max_steps=1, init_from=str(tmp_path / "other.pt")))
+        train(jsb, tmp_path / "b", _cfg(**TINY, max_steps=1, init_from=str(tmp_path / "other.pt")))

@@ -203,7 +203,7 @@ def test_init_from_default_works_from_any_folder(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no musicrnn/models/ here
     result = _train(data, tmp_path / "run", "--init-from", "default", "--lr", "0", steps=1)
     assert result.exit_code == 0, result.output
-    from musicrnn.model import default_model_path, load_checkpoint
+    from musicrnn.checkpoint import default_model_path, load_checkpoint
 
     tuned, bundled = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(default_model_path())
     assert tuned.model.config.hidden == bundled.model.config.hidden == 256  # the bundled architecture, not --hidden 16
@@ -233,8 +233,8 @@ def test_codec_mismatch_prints_a_prepare_command_that_builds_matching_data(which
                                                                            tiny_performance_model):
     import shlex
 
+    from musicrnn.checkpoint import load_checkpoint
     from musicrnn.corpus import TokenData
-    from musicrnn.model import load_checkpoint
 
     ckpt, folder = ("default", data_grid4) if which == "default" else (str(tiny_performance_model), data)
     result = _train(folder, folder.parent / f"run-{which}", "--init-from", ckpt, steps=1)
@@ -282,12 +282,15 @@ def test_time_limit_shows_the_time_left(data, tmp_path):
 
 def test_a_progress_row_at_least_every_log_max_seconds_however_slow_the_steps(data, tmp_path, monkeypatch):
     import musicrnn.train as train_mod
+    import musicrnn.train_run as train_run
+    from musicrnn.config import TrainConfig
+    from musicrnn.train_progress import PlainProgress
 
-    monkeypatch.setattr(train_mod, "LOG_MAX_SECONDS", 0.0)  # as if every step took longer than the limit
-    cfg = train_mod.TrainConfig(hidden=16, embedding=8, layers=1, batch_size=2, seq_len=16, device="cpu", threads=1,
-                                max_steps=5, log_every=1000, eval_every=1000)
+    monkeypatch.setattr(train_run, "LOG_MAX_SECONDS", 0.0)  # as if every step took longer than the limit
+    cfg = TrainConfig.from_dict(dict(hidden=16, embedding=8, layers=1, batch_size=2, seq_len=16, device="cpu", threads=1,
+                                max_steps=5, log_every=1000, eval_every=1000))
     lines: list[str] = []
-    train_mod.train(data, tmp_path / "run", cfg, on_progress=train_mod.PlainProgress(lines.append, every=0.0))
+    train_mod.train(data, tmp_path / "run", cfg, on_progress=PlainProgress(lines.append, every=0.0))
     assert [r["step"] for r in _rows(tmp_path / "run") if "train_loss" in r] == [1, 2, 3, 4, 5]
     assert len([line for line in lines if "tok/s" in line]) == 5
 

@@ -14,9 +14,13 @@ Holds:
 
 Token 0 is BOS (start of piece) in every codec. Notes given to ``encode`` and returned by
 ``decode`` have times in the codec's unit (``codec.time_unit``: "seconds" or "beats");
-``encode_piece``/``decode_piece`` convert from and to :class:`~musicrnn.midi.Piece`.
+``encode_piece``/``decode_piece`` convert from and to :class:`~musicrnn.notes.Piece`.
 
 No torch at import: data preparation's worker processes load codecs and nothing else.
+
+Kept as one file: it is the whole contract a codec's author reads and imports from (the
+vocabulary, the stream coders' and the grammar's bases, the helpers they share), and a codec is
+written against all of it at once.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from musicrnn.errors import CodecError, MusicRNNError
-from musicrnn.midi import DEFAULT_BPM, NOTE_DTYPE, Piece, beats_to_seconds_batch, piece_index
+from musicrnn.notes import beats_to_seconds_batch, DEFAULT_BPM, NOTE_DTYPE, Piece, piece_index
 
 if TYPE_CHECKING:  # only for type hints (musicrnn.sample imports this module)
     from musicrnn.codecs.options import CliOption
@@ -126,7 +130,7 @@ class Codec(ABC):
         """Notes (times in the codec unit) -> uint16 token ids, without BOS."""
         notes = np.asarray(notes)
         if notes.dtype != NOTE_DTYPE:
-            raise CodecError("notes must be a NOTE_DTYPE array (see musicrnn.midi.make_notes)")
+            raise CodecError("notes must be a NOTE_DTYPE array (see musicrnn.notes.make_notes)")
         bounds = np.array([0, len(notes)])
         return self._encode_batch(notes["pitch"], notes["velocity"], notes["start"], notes["end"], bounds)[0]
 

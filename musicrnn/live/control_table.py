@@ -12,7 +12,7 @@ its OSC address and its status field. Made from the table:
   and so docs/osc.md;
 - the server's control API (:meth:`Server.control <musicrnn.live.server.Server.control>`:
   check, refuse at once, queue ``apply``) and its status message (``status``/``read``);
-- ``serve``'s ``--learn`` and ``--mode`` choices and its CC help (musicrnn/cli.py).
+- ``serve``'s ``--learn`` and ``--mode`` choices and its CC help (musicrnn/cli/live.py).
 
 Add a control: a row here (its ``apply`` calls the conductor or engine method that does it;
 write that method if it is new behaviour), a one-line method on ``Server`` named by ``method``,

@@ -6,12 +6,12 @@ Holds:
   (:meth:`~Engine.next_time` then :meth:`~Engine.decide`). Use it from one thread only.
 - :func:`configure_torch_for_live`: one torch thread and one BLAS thread for numpy (two
   threads gave 15-120 ms spikes here).
-- :func:`fast_cpu_steps`: oneDNN off around batch-1 torch steps (a 2x512 LSTM step: ~0.64 ms
-  instead of ~2.0 ms on this machine).
 
-Model steps go through :class:`~musicrnn.fast_step.FastStepper` (numpy, batch 1) where the
-model allows it (lstm/gru/rnn without attention, float32), else through ``model.step``; the
-two compute the same function. Masks and sampling are numpy too (see :mod:`musicrnn.sample`).
+Model steps go through a :class:`~musicrnn.inference.Stepper` of one row: numpy where the
+model allows it (lstm/gru/rnn without attention, float32), else torch with oneDNN off (a 2x512
+LSTM step: ~0.64 ms instead of ~2.0 ms on this machine); :func:`~musicrnn.inference.stepper_for`
+chooses, and the two compute the same function. Masks and sampling are numpy too (see
+:mod:`musicrnn.sample`).
 
 How the token stream stays one story. Human and model notes share one token stream, written by
 the codec's stream encoder, so the model always hears what really happened, in the codec it was
@@ -36,7 +36,6 @@ is holding; a player striking a pitch the model holds ends the model's note.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections import deque
@@ -58,9 +57,10 @@ from musicrnn.codecs import (
 )
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import DENSITY, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
-from musicrnn.fast_step import FastStepper, single_thread_blas
+from musicrnn.fast_step import single_thread_blas
+from musicrnn.inference import Stepper, stepper_for
 from musicrnn.live.clock import now_ns
-from musicrnn.model import MusicRNN, inference_mode_for
+from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
 # frame codecs (grid): the model may hold a note at most MAX_NOTE_BEATS (a sampling constraint)
@@ -75,11 +75,6 @@ def configure_torch_for_live() -> None:
     single_thread_blas()
 
 
-def fast_cpu_steps():
-    """The fast CPU kernels for batch-1 steps (oneDNN off), as compose uses for small batches."""
-    return inference_mode_for("cpu", 1)
-
-
 def _fork(obj: Any) -> Any:
     """A copy that shares nothing mutable with ``obj`` (for encoders and decoders)."""
     new = copy.copy(obj)
@@ -92,16 +87,16 @@ def _fork(obj: Any) -> Any:
 
 
 class _Stream:
-    """The model's view of the music so far: RNN state (the fast stepper's, where the engine has
-    one), next-token logits [1, vocab], constraints, decoder."""
+    """The model's view of the music so far: its stepper (one row of model state), next-token
+    logits [1, vocab], constraints, decoder."""
 
-    __slots__ = ("state", "logits", "cons", "decoder")
+    __slots__ = ("stepper", "logits", "cons", "decoder")
 
-    def __init__(self, state, logits, cons: Constraints, decoder) -> None:
-        self.state, self.logits, self.cons, self.decoder = state, logits, cons, decoder
+    def __init__(self, stepper: Stepper, logits, cons: Constraints, decoder) -> None:
+        self.stepper, self.logits, self.cons, self.decoder = stepper, logits, cons, decoder
 
     def fork(self) -> "_Stream":
-        return _Stream(self.state, self.logits, self.cons.fork(), _fork(self.decoder))  # states are never mutated in place
+        return _Stream(self.stepper.fork(), self.logits, self.cons.fork(), _fork(self.decoder))  # logits are never changed in place
 
 
 @dataclass
@@ -136,12 +131,14 @@ class Engine:
     ``sampling`` is shared with the constraints, so changing ``temperature`` or
     ``max_polyphony`` on it (see :meth:`set_temperature`, :meth:`set_density`) takes effect at
     the next token.
+
+    ``model``: a model (stepped as :func:`~musicrnn.inference.stepper_for` chooses, with a copy
+    of its weights as they are now) or a stepper of one row from the start.
     """
 
-    def __init__(self, model: MusicRNN, codec: Codec, sampling: SamplingConfig | None = None, seed: int = 0,
+    def __init__(self, model: MusicRNN | Stepper, codec: Codec, sampling: SamplingConfig | None = None, seed: int = 0,
                  max_note_beats: float = MAX_NOTE_BEATS) -> None:
-        self.model = model.eval()
-        self.fast = FastStepper.for_model(model)  # a copy of the weights as they are now; None: model.step
+        self.stepper = model.fresh(1) if isinstance(model, Stepper) else stepper_for(model)
         self.codec = codec
         if codec.live_unit not in LIVE_UNITS:
             raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
@@ -162,7 +159,7 @@ class Engine:
     def reset(self) -> None:
         """Forget the session: fresh RNN state from BOS, no notes."""
         cons = Constraints.for_codec(self.codec, 1, self.cfg)
-        self.stream = _Stream(None, None, cons, self.codec.stream_decoder())
+        self.stream = _Stream(self.stepper.fresh(1), None, cons, self.codec.stream_decoder())
         self.encoder = self.codec.stream_encoder()
         self.rand = RowRandom([(self.seed, self._resets)])  # a fresh stream per reset: a new session, new ideas
         self._resets += 1
@@ -331,11 +328,8 @@ class Engine:
 
     # --- inside --------------------------------------------------------------------------------
     def _kernels(self):
-        """The torch settings for model steps: none at all on the numpy fast path (entering
-        them costs ~10 us, a real share of a player's note), else :func:`fast_cpu_steps`."""
-        if self.fast is not None:
-            return contextlib.nullcontext()
-        return fast_cpu_steps()
+        """The stepper's settings around a run of model steps (none on the numpy path)."""
+        return self.stepper.kernels()
 
     def _seen(self, t: float) -> None:
         self.latest = max(self.latest, t)
@@ -344,20 +338,16 @@ class Engine:
         events: list[NoteEvent] = []
         for tok in tokens:
             t0 = now_ns()
-            stream.logits, stream.state = self._step(tok, stream.state)
+            stream.logits = self._step(stream.stepper, tok)
             self.step_ns.append(now_ns() - t0)
             self.steps += 1
             stream.cons.update((tok,))
             events += stream.decoder.feed(tok)
         return events
 
-    def _step(self, tok: int, state):
-        """One model step: (logits [1, vocab], state)."""
-        fast = self.fast
-        if fast is None:
-            return self.model.step(torch.tensor([tok]), state)
-        logits, state = fast.step(tok, state)
-        return torch.from_numpy(logits[None]), state
+    def _step(self, stepper: Stepper, tok: int) -> np.ndarray:
+        """One model step (the one seam every token goes through): logits [1, vocab]."""
+        return stepper.step(np.array([tok]))
 
     def _commit(self, tokens: list[int]) -> list[NoteEvent]:
         """Tokens of the real stream: adopt the fork that predicted them, feed the rest."""
@@ -374,7 +364,7 @@ class Engine:
     def _sample(self, stream: _Stream, mask: np.ndarray) -> int:
         logits = stream.logits
         if self.logit_bias is not None:
-            logits = np.asarray(logits.detach()) + self.logit_bias
+            logits = logits + self.logit_bias
         return int(sample_next(logits, self.cfg, self.rand.next(), mask).item())
 
     def _mask(self, stream: _Stream, force_note: bool, after_velocity: bool = False) -> np.ndarray:

@@ -44,7 +44,7 @@ from musicrnn.live.engine import Engine, configure_torch_for_live
 from musicrnn.live.inbox import Inbox, Worker
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
-from musicrnn.model import quantized
+from musicrnn.inference import stepper_for
 from musicrnn.sample import SamplingConfig
 
 log = logging.getLogger("musicrnn.live")
@@ -57,7 +57,7 @@ NOTE_TYPES = ("note_on", "note_off")
 
 @dataclass
 class ServeOptions:
-    quantize: str = "none"  # "int8": int8 weights for faster model steps on CPU (see model.quantized)
+    quantize: str = "none"  # "int8": int8 weights for faster model steps on CPU (see musicrnn.inference.quantized)
     midi_in: str = "virtual"  # a port name (or a unique part of one), virtual, or none
     midi_out: str = "virtual"
     midi_api: str = "auto"  # auto | alsa | jack | coremidi | windows
@@ -231,8 +231,8 @@ class Server:
     def _make_engine(self, checkpoint, sampling: SamplingConfig | None = None) -> Engine:
         opts = self.options
         sampling = SamplingConfig(**vars(sampling or opts.sampling))
-        model = quantized(checkpoint.model, opts.quantize)
-        return Engine(model, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
+        stepper = stepper_for(checkpoint.model, quantize=opts.quantize)
+        return Engine(stepper, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
 
     def _live_sampling(self) -> SamplingConfig:
         """The sampling settings as the player has them now (the start options, changed live by
@@ -352,7 +352,7 @@ class Server:
         range (else it is refused and the old model plays on). ``on_done(status, told)`` runs
         in the engine thread once the new model plays; ``told``: the status watchers heard
         of it already (so a reply would repeat it)."""
-        from musicrnn.model import load_checkpoint
+        from musicrnn.checkpoint import load_checkpoint
 
         p = Path(path)
         if p.exists() and not (p.is_file() or p.is_dir()):

@@ -9,7 +9,9 @@ def tiny_checkpoint(path: Path, codec) -> Path:
     """A 1x32 LSTM with random weights (seed 0) in ``codec``, saved at ``path``."""
     import torch
 
-    from musicrnn.model import ModelConfig, MusicRNN, save_checkpoint
+    from musicrnn.checkpoint import save_checkpoint
+    from musicrnn.config import ModelConfig
+    from musicrnn.model import MusicRNN
 
     torch.manual_seed(0)
     save_checkpoint(path, MusicRNN(ModelConfig(codec.vocab_size, hidden=32, embedding=16, layers=1)), codec)
