@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from musicrnn.codecs import BOS, KIND_NOTE_ON, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
-from musicrnn.listening import Follow, Listener, NoteBias
+from musicrnn.listening import Follow, Listener, NoteBias, fold_into
 from musicrnn.metre import Metre, in_force
 from musicrnn.midi import load_midi, read_track_names, write_midi
 from musicrnn.notes import DEFAULT_BPM, Piece
@@ -397,13 +397,12 @@ def _model_pitches(cfg: SamplingConfig, transpose: int, codec: Codec) -> Samplin
     return moved
 
 
-def _followed(notes: np.ndarray, transpose: int, listener: Listener | None, beat_shift: float) -> np.ndarray:
+def _followed(notes: np.ndarray, transpose: int, listener: Listener | None, beat_shift: float,
+              pitch_span: tuple[int, int] = (0, 127)) -> np.ndarray:
     """New notes in output pitches (moved by ``transpose``) with the velocities the listener
     gives them (the primer's level and contour, by the velocity follower's strength)."""
     notes = np.sort(notes, order="start")
-    pitch = notes["pitch"].astype(np.int64) + transpose
-    pitch = np.where(pitch > 127, pitch - 12 * ((pitch - 116) // 12), pitch)  # folded back by octaves into MIDI
-    notes["pitch"] = np.where(pitch < 0, pitch % 12, pitch)
+    notes["pitch"] = fold_into(notes["pitch"].astype(np.int64) + transpose, *pitch_span)
     if listener is not None:
         for n in notes:
             v = int(n["velocity"])
@@ -446,7 +445,7 @@ def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_uni
     decoded = codec.decode_piece(full, bpm=bpm, program=opts.program).notes
     unit_to_beats = codec.beats_per_unit(bpm)
     new = _followed(decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9], transpose, listener,
-                    cut - cut_units * unit_to_beats)
+                    cut - cut_units * unit_to_beats, (codec.min_pitch, codec.max_pitch))
     sig = opts.metre.written()
     if primer is None:
         return Piece(new, tempos=[(0.0, bpm)], time_signatures=[(0.0, *(sig or (4, 4)))]), {}

@@ -105,6 +105,15 @@ def parse_velocity(text: str) -> tuple[float | None, int]:
     return None, v
 
 
+def fold_into(pitch, lowest: int, highest: int):
+    """``pitch`` (an int or an array) moved by whole octaves into ``lowest``-``highest`` (a span of
+    at least an octave): a transposed voicing's outer notes stay playable and keep their pitch class."""
+    p = np.asarray(pitch, dtype=np.int64)
+    p = np.where(p < lowest, p + 12 * ((lowest - p + 11) // 12), p)
+    p = np.where(p > highest, p - 12 * ((p - highest + 11) // 12), p)
+    return int(p) if np.ndim(p) == 0 else p
+
+
 def follow_options(spec: str = "all", velocity: str | None = None) -> Follow:
     """``--follow SPEC [--velocity HOW]`` (serve and compose) -> the followers' settings;
     ``--velocity``, when given, overrides what ``--follow`` says of velocity."""

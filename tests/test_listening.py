@@ -224,3 +224,10 @@ def test_a_home_key_model_gets_a_key_per_piece_from_the_seed(bundled, tmp_path) 
     first = keys("a")
     assert len(set(first)) >= 3  # not all in the model's own C
     assert keys("b") == first  # same seed, same keys
+
+
+def test_fold_into_keeps_pitch_class_and_range() -> None:
+    from musicrnn.listening import fold_into
+
+    assert fold_into(6, 21, 108) == 30 and fold_into(110, 21, 108) == 98 and fold_into(60, 21, 108) == 60
+    assert list(fold_into(np.array([6, 21, 108, 130]), 21, 108)) == [30, 21, 108, 106]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from musicrnn.codecs import NoteEvent
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import ANSWER_BARS, LATE_S
-from musicrnn.listening import Listener, NoteBias
+from musicrnn.listening import Listener, NoteBias, fold_into
 from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.engine import Engine
 from musicrnn.live.play_modes import check_mode, make_mode
@@ -382,11 +382,8 @@ class Conductor:
         for e in events:
             t_ns = self.timebase.to_ns(e.time)
             if e.velocity > 0:
-                pitch = e.pitch + self.transpose
-                while pitch > 127:
-                    pitch -= 12
-                while pitch < 0:
-                    pitch += 12
+                codec = self.engine.codec
+                pitch = fold_into(e.pitch + self.transpose, codec.min_pitch, codec.max_pitch)
                 if t_ns is None:
                     continue
                 self._played[e.pitch] = pitch
