@@ -25,7 +25,8 @@ from threadpoolctl import threadpool_limits
 from musicrnn.codecs import BOS, KIND_NOTE_ON, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
-from musicrnn.listening import Follow, Listener, NoteBias, fold_into
+from musicrnn.continuation import RowBias, followed, listen, model_pitches, moved, piece_keys, playable, register_bias
+from musicrnn.listening import Follow, Listener, NoteBias
 from musicrnn.metre import Metre, in_force
 from musicrnn.midi import load_midi, read_track_names, write_midi
 from musicrnn.notes import DEFAULT_BPM, Piece
@@ -44,9 +45,6 @@ class Generated:
     steps: list[int]  # codec steps generated per row
     seconds_compute: float
     events: int  # tokens generated in total
-
-
-RowBias = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]  # (pitch sums, counts) per row -> [B, vocab]
 
 
 def generate(stepper: Stepper, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
@@ -169,29 +167,6 @@ class Primer:
     transpose: int = 0  # output pitch = model pitch + transpose
 
 
-def listen(piece: Piece | None, follow: Follow, key_tonic: int | None) -> Listener:
-    """The listener that heard the primer (or nothing): the same rules as live play."""
-    listener = Listener(follow=follow, fixed_tonic=key_tonic)
-    if piece is not None:
-        notes = np.sort(piece.pitched(), order="start")
-        for n in notes:
-            listener.note_on(float(n["start"]), int(n["pitch"]), int(n["velocity"]))
-        for n in np.sort(notes, order="end"):
-            listener.note_off(float(n["end"]), int(n["pitch"]))
-        listener.update_key()
-    return listener
-
-
-def _moved(piece: Piece, semitones: int) -> Piece:
-    """``piece`` with its pitched notes moved by ``semitones`` (drums stay)."""
-    if not semitones:
-        return piece
-    notes = piece.notes.copy()
-    pitched = ~notes["is_drum"]
-    notes["pitch"][pitched] = notes["pitch"][pitched] + semitones
-    return Piece(notes, piece.tempos, piece.time_signatures, source=piece.source)
-
-
 def _steps_for(codec: Codec, bars: float | None, seconds: float | None, bpm: float, beats_per_bar: float) -> int:
     if bars is not None and seconds is not None:
         raise MusicRNNError("give either --bars or --seconds, not both")
@@ -224,17 +199,9 @@ def load_primer(path: Path, codec: Codec, bars: int | None = None, seconds: floa
         )
     n_bars = len(metre.bar_lines(piece.time_signatures, piece.duration_beats))
     listener = listen(piece, follow or Follow(), key_tonic)
-    transpose = _playable(listener.transpose(), lo, hi, codec)
-    tokens = codec.encode_piece(_moved(piece, -transpose))
+    transpose = playable(listener.transpose(), lo, hi, codec)
+    tokens = codec.encode_piece(moved(piece, -transpose))
     return Primer(piece, read_track_names(path), tokens, n_bars, listener, transpose)
-
-
-def _playable(transpose: int, lo: int, hi: int, codec: Codec) -> int:
-    """The shift nearest ``transpose`` (by whole octaves) that keeps notes ``lo``-``hi``, moved
-    by it, in the model's range (0 if none does)."""
-    fits = [t for t in range(transpose - 120, transpose + 121, 12)
-            if codec.min_pitch <= lo - t and hi - t <= codec.max_pitch]
-    return min(fits, key=lambda t: abs(t - transpose)) if fits else 0
 
 
 def _tail_start(piece: Piece, bars: int | None, seconds: float | None, metre: Metre) -> float:
@@ -294,8 +261,8 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     target = _steps_for(codec, opts.bars, opts.seconds, bpm, beats_per_bar)
     _set_note_lengths(opts.sampling, codec, opts.min_note_beats, opts.max_note_beats, bpm)
     opts.sampling.validate(codec)
-    sampling = _model_pitches(opts.sampling, transpose, codec)
-    keys = _piece_keys(opts) if not primer and opts.key_tonic is None and opts.home_key_model else None
+    sampling = model_pitches(opts.sampling, transpose, codec)
+    keys = piece_keys(opts.seed, opts.n) if not primer and opts.key_tonic is None and opts.home_key_model else None
     if primer:
         listener.start_answer(cut)
     note_bias = NoteBias(codec)
@@ -311,7 +278,7 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
 
     gen = generate(stepper_for(model, opts.device, opts.precision), codec, opts.n, target, sampling, opts.seed,
                    primer.tokens if primer else None, bias=note_bias(prior=listener.key_prior(transpose)),
-                   row_bias=_register_bias(listener, note_bias, transpose) if primer else None)
+                   row_bias=register_bias(listener, note_bias, transpose) if primer else None)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))
     try:  # all or nothing: every file is made aside, then moved into place
@@ -363,54 +330,6 @@ def _write_piece(piece: Piece, names: dict[int, str], path: Path, opts: ComposeO
                         (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav)
 
 
-def _register_bias(listener: Listener, note_bias: NoteBias, transpose: int) -> RowBias:
-    """Each row's register tilt from the notes it has played (model pitches; they sound moved by
-    ``transpose``), as live play tilts an answer (see Listener.register_tilt)."""
-
-    def row_bias(pitch_sums: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
-        tilts = listener.register_tilts(transpose, pitch_sums + transpose * counts, counts)
-        if tilts is None:
-            return None
-        return (tilts[:, None] * note_bias.octaves[None, :]).astype(np.float32)
-
-    return row_bias
-
-
-def _piece_keys(opts: ComposeOptions) -> list[int]:
-    """A tonic per piece, drawn from ``(seed, piece)`` like the piece's notes (same seed, same keys)."""
-    return [int(np.random.default_rng([opts.seed, i, 12]).integers(12)) for i in range(opts.n)]
-
-
-def _model_pitches(cfg: SamplingConfig, transpose: int, codec: Codec) -> SamplingConfig:
-    """The user's key and range (output pitches) as the model sees them (moved by ``-transpose``)."""
-    if not transpose:
-        return cfg
-    key = None if cfg.key is None else frozenset((p - transpose) % 12 for p in cfg.key)
-    rng = None
-    if cfg.pitch_range is not None:
-        rng = (max(codec.min_pitch, cfg.pitch_range[0] - transpose), min(codec.max_pitch, cfg.pitch_range[1] - transpose))
-        if rng[0] > rng[1]:
-            raise MusicRNNError(f"--pitch-range {cfg.pitch_range[0]}-{cfg.pitch_range[1]} lies outside what the model "
-                                f"plays in this key and register; widen it, or give --follow none")
-    moved = replace(cfg, key=key, pitch_range=rng)
-    moved.validate(codec)
-    return moved
-
-
-def _followed(notes: np.ndarray, transpose: int, listener: Listener | None, beat_shift: float,
-              pitch_span: tuple[int, int] = (0, 127)) -> np.ndarray:
-    """New notes in output pitches (moved by ``transpose``) with the velocities the listener
-    gives them (the primer's level and contour, by the velocity follower's strength)."""
-    notes = np.sort(notes, order="start")
-    notes["pitch"] = fold_into(notes["pitch"].astype(np.int64) + transpose, *pitch_span)
-    if listener is not None:
-        for n in notes:
-            v = int(n["velocity"])
-            listener.answered(int(n["pitch"]) - transpose, int(n["pitch"]), v)
-            n["velocity"] = listener.velocity(v, float(n["start"]) + beat_shift)
-    return notes
-
-
 def _set_note_lengths(sampling: SamplingConfig, codec: Codec, min_beats: float, max_beats: float, bpm: float) -> None:
     """Note lengths are asked in beats; the codec counts steps (per beat, or per second at ``bpm``)."""
     if min_beats < 0 or max_beats < 0:
@@ -444,7 +363,7 @@ def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_uni
     full = np.concatenate([primer.tokens, toks]) if primer is not None else toks
     decoded = codec.decode_piece(full, bpm=bpm, program=opts.program).notes
     unit_to_beats = codec.beats_per_unit(bpm)
-    new = _followed(decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9], transpose, listener,
+    new = followed(decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9], transpose, listener,
                     cut - cut_units * unit_to_beats, (codec.min_pitch, codec.max_pitch))
     sig = opts.metre.written()
     if primer is None:

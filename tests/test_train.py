@@ -56,7 +56,7 @@ def test_train_writes_checkpoints_and_metrics(jsb, tmp_path):
     assert ck.train_config == _cfg(**TINY, max_steps=6, eval_every=3, eval_max_pieces=8, vocab_size=ck.codec.vocab_size)
 
 
-@pytest.mark.parametrize("path", ["musicrnn/models/default.pt", "models/jsb-lstm-2x512.pt", "models/musedata-lstm-2x512.pt",
+@pytest.mark.parametrize("path", ["musicrnn/models/chorales.pt", "musicrnn/models/pop.pt", "models/jsb-lstm-2x512.pt", "models/musedata-lstm-2x512.pt",
                                   "models/nottingham-lstm-2x512.pt", "models/pianomidi-lstm-2x512.pt"])
 def test_every_committed_checkpoint_reads_its_flat_train_config(path):
     """Checkpoints saved before the nesting keep the model's fields beside the others."""
