@@ -39,6 +39,7 @@ MIN_KEY_NOTES = 3  # no key is estimated from fewer distinct pitch classes
 KEY_MARGIN = 0.05  # a new key must beat the current one's correlation by this much (no flip-flopping)
 REGISTER_SLACK = 7.0  # semitones the call's centre may drift before the octave changes
 WINDOW_BEATS = 8.0  # duet/autoplay: the "call" is what was heard in the last this many beats
+MAX_CALL_NOTES = 64  # a call is its last this many notes: the followers' work per note stays bounded under a flood
 MAX_BIAS = 4.0  # nats: the density and motif biases never overrule the model completely
 REGISTER_GAIN = 5.0  # nats per octave of tilt per octave the answer sits away from the call
 DENSITY_GAIN = 1.5  # nats per unit of log(call rate / answer rate)
@@ -166,6 +167,8 @@ class Listener:
         self._decay(beat)
         note = _Heard(beat, pitch, velocity)
         self.call.append(note)
+        if len(self.call) > MAX_CALL_NOTES:
+            del self.call[: len(self.call) - MAX_CALL_NOTES]
         self.held[pitch] = note
         self.profile[pitch % 12] += 0.25  # a struck note counts before it ends (short calls have keys too)
         self._trim(beat)

@@ -231,3 +231,18 @@ def test_fold_into_keeps_pitch_class_and_range() -> None:
 
     assert fold_into(6, 21, 108) == 30 and fold_into(110, 21, 108) == 98 and fold_into(60, 21, 108) == 60
     assert list(fold_into(np.array([6, 21, 108, 130]), 21, 108)) == [30, 21, 108, 106]
+
+
+def test_a_flood_of_notes_keeps_the_listeners_work_bounded() -> None:
+    """A MIDI flood (thousands of notes within the call window): the call stays its last notes, so
+    each note costs the same (tests/test_live_stress.py floods a real server)."""
+    from musicrnn.listening import MAX_CALL_NOTES
+
+    li = Listener()
+    for i in range(2_000):
+        li.note_on(i * 0.0002, 40 + i % 40, 90)
+        li.update_key()
+        li.transpose()
+    assert len(li.call) == MAX_CALL_NOTES
+    li.start_answer(4.0)
+    assert li.onset_bias(4.5) == li.onset_bias(4.5) and li.velocity(80, 4.5) >= 1
