@@ -17,44 +17,30 @@ Augmentation (transposition, time stretch) is applied when training reads the da
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import importlib
 import json
-import math
 import os
 import shutil
-import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from musicrnn import __version__
 from musicrnn.codecs import BOS, Codec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
-from musicrnn.midi import load_midi_batch
-from musicrnn.notes import beats_to_seconds_batch, Maps, NOTE_DTYPE, NoteBatch, piece_index
 from musicrnn.sources import (
     KEY_ANNOTATION,
-    MAT_LOWEST_PITCH,
     SPLIT_RULE,
     Item,
     TrackChoice,
     choose_split,
-    chosen_notes,
     find_items,
-    load_item,
-    mat_frame_beats,
-    mat_rolls,
-    piece_tracks,
-    read_key_annotation,
-    roll_to_notes,
 )
-from musicrnn.tonality import Key, estimate_keys, home_shift, pitch_class_profiles
 from musicrnn.ingest import DEFAULT_INGEST, Encoded, IngestOptions, Result, chunk_items, init_worker, mat_results, encode_chunk
 
 MANIFEST_FORMAT_VERSION = 1

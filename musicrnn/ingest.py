@@ -11,35 +11,25 @@ index (tempi, metres, key), and ``.mat`` piano rolls read in the parent (:func:`
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import importlib
 import json
 import math
-import os
-import shutil
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from musicrnn import __version__
-from musicrnn.codecs import BOS, Codec, codec_from_dict, frame_count
+from musicrnn.codecs import Codec, codec_from_dict
 from musicrnn.errors import DataError, MusicRNNError
 from musicrnn.midi import load_midi_batch
 from musicrnn.notes import beats_to_seconds_batch, Maps, NOTE_DTYPE, NoteBatch, piece_index
 from musicrnn.sources import (
     KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
-    SPLIT_RULE,
     Item,
     TrackChoice,
-    choose_split,
     chosen_notes,
-    find_items,
     load_item,
     mat_frame_beats,
     mat_rolls,

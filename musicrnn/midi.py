@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from musicrnn.errors import MidiError
 from musicrnn.fileio import atomic_write
-from musicrnn.notes import DEFAULT_BPM, NOTE_DTYPE, Columns, Maps, NoteBatch, Piece, index_dtype, beats_to_seconds, make_notes, piece_index
+from musicrnn.notes import DEFAULT_BPM, NOTE_DTYPE, Columns, Maps, NoteBatch, Piece, make_notes, piece_index
 
 WRITE_TICKS_PER_BEAT = 480
 # The longest piece read: 65536 beats (about 9 hours at 120 BPM). Real files stay far below
