@@ -28,6 +28,7 @@ from musicrnn.sources import (
     KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
     Item,
+    RoleChoice,
     TrackChoice,
     chosen_notes,
     load_item,
@@ -75,6 +76,7 @@ class IngestOptions:
 
     tracks: TrackChoice = field(default_factory=TrackChoice)
     key_normalise: bool = False  # transpose each piece by the home_shift of its key
+    roles: RoleChoice | None = None  # the tracks of each role, for a codec with roles
 
 
 DEFAULT_INGEST = IngestOptions()  # every pitched track, no drums, keys as they are
@@ -151,6 +153,11 @@ def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = DEFAU
     into its home key (:func:`_key_shifts`; ``annotated`` keys win over estimated ones)."""
     cols, bounds = batch.cols, batch.bounds
     chosen = chosen_notes(batch, options.tracks)
+    role = None
+    if options.roles is not None:  # a codec with roles: only the tracks of a role, each note with its role
+        role = options.roles.of_rows(batch)
+        chosen &= role >= 0
+        role = role[chosen]
     piece = piece_index(bounds)[chosen]
     pitch, start, end = cols["pitch"][chosen], cols["start"][chosen], cols["end"][chosen]
     infos: list[dict] = [{} for _ in range(len(batch))]
@@ -168,7 +175,8 @@ def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = DEFAU
     if any(shifts):
         shift = np.array(shifts)[piece]
         start, end = start - shift, end - shift
-    tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][chosen], start, end, chosen_bounds, list(tempo_maps))
+    tokens, token_bounds = codec.encode_batch(pitch, cols["velocity"][chosen], start, end, chosen_bounds, list(tempo_maps),
+                                              **({} if role is None else {"roles": role}))
     in_range = (pitch >= codec.min_pitch) & (pitch <= codec.max_pitch)
     kept = np.bincount(piece[in_range], minlength=len(batch)).tolist()
     for info, music in zip(infos, _music(piece[in_range], end[in_range], list(tempo_maps), batch.maps, shifts)):
@@ -176,6 +184,8 @@ def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = DEFAU
     tracks = piece_tracks(batch, chosen)
     reasons = [_empty_reason(codec, options.tracks, t, c) if not (k and n) else None
                for k, n, t, c in zip(kept, np.diff(token_bounds).tolist(), tracks, np.diff(chosen_bounds).tolist())]
+    if role is not None:
+        _reject_missing_roles(reasons, options.roles, role[in_range], piece[in_range], tracks)
     report = Counter(t for ts, r in zip(tracks, reasons) if r is None for t in ts)
     return EncodedPieces(tokens, token_bounds, kept, reasons, infos, report)
 
@@ -243,6 +253,22 @@ def _metres(sigs: list[tuple[float, int, int]], start: float, stop: float) -> li
             if name not in seen:
                 seen.append(name)
     return seen
+
+
+MISSING_ROLE = "no notes for the role"  # how a rejection for a missing role begins (data prepare counts them)
+
+
+def _reject_missing_roles(reasons: list[str | None], roles: RoleChoice, role: np.ndarray, piece: np.ndarray,
+                          tracks: list[list[tuple[str, bool, bool]]]) -> None:
+    """Reject (in ``reasons``) the pieces lacking the notes of a role: its tracks are missing
+    or play nothing in the codec's range (``role``, ``piece``: of the notes kept in range)."""
+    for i, (name, names) in enumerate(roles.roles):
+        has = np.bincount(piece[role == i], minlength=len(reasons)) > 0
+        for k in np.flatnonzero(~has).tolist():
+            if not (reasons[k] or "").startswith(MISSING_ROLE):
+                shown = ", ".join(n for n, _, _ in tracks[k][:8]) or "none"
+                reasons[k] = (f"{MISSING_ROLE} {name} (tracks {', '.join(sorted(names))}, any case); "
+                              f"its tracks: {shown}")
 
 
 def _empty_reason(codec: Codec, choice: TrackChoice, tracks: list[tuple[str, bool, bool]], chosen: int) -> str:

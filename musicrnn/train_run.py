@@ -244,7 +244,8 @@ class Run:
                 "parameters": self.model.num_parameters, "command": " ".join(["musicrnn", *sys.argv[1:]]) if sys.argv else "",
                 "torch": str(torch.__version__),
                 # a model of key-normalised data knows one home key: compose picks a key per piece, live play transposes
-                "key_normalised": bool(self.data.train.manifest.get("key_normalise"))}
+                "key_normalised": bool(self.data.train.manifest.get("key_normalise")),
+                **_roles_meta(self.data.train.manifest)}
 
     def prepare_folder(self, replace_old: bool) -> None:
         """The run folder, without temp files of checkpoint writes cut short by a kill (the .pt
@@ -462,3 +463,10 @@ def _mean_over_ranks(total: float, count: int, distributed: bool) -> float:
 
         dist.all_reduce(sums)
     return float(sums[0] / max(sums[1], 1))
+
+
+def _roles_meta(manifest: dict) -> dict[str, Any]:
+    """``{"roles": {role: track names}}`` for data prepared with ``--roles`` (compose reads the
+    melody's track names from it), else nothing (other checkpoints' meta stays as it was)."""
+    roles = ((manifest.get("tracks") or {}).get("choice") or {}).get("roles")
+    return {"roles": roles} if roles else {}

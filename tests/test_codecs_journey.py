@@ -260,9 +260,10 @@ def test_a_codec_defined_in_a_test_prepares_trains_evaluates_and_composes(melody
 
 def test_a_registered_codec_joins_the_cli_options_and_is_built_from_them(melody) -> None:
     by_flag = {o.flag: o for o in codecs.cli_options()}
-    assert by_flag["--codec"].type == ("performance", "grid", "melody")
+    assert by_flag["--codec"].type == ("performance", "grid", "accompany", "melody")
     assert "melody: one voice" in by_flag["--codec"].help
-    assert by_flag["--steps"].help.endswith("(performance: 100/s or 12/beat; grid: 4/beat; melody: 4/beat).")
+    assert by_flag["--steps"].help.endswith("(performance: 100/s or 12/beat; grid: 4/beat; accompany: 4/beat; "
+                                            "melody: 4/beat).")
     values = {o.param: o.default for o in codecs.cli_options()} | {"steps": 2.0, "pitch_range": "48-72"}
     built = codecs.codec_from_cli("melody", values)
     assert built == MelodyCodec(2, 48, 72)

@@ -31,12 +31,16 @@ def data() -> None:
               help="MIDI files: keep only pitched tracks with these General MIDI programs, e.g. 0-7,24.")
 @click.option("--drums", type=click.Choice(["drop", "keep", "only"]), default="drop", show_default=True,
               help="Drum tracks: drop them, keep them (hits become notes at their drum key numbers), or keep only them.")
+@click.option("--roles", "roles", multiple=True, metavar="ROLE=NAMES",
+              help="A codec with roles (accompany): the tracks (names, any case) that play each role, one --roles per "
+                   "role, e.g. --roles melody=MELODY,BRIDGE --roles accompaniment=PIANO; a file lacking a role's "
+                   "tracks is skipped.")
 @click.option("--key-normalise", is_flag=True,
               help="Transpose each piece so its tonic is C (C major / C minor, at most 6 semitones): its key from key_audio.txt "
                    "beside the MIDI file (POP909), else estimated from its notes.")
 @click.option("--workers", type=int, default=None, help="Parallel parser processes (default: all cores).")
 @user_errors
-def data_prepare(sources, out, split, split_seed, tracks, programs, drums, key_normalise, workers,
+def data_prepare(sources, out, split, split_seed, tracks, programs, drums, roles, key_normalise, workers,
                  **codec_values) -> None:
     """Turn SOURCES into token data for training.
 
@@ -56,9 +60,9 @@ def data_prepare(sources, out, split, split_seed, tracks, programs, drums, key_n
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from musicrnn.corpus import key_summary_line, prepare, track_summary_line
+    from musicrnn.corpus import key_summary_line, prepare, role_summary_line, track_summary_line
     from musicrnn.ingest import IngestOptions
-    from musicrnn.sources import TrackChoice, mat_frame_beats
+    from musicrnn.sources import RoleChoice, TrackChoice, mat_frame_beats
 
     try:
         fractions = tuple(float(x) for x in split.split(","))
@@ -67,7 +71,9 @@ def data_prepare(sources, out, split, split_seed, tracks, programs, drums, key_n
     mats = [s for s in sources if s.lower().endswith(".mat")]
     default_steps = round(1 / mat_frame_beats(mats[0])) if mats else None
     codec = build_codec(codec_values, default_steps)
-    options = IngestOptions(tracks=TrackChoice.parse(tracks, programs, drums), key_normalise=key_normalise)
+    role_choice = RoleChoice.parse(roles, codec.roles, codec.name) if roles or codec.roles else None
+    options = IngestOptions(tracks=TrackChoice.parse(tracks, programs, drums), key_normalise=key_normalise,
+                            roles=role_choice)
     console = Console(stderr=True)
     with Progress(TextColumn("parsing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
@@ -84,7 +90,8 @@ def data_prepare(sources, out, split, split_seed, tracks, programs, drums, key_n
         f"{sum(v['tokens'] for v in s.values())} tokens; {len(manifest['rejected'])} of "
         f"{manifest['files_seen']} rejected (listed in {out / 'rejected.tsv'})"
     )
-    for label, line in (("tracks", track_summary_line(manifest)), ("keys", key_summary_line(manifest))):
+    for label, line in (("tracks", track_summary_line(manifest)), ("roles", role_summary_line(manifest)),
+                        ("keys", key_summary_line(manifest))):
         if line:
             click.echo(f"{label}: {line}")
 
@@ -98,7 +105,7 @@ def data_stats_cmd(folder) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from musicrnn.corpus import data_stats, key_summary_line, track_summary_line
+    from musicrnn.corpus import data_stats, key_summary_line, role_summary_line, track_summary_line
 
     st = data_stats(folder)
     console = Console()
@@ -117,7 +124,8 @@ def data_stats_cmd(folder) -> None:
     if st["pitch_range"]:
         console.print(f"pitch range used: {st['pitch_range'][0]}-{st['pitch_range'][1]}; rejected files: {st['rejected']}")
     _print_music(console, st["music"])
-    for label, line in (("tracks", track_summary_line(st["manifest"])), ("keys", key_summary_line(st["manifest"]))):
+    for label, line in (("tracks", track_summary_line(st["manifest"])), ("roles", role_summary_line(st["manifest"])),
+                        ("keys", key_summary_line(st["manifest"]))):
         if line:
             console.print(f"{label}: {line}", highlight=False)
 

@@ -27,6 +27,7 @@ from musicrnn.codecs.base import (
     KIND_HOLD,
     KIND_NOTE_OFF,
     KIND_NOTE_ON,
+    KIND_ROLE,
     KIND_SHIFT,
     KIND_STEP,
     KIND_VELOCITY,
@@ -41,6 +42,7 @@ from musicrnn.codecs.base import (
     events_to_notes,
     pitch_name,
 )
+from musicrnn.codecs.accompany import AccompanyCodec
 from musicrnn.codecs.grid import GridCodec
 from musicrnn.codecs.options import CliOption, OptionValueError, parse_pitch_range
 from musicrnn.codecs.performance import PerformanceCodec
@@ -49,6 +51,7 @@ from musicrnn.errors import CodecError
 CODECS: dict[str, type[Codec]] = {
     "performance": PerformanceCodec,
     "grid": GridCodec,
+    "accompany": AccompanyCodec,
 }
 DEFAULT_CODEC = "performance"  # what `data prepare` builds without --codec
 
@@ -137,6 +140,7 @@ def prepare_options(codec: Codec) -> str:
 
 
 __all__ = [
+    "AccompanyCodec",
     "BOS",
     "CODECS",
     "CODEC_FORMAT_VERSION",
@@ -145,6 +149,7 @@ __all__ = [
     "KIND_HOLD",
     "KIND_NOTE_OFF",
     "KIND_NOTE_ON",
+    "KIND_ROLE",
     "KIND_SHIFT",
     "KIND_STEP",
     "KIND_VELOCITY",

@@ -48,7 +48,8 @@ MAX_STEPS_PER_UNIT = 1000  # finest time grid: 1 ms (seconds unit) or 1/1000 bea
 PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 # token kinds, shared by all codecs so samplers can build masks without knowing the codec
-KIND_BOS, KIND_NOTE_ON, KIND_NOTE_OFF, KIND_SHIFT, KIND_VELOCITY, KIND_HOLD, KIND_STEP = range(7)
+# (KIND_ROLE: a role separator, in codecs with roles)
+KIND_BOS, KIND_NOTE_ON, KIND_NOTE_OFF, KIND_SHIFT, KIND_VELOCITY, KIND_HOLD, KIND_STEP, KIND_ROLE = range(8)
 
 
 def pitch_name(pitch: int) -> str:
@@ -90,6 +91,9 @@ class Codec(ABC):
     # next note or wait), "frame" (the next frame), None (live play does not know this codec)
     live_unit: str | None = None
     has_frames = False  # tokens come in frames (count_frames counts them: NLL per frame)
+    # the parts a codec with roles keeps apart (e.g. ("melody", "accompaniment")): `data prepare
+    # --roles` names each one's tracks, and encode_batch gets each note's role (an index in this)
+    roles: tuple[str, ...] = ()
     can_stretch = False  # stretch() time-stretches tokens (training augmentation)
 
     def __init__(self) -> None:
@@ -171,14 +175,18 @@ class Codec(ABC):
         end: np.ndarray,
         bounds: np.ndarray,
         tempo_maps: list[list[tuple[float, float]]],
+        roles: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`encode_piece` for several pieces at once, given as note columns (times in
         beats, no drums; no structured array to build or copy): piece ``i`` is rows
         ``bounds[i]:bounds[i + 1]`` with tempo map ``tempo_maps[i]``. Returns all the tokens and
         the pieces' bounds in them. ``prepare`` encodes a chunk of files this way, with one
-        numpy call per step instead of one per file."""
+        numpy call per step instead of one per file. ``roles``: each note's role (an index in
+        :attr:`roles`), for codecs with roles only (their ``_encode_batch`` takes it)."""
         if self.time_unit == "seconds":  # one pass through the tempo maps
             start, end = beats_to_seconds_batch(tempo_maps, bounds, np.stack([start, end]))
+        if roles is not None:
+            return self._encode_batch(pitch, velocity, start, end, bounds, roles=roles)  # type: ignore[call-arg]
         return self._encode_batch(pitch, velocity, start, end, bounds)
 
     def decode_piece(self, tokens, bpm: float = 120.0, program: int = 0) -> Piece:

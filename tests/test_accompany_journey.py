@@ -1,0 +1,195 @@
+"""Accompany mode, offline (issue 17): the accompany codec (a melody and its accompaniment in one
+frame sequence), `data prepare --roles`, training on it, and `compose --accompany`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+from click.testing import CliRunner
+
+from musicrnn.cli import cli
+from musicrnn.codecs import AccompanyCodec, codec_from_dict
+from musicrnn.corpus import TokenData, read_manifest
+from musicrnn.notes import make_notes
+from musicrnn.sample import SamplingConfig
+
+
+def _song(path: Path, tracks=("MELODY", "PIANO"), bpm: float = 100.0, metre=(3, 4), bars: int = 4) -> Path:
+    """A tiny song: a melody of quarter notes over three-note chords a bar long (one track each)."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(*metre, 0.0))
+    beat = 60.0 / bpm
+    per_bar = metre[0]
+    melody = pretty_midi.Instrument(program=0, name=tracks[0])
+    for i in range(bars * per_bar):
+        melody.notes.append(pretty_midi.Note(90, [72, 74, 76, 77, 79][i % 5], i * beat, (i + 0.9) * beat))
+    pm.instruments.append(melody)
+    if len(tracks) > 1:
+        piano = pretty_midi.Instrument(program=0, name=tracks[1])
+        for b in range(bars):
+            for p in ([48, 52, 55], [53, 57, 60])[b % 2]:
+                piano.notes.append(pretty_midi.Note(60 + 10 * (b % 2), p, b * per_bar * beat, (b + 1) * per_bar * beat))
+        pm.instruments.append(piano)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pm.write(str(path))
+    return path
+
+
+# --- the codec ---------------------------------------------------------------------------------
+
+
+def _two_roles() -> np.ndarray:
+    """A melody (track 0) over an accompaniment (track 1), on the sixteenth grid."""
+    return make_notes(pitch=[60, 62, 64, 64, 48, 52, 55, 48], velocity=[90, 90, 90, 90, 60, 70, 80, 100],
+                      start=[0, 1, 1.5, 2.0, 0, 0, 0, 2], end=[1, 1.5, 2.0, 3.25, 2, 1, 2, 3],
+                      track=[0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def test_both_roles_round_trip_and_a_frame_reads_melody_then_accompaniment() -> None:
+    codec = AccompanyCodec()
+    notes = _two_roles()
+    tokens = codec.encode(notes)
+    names = codec.names(tokens)
+    # frame 0: the melody, the separator, the velocity of the accompaniment's onsets, its chord
+    assert names[:7] == ["M_ON(60 C4)", "ACC", "VEL(8)", "A_ON(48 C3)", "A_ON(52 E3)", "A_ON(55 G3)", "STEP"]
+    assert names[7:13] == ["M_HOLD(60 C4)", "ACC", "A_HOLD(48 C3)", "A_HOLD(52 E3)", "A_HOLD(55 G3)", "STEP"]
+    assert codec.count_frames(tokens) == 13  # up to the last note's end (3.25 beats)
+    roles = codec.decode_roles(tokens)
+    mel, acc = roles["melody"], roles["accompaniment"]
+    assert [(n["pitch"], n["start"], n["end"]) for n in mel] == [(60, 0, 1), (62, 1, 1.5), (64, 1.5, 2.0), (64, 2.0, 3.25)]
+    assert sorted((n["pitch"], n["start"], n["end"]) for n in acc) == [(48, 0, 2), (48, 2, 3), (52, 0, 1), (55, 0, 2)]
+    assert set(acc["track"]) == {1} and set(mel["track"]) == {0}
+    # velocities: a bin per frame of onsets (mean of 60, 70, 80 -> bin 8 -> 68; 100 -> bin 12 -> 100)
+    assert sorted(set(acc["velocity"].tolist())) == [68, 100]
+    both = codec.decode(tokens)
+    assert len(both) == 8 and codec.encode(both).tolist() == tokens.tolist()  # decode gives what encodes the same
+
+
+def test_the_melody_part_of_each_frame_is_what_encode_writes_before_the_accompaniment() -> None:
+    codec = AccompanyCodec()
+    notes = _two_roles()
+    tokens = codec.encode(notes).tolist()
+    frames = codec.melody_frames(notes[notes["track"] == 0])
+    acc = codec.acc_token
+    i = 0
+    for part in frames:  # each frame of the full sequence starts with the melody part alone
+        assert tokens[i : i + len(part)] == part.tolist() and part[-1] == acc
+        i = tokens.index(codec.step_token, i) + 1
+    assert codec.melody_frame_tokens({60, 64}, {64}) == [codec.m_hold0 + 60 - 21, codec.m_on0 + 64 - 21, acc]
+    enc = codec.stream_encoder()  # live: note-ons and offs, then the ending frame's melody part
+    enc.note_on(0.0, 60, 90)
+    assert enc.melody_frame() == [codec.m_on0 + 60 - 21, acc]
+    assert enc.melody_frame() == [codec.m_hold0 + 60 - 21, acc]
+    # the accompaniment alone, as live play wants it
+    dec = codec.stream_decoder(roles=(1,))
+    events = [e for t in codec.encode(notes).tolist() for e in dec.feed(t)] + dec.close()
+    assert {e.pitch for e in events} == {48, 52, 55}
+
+
+def test_transposition_moves_both_roles() -> None:
+    codec = AccompanyCodec()
+    tokens = codec.encode(_two_roles())
+    up = codec.decode_roles(codec.transpose(tokens, 3))
+    assert sorted(up["melody"]["pitch"].tolist()) == [63, 65, 67, 67]
+    assert sorted(up["accompaniment"]["pitch"].tolist()) == [51, 51, 55, 58]
+
+
+def _feed(cons, codec, tokens) -> None:
+    for t in tokens:
+        cons.update(np.array([t]))
+
+
+def test_the_accompanist_grammar() -> None:
+    codec = AccompanyCodec()
+    cfg = SamplingConfig(pitch_range=(40, 80), max_polyphony=2)
+    cons = codec.constraints(1, cfg)
+    p = lambda first, pitch: first + pitch - codec.min_pitch  # noqa: E731
+    m = cons.mask()[0]  # the melody part (fed when accompanying): melody pitches or ACC
+    assert m[codec.acc_token] and not m[codec.step_token] and not m[codec.vel0] and not m[p(codec.a_on0, 60)]
+    _feed(cons, codec, [p(codec.m_on0, 72), codec.acc_token])
+    m = cons.mask()[0]  # after ACC: VEL, new notes in range, STEP; no melody token, no second ACC
+    assert m[codec.vel0 : codec.a_on0].all() and m[codec.step_token]
+    assert not m[codec.m_on0 : codec.acc_token + 1].any()
+    assert m[p(codec.a_on0, 40)] and m[p(codec.a_on0, 80)] and not m[p(codec.a_on0, 39)] and not m[p(codec.a_on0, 81)]
+    assert not m[codec.a_hold0 : codec.step_token].any()  # nothing sounded before: nothing to hold
+    _feed(cons, codec, [codec.vel0 + 5, p(codec.a_on0, 48)])
+    m = cons.mask()[0]  # ascending, no second VEL
+    assert not m[codec.vel0 : codec.a_on0].any() and not m[p(codec.a_on0, 48)] and m[p(codec.a_on0, 52)]
+    _feed(cons, codec, [p(codec.a_on0, 55)])
+    m = cons.mask()[0]  # two notes: the polyphony is full, only STEP
+    assert np.flatnonzero(m).tolist() == [codec.step_token]
+    _feed(cons, codec, [codec.step_token, codec.acc_token])
+    m = cons.mask()[0]  # the next frame may hold what sounded, and only that
+    holds = np.flatnonzero(m[codec.a_hold0 : codec.step_token]) + codec.min_pitch
+    assert holds.tolist() == [48, 55]
+    assert cons.step_counts().tolist() == [1]
+    fork = cons.fork()
+    _feed(fork, codec, [p(codec.a_hold0, 55)])
+    assert not fork.mask()[0, p(codec.a_hold0, 48)] and cons.mask()[0, p(codec.a_hold0, 48)]  # forks are independent
+
+
+def test_the_grammar_masks_rows_apart() -> None:
+    codec = AccompanyCodec()
+    cons = codec.constraints(2, SamplingConfig())
+    cons.update(np.array([codec.acc_token, codec.m_on0 + 10]))
+    m = cons.mask()
+    assert m[0, codec.step_token] and not m[1, codec.step_token]
+    assert m[1, codec.acc_token] and not m[1, codec.m_on0 + 10] and m[1, codec.m_on0 + 11]
+
+
+# --- data prepare --roles ------------------------------------------------------------------------
+
+
+def _prepare(args: list[str]):
+    return CliRunner().invoke(cli, ["data", "prepare", *args, "--workers", "1"])
+
+
+ROLES = ["--codec", "accompany", "--roles", "melody=melody,Bridge", "--roles", "accompaniment=PIANO"]
+
+
+def test_prepare_with_roles_keeps_each_role_and_skips_files_lacking_one(tmp_path: Path) -> None:
+    src = tmp_path / "songs"
+    for i in range(6):
+        _song(src / f"s{i}.mid", bars=2 + i % 3)
+    _song(src / "solo.mid", tracks=("MELODY",))  # no accompaniment: skipped
+    out = tmp_path / "data"
+    res = _prepare([str(src), "-o", str(out), *ROLES, "--split", "1,0,0", "--key-normalise"])
+    assert res.exit_code == 0, res.output
+    assert "pieces train/valid/test 6/0/0" in res.output and "1 of 7 rejected" in res.output
+    assert "roles: melody = bridge, melody; accompaniment = piano (any case); 1 file skipped" in res.output
+    manifest = read_manifest(out)
+    assert manifest["tracks"]["choice"]["roles"] == {"melody": ["bridge", "melody"], "accompaniment": ["piano"]}
+    assert manifest["rejected"][0]["file"].endswith("solo.mid")
+    assert "no notes for the role accompaniment" in manifest["rejected"][0]["reason"]
+    stats = CliRunner().invoke(cli, ["data", "stats", str(out)])
+    assert stats.exit_code == 0 and "roles: melody = bridge, melody; accompaniment = piano" in " ".join(stats.output.split())
+    data = TokenData(out, "train")
+    codec = data.codec
+    assert isinstance(codec, AccompanyCodec) and codec == codec_from_dict(manifest["codec"])
+    roles = codec.decode_roles(data.piece(0))
+    # key-normalised: C major already, so the parts are what was played
+    assert set(roles["melody"]["pitch"].tolist()) == {72, 74, 76, 77, 79}
+    assert set(roles["accompaniment"]["pitch"].tolist()) <= {48, 52, 55, 53, 57, 60}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--codec", "grid", "--roles", "melody=MELODY"], "error: --roles: the grid codec has no roles"),
+    (["--codec", "accompany"], "error: the accompany codec needs the tracks of every role: --roles for melody, "
+                               "accompaniment is missing"),
+    (["--codec", "accompany", "--roles", "melody=MELODY"], "--roles for accompaniment is missing"),
+    (["--codec", "accompany", "--roles", "lead=MELODY", "--roles", "accompaniment=PIANO"],
+     "error: --roles lead=MELODY: give ROLE=TRACK,TRACK with ROLE one of melody, accompaniment"),
+    ([*ROLES, "--tracks", "MELODY"], "error: --tracks and --roles both choose tracks"),
+    (["--codec", "accompany", "--roles", "melody=MELODY,PIANO", "--roles", "accompaniment=PIANO"],
+     "error: --roles: track 'piano' is in the melody and the accompaniment role"),
+])
+def test_prepare_role_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    src = _song(tmp_path / "s.mid")
+    res = _prepare([str(src), "-o", str(tmp_path / "data"), *args])
+    assert res.exit_code == 1 and message in res.output, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert not (tmp_path / "data").exists()
