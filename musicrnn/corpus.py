@@ -37,12 +37,12 @@ from musicrnn.sources import (
     KEY_ANNOTATION,
     SPLIT_RULE,
     Item,
-    RoleChoice,
     TrackChoice,
     choose_split,
     find_items,
 )
-from musicrnn.ingest import DEFAULT_INGEST, MISSING_ROLE, Encoded, IngestOptions, Result, chunk_items, init_worker, mat_results, encode_chunk
+from musicrnn.ingest import DEFAULT_INGEST, Encoded, IngestOptions, Result, chunk_items, init_worker, mat_results, encode_chunk
+from musicrnn.roles import RoleChoice, check_roles
 
 MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -170,7 +170,7 @@ def prepare(
     if len(split) != 3 or any(x < 0 for x in split) or abs(sum(split) - 1.0) > 1e-6:
         raise DataError(f"--split {','.join(map(str, split))}: give three fractions that sum to 1, e.g. 0.8,0.1,0.1")
     out = Path(out)
-    _check_roles(codec, options)
+    check_roles(codec, options.roles, options.tracks.names is not None)
     items: list[Item] = []
     for src in sources:
         found = find_items(src)
@@ -289,19 +289,6 @@ def _file_pieces(encoded: Iterable[Encoded], tracks: Counter) -> Iterator[list[R
         yield from enc.items()
 
 
-def _check_roles(codec: Codec, options: IngestOptions) -> None:
-    """A codec with roles needs the tracks of each (``--roles``), and only such a codec takes them."""
-    if options.roles is None and codec.roles:
-        RoleChoice.parse((), codec.roles, codec.name)  # raises: says which roles are missing
-    if options.roles is not None:
-        if not codec.roles:
-            RoleChoice.parse((), codec.roles, codec.name)  # raises: this codec has no roles
-        if tuple(r for r, _ in options.roles.roles) != codec.roles:
-            raise DataError(f"{options.roles.describe()}: the {codec.name} codec's roles are {', '.join(codec.roles)}")
-        if options.tracks.names is not None:
-            raise DataError("--tracks and --roles both choose tracks; give --roles alone (its track names are the ones kept)")
-
-
 def _track_summary(choice: TrackChoice, tracks: Counter, roles: RoleChoice | None = None) -> dict:
     """The manifest's record of the track choice (and the roles' tracks, for a codec with roles)
     and of the tracks it kept and dropped (over the pieces in the data), by name, most common first."""
@@ -347,18 +334,6 @@ def key_summary_line(manifest: dict) -> str | None:
     shifts = ", ".join(f"{int(s):+d}: {n:,}" for s, n in sorted(k["shifts"].items(), key=lambda kv: int(kv[0])))
     return (f"tonic moved to C (C major / C minor): keys from {KEY_ANNOTATION} {k['from_annotation']:,}, estimated "
             f"{k['estimated']:,}; pieces per shift {shifts}")
-
-
-def role_summary_line(manifest: dict) -> str | None:
-    """The roles' tracks and how many files lacked one, for ``data prepare``'s summary; None
-    for data without roles."""
-    roles = ((manifest.get("tracks") or {}).get("choice") or {}).get("roles")
-    if not roles:
-        return None
-    lacking = sum(1 for r in manifest["rejected"] if r["reason"].startswith(MISSING_ROLE))
-    order = {r: i for i, r in enumerate(codec_from_dict(manifest["codec"]).roles)}  # JSON sorted them by name
-    given = "; ".join(f"{role} = {', '.join(names)}" for role, names in sorted(roles.items(), key=lambda kv: order.get(kv[0], 0)))
-    return f"{given} (any case); {lacking:,} file{'s' if lacking != 1 else ''} skipped for lacking a role's notes"
 
 
 def track_summary_line(manifest: dict, most: int = 8) -> str | None:

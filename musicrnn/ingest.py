@@ -28,7 +28,6 @@ from musicrnn.sources import (
     KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
     Item,
-    RoleChoice,
     TrackChoice,
     chosen_notes,
     load_item,
@@ -38,6 +37,7 @@ from musicrnn.sources import (
     read_key_annotation,
     roll_to_notes,
 )
+from musicrnn.roles import RoleChoice, reject_missing_roles
 from musicrnn.tonality import Key, estimate_keys, home_shift, pitch_class_profiles
 
 _WORKER_CODEC: tuple[str, Codec] | None = None
@@ -170,7 +170,7 @@ def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = DEFAU
     firsts = np.zeros(len(batch))
     if counts.any():
         firsts[counts > 0] = np.minimum.reduceat(start, chosen_bounds[:-1][counts > 0])
-    shifts, tempo_maps = zip(*(_bar_shift(float(f), maps) if n else (0.0, maps[0])
+    shifts, tempo_maps = zip(*(bar_shift(float(f), maps) if n else (0.0, maps[0])
                                for f, n, maps in zip(firsts.tolist(), counts.tolist(), batch.maps)))
     if any(shifts):
         shift = np.array(shifts)[piece]
@@ -185,7 +185,7 @@ def encode_pieces(codec: Codec, batch: NoteBatch, options: IngestOptions = DEFAU
     reasons = [_empty_reason(codec, options.tracks, t, c) if not (k and n) else None
                for k, n, t, c in zip(kept, np.diff(token_bounds).tolist(), tracks, np.diff(chosen_bounds).tolist())]
     if role is not None:
-        _reject_missing_roles(reasons, options.roles, role[in_range], piece[in_range], tracks)
+        reject_missing_roles(reasons, options.roles, role[in_range], piece[in_range], tracks)
     report = Counter(t for ts, r in zip(tracks, reasons) if r is None for t in ts)
     return EncodedPieces(tokens, token_bounds, kept, reasons, infos, report)
 
@@ -255,22 +255,6 @@ def _metres(sigs: list[tuple[float, int, int]], start: float, stop: float) -> li
     return seen
 
 
-MISSING_ROLE = "no notes for the role"  # how a rejection for a missing role begins (data prepare counts them)
-
-
-def _reject_missing_roles(reasons: list[str | None], roles: RoleChoice, role: np.ndarray, piece: np.ndarray,
-                          tracks: list[list[tuple[str, bool, bool]]]) -> None:
-    """Reject (in ``reasons``) the pieces lacking the notes of a role: its tracks are missing
-    or play nothing in the codec's range (``role``, ``piece``: of the notes kept in range)."""
-    for i, (name, names) in enumerate(roles.roles):
-        has = np.bincount(piece[role == i], minlength=len(reasons)) > 0
-        for k in np.flatnonzero(~has).tolist():
-            if not (reasons[k] or "").startswith(MISSING_ROLE):
-                shown = ", ".join(n for n, _, _ in tracks[k][:8]) or "none"
-                reasons[k] = (f"{MISSING_ROLE} {name} (tracks {', '.join(sorted(names))}, any case); "
-                              f"its tracks: {shown}")
-
-
 def _empty_reason(codec: Codec, choice: TrackChoice, tracks: list[tuple[str, bool, bool]], chosen: int) -> str:
     """Why a piece without tokens is rejected: none of its tracks chosen, or no note in range."""
     if chosen == 0 and tracks:
@@ -282,7 +266,7 @@ def _empty_reason(codec: Codec, choice: TrackChoice, tracks: list[tuple[str, boo
     return f"no pitched notes within the codec's range {codec.min_pitch}-{codec.max_pitch}"
 
 
-def _bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float]]]:
+def bar_shift(first: float, maps: Maps) -> tuple[float, list[tuple[float, float]]]:
     """How far a piece whose first note starts at beat ``first`` moves earlier (whole bars of its
     first time signature), and its tempo map moved with it."""
     tempos, sigs = maps

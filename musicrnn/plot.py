@@ -25,10 +25,11 @@ def velocity_colours(colour: str, velocities: np.ndarray) -> np.ndarray:
 
 
 def piano_roll_figure(piece: Piece, split_beat: float | None = None, beats_per_bar: float = 4.0,
-                      title: str | None = None):
+                      title: str | None = None, parts: np.ndarray | None = None):
     """Draw notes as bars over time (beats), primer (before ``split_beat``) and continuation in
     different colours shaded by velocity, with bar lines and a legend beside the roll (not over
-    its notes). Returns the matplotlib figure; the caller closes it."""
+    its notes); or, with ``parts`` (per note: True for the model's), a melody and the model's
+    accompaniment in those colours. Returns the matplotlib figure; the caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,7 +39,10 @@ def piano_roll_figure(piece: Piece, split_beat: float | None = None, beats_per_b
     notes = piece.notes
     end = max(piece.duration_beats, beats_per_bar)
     fig, ax = plt.subplots(figsize=(min(24, 4 + end / 4) + 1.6, 4), dpi=100)
-    is_primer = notes["start"] < split_beat - 1e-9 if split_beat is not None else np.zeros(len(notes), bool)
+    if parts is not None:
+        is_primer = ~np.asarray(parts, bool)
+    else:
+        is_primer = notes["start"] < split_beat - 1e-9 if split_beat is not None else np.zeros(len(notes), bool)
     for primer in (True, False):
         sel = notes[is_primer == primer]
         if len(sel):
@@ -51,6 +55,8 @@ def piano_roll_figure(piece: Piece, split_beat: float | None = None, beats_per_b
     if split_beat is not None:
         ax.axvline(split_beat, color="black", linewidth=1.2)
         handles += [Patch(color=PRIMER_COLOUR, label="primer"), Patch(color=CONTINUATION_COLOUR, label="musicrnn")]
+    elif parts is not None:
+        handles += [Patch(color=PRIMER_COLOUR, label="melody"), Patch(color=CONTINUATION_COLOUR, label="musicrnn")]
     shades = velocity_colours(CONTINUATION_COLOUR, np.array(LEGEND_VELOCITIES))
     handles += [Patch(facecolor=c, edgecolor="black", linewidth=0.3, label=f"velocity {v}")
                 for v, c in zip(LEGEND_VELOCITIES, shades)]
@@ -66,12 +72,12 @@ def piano_roll_figure(piece: Piece, split_beat: float | None = None, beats_per_b
 
 
 def piano_roll_png(piece: Piece, path: Path, split_beat: float | None = None, beats_per_bar: float = 4.0,
-                   title: str | None = None) -> Path:
+                   title: str | None = None, parts: np.ndarray | None = None) -> Path:
     """:func:`piano_roll_figure` saved as a PNG at ``path`` (titled with its name by default)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig = piano_roll_figure(piece, split_beat, beats_per_bar, title or path.stem)
+    fig = piano_roll_figure(piece, split_beat, beats_per_bar, title or path.stem, parts)
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
     return path

@@ -134,56 +134,6 @@ class TrackChoice:
                 "programs": None if self.programs is None else sorted(self.programs), "drums": self.drums}
 
 
-@dataclass(frozen=True)
-class RoleChoice:
-    """Which tracks play which role, for a codec with roles (``data prepare --roles``): per role
-    (in the codec's order) the track names (lower case, stripped) whose notes play it."""
-
-    roles: tuple[tuple[str, frozenset[str]], ...]
-
-    @classmethod
-    def parse(cls, specs: tuple[str, ...] | list[str], roles: tuple[str, ...], codec_name: str) -> "RoleChoice":
-        """From the CLI's ``--roles melody=MELODY,BRIDGE --roles accompaniment=PIANO``: every role
-        of the codec (``roles``) once, each with its track names; a track in one role only."""
-        example = " ".join(f"--roles {r}={n}" for r, n in zip(roles, ("MELODY,BRIDGE", "PIANO")))
-        if not roles:
-            raise DataError(f"--roles: the {codec_name} codec has no roles; leave --roles out, or prepare with a codec "
-                            "that has them (--codec accompany)")
-        given: dict[str, frozenset[str]] = {}
-        for spec in specs:
-            role, sep, names = spec.partition("=")
-            role = role.strip().lower()
-            tracks = frozenset(n.strip().lower() for n in names.split(",") if n.strip())
-            if not sep or role not in roles or not tracks:
-                raise DataError(f"--roles {spec}: give ROLE=TRACK,TRACK with ROLE one of {', '.join(roles)}, e.g. {example}")
-            if role in given:
-                raise DataError(f"--roles {spec}: the {role} role is given twice; name all its tracks once, e.g. {example}")
-            given[role] = tracks
-        missing = [r for r in roles if r not in given]
-        if missing:
-            raise DataError(f"the {codec_name} codec needs the tracks of every role: --roles for {', '.join(missing)} is "
-                            f"missing, e.g. {example}")
-        for i, a in enumerate(roles):
-            for b in roles[i + 1 :]:
-                both = given[a] & given[b]
-                if both:
-                    raise DataError(f"--roles: track {sorted(both)[0]!r} is in the {a} and the {b} role; give each "
-                                    "track one role")
-        return cls(tuple((r, given[r]) for r in roles))
-
-    def describe(self) -> str:
-        return " ".join(f"--roles {role}={','.join(sorted(names))}" for role, names in self.roles)
-
-    def to_dict(self) -> dict:
-        return {role: sorted(names) for role, names in self.roles}
-
-    def of_rows(self, batch: NoteBatch) -> np.ndarray:
-        """Each row's role (its index in ``roles``) by its track's name; -1 for no role."""
-        table = _track_table_values(batch, lambda name: next((i for i, (_, names) in enumerate(self.roles)
-                                                               if name.strip().lower() in names), -1))
-        return table[_track_ids(batch)]
-
-
 def _parse_programs(text: str) -> frozenset[int]:
     """``"0-7,24"`` -> {0, ..., 7, 24}."""
     out: set[int] = set()
@@ -243,9 +193,10 @@ def _track_table(batch: NoteBatch, f) -> np.ndarray:
     return np.array([f(n) for names in batch.track_names for n in [*names, ""]], np.bool_)
 
 
-def _track_table_values(batch: NoteBatch, f) -> np.ndarray:
-    """``f(name)`` (an int) for every slot of :func:`_track_ids`."""
-    return np.array([f(n) for names in batch.track_names for n in [*names, ""]], np.int64)
+def track_values(batch: NoteBatch, f) -> np.ndarray:
+    """Per row of ``batch``, ``f(its track's name)`` (an int; the name "" for rows of no named
+    track), with ``f`` called once per track, not per note."""
+    return np.array([f(n) for names in batch.track_names for n in [*names, ""]], np.int64)[_track_ids(batch)]
 
 
 def piece_tracks(batch: NoteBatch, keep: np.ndarray) -> list[list[tuple[str, bool, bool]]]:

@@ -193,3 +193,127 @@ def test_prepare_role_errors_are_one_line(tmp_path: Path, args: list[str], messa
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert not (tmp_path / "data").exists()
+
+
+# --- training and compose --accompany -----------------------------------------------------------
+
+
+def test_a_model_trains_and_scores_on_role_data_and_remembers_the_roles(tmp_path: Path) -> None:
+    src = tmp_path / "songs"
+    for i in range(4):
+        _song(src / f"s{i}.mid", bars=2 + i % 2)
+    data = tmp_path / "data"
+    assert _prepare([str(src), "-o", str(data), *ROLES, "--split", "0.5,0.5,0", "--key-normalise"]).exit_code == 0
+    run = tmp_path / "run"
+    tiny = ["--hidden", "16", "--embedding", "8", "--layers", "1", "--batch-size", "2", "--seq-len", "16",
+            "--device", "cpu", "--threads", "1", "--warmup-steps", "1", "--max-steps", "2"]
+    trained = CliRunner().invoke(cli, ["train", str(data), "-o", str(run), *tiny])
+    assert trained.exit_code == 0, trained.output
+    from musicrnn.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt.meta["roles"]["melody"] == ["bridge", "melody"] and ckpt.meta["key_normalised"] is True
+    scored = CliRunner().invoke(cli, ["eval", str(run / "best.pt"), str(data), "--split", "valid", "--device", "cpu"])
+    assert scored.exit_code == 0 and "NLL/frame" in scored.output, scored.output
+
+
+def _model(tmp_path: Path, key_normalised: bool = False) -> Path:
+    from helpers.models import tiny_checkpoint
+
+    meta = {"roles": {"melody": ["melody", "bridge"], "accompaniment": ["piano"]}, "key_normalised": key_normalised}
+    return tiny_checkpoint(tmp_path / "acc.pt", AccompanyCodec(), meta)
+
+
+def _notes(path: Path) -> dict[str, list[tuple[int, float, float]]]:
+    pm = pretty_midi.PrettyMIDI(str(path))
+    return {inst.name: sorted((n.pitch, round(n.start, 4), round(n.end, 4)) for n in inst.notes)
+            for inst in pm.instruments}
+
+
+def _compose(*args: str):
+    return CliRunner().invoke(cli, ["compose", "--device", "cpu", *args])
+
+
+def test_compose_accompany_writes_the_melody_unchanged_and_an_accompaniment_track(tmp_path: Path) -> None:
+    import mido
+
+    model = _model(tmp_path)
+    song = _song(tmp_path / "in" / "tune.mid", tracks=("Melody", "PIANO"), bpm=100.0, metre=(3, 4), bars=4)
+    lead = _song(tmp_path / "in" / "lead.mid", tracks=("Lead",), bpm=132.0, metre=(4, 4), bars=2)
+    out = tmp_path / "out"
+    res = _compose("--model", str(model), "--accompany", str(song), "--accompany", str(lead), "-o", str(out),
+                   "--seed", "3", "--png")
+    assert res.exit_code == 0, res.output
+    assert f"{out / 'tune.mid'}: melody = track Melody (12 notes)" in res.output
+    assert f"{out / 'lead.mid'}: melody = all pitched tracks (no track named bridge, melody)" in res.output
+    assert sorted(f.name for f in out.iterdir()) == ["lead.mid", "lead.png", "tune.mid", "tune.png"]
+    for src, bpm, metre in ((song, 100.0, (3, 4)), (lead, 132.0, (4, 4))):
+        written, given = _notes(out / src.name), _notes(src)
+        melody_name = "Melody" if src == song else "Lead"
+        assert sorted(written) == sorted([melody_name, "musicrnn"])  # the input's PIANO track is left out
+        assert written[melody_name] == given[melody_name]  # the melody as it was
+        pm = pretty_midi.PrettyMIDI(str(out / src.name))
+        assert pm.get_tempo_changes()[1].tolist() == pytest.approx([bpm], rel=1e-5)
+        assert [(t.numerator, t.denominator) for t in pm.time_signature_changes] == [metre]
+        acc = written["musicrnn"]
+        assert acc, "no accompaniment"
+        lo, hi = min(s for _, s, _ in given[melody_name]), max(e for _, _, e in given[melody_name])
+        assert all(lo - 1e-3 <= s < e <= hi + 1e-3 for _, s, e in acc)  # within the melody's span
+        for track in mido.MidiFile(str(out / src.name)).tracks:  # every note closed
+            ons = sum(1 for m in track if m.type == "note_on" and m.velocity > 0)
+            offs = sum(1 for m in track if m.type == "note_off" or (m.type == "note_on" and m.velocity == 0))
+            assert ons == offs
+
+    # another run: refused without --overwrite (one line), the same bytes with it; a row does
+    # not depend on the others of its batch
+    before = (out / "tune.mid").read_bytes()
+    again = _compose("--model", str(model), "--accompany", str(song), "-o", str(out), "--seed", "3")
+    assert again.exit_code == 1 and again.output.startswith(f"error: {out / 'tune.mid'} already exists; give --overwrite")
+    alone = _compose("--model", str(model), "--accompany", str(song), "-o", str(out), "--seed", "3", "--overwrite")
+    assert alone.exit_code == 0, alone.output
+    assert (out / "tune.mid").read_bytes() == before
+
+
+def test_compose_accompany_keeps_key_and_range_per_melody_of_a_key_normalised_model(tmp_path: Path) -> None:
+    model = _model(tmp_path, key_normalised=True)
+    c_major = _song(tmp_path / "in" / "c.mid")
+    d_major = tmp_path / "in" / "d.mid"
+    pm = pretty_midi.PrettyMIDI(str(c_major))
+    for inst in pm.instruments:
+        for n in inst.notes:
+            n.pitch += 2
+    pm.write(str(d_major))
+    out = tmp_path / "out"
+    res = _compose("--model", str(model), "--accompany", str(c_major), "--accompany", str(d_major), "-o", str(out),
+                   "--pitch-range", "50-70", "--max-polyphony", "2")
+    assert res.exit_code == 0, res.output
+    assert "moved into C by its key (estimated), its accompaniment back: c.mid +0, d.mid -2" in res.output
+    for f in ("c.mid", "d.mid"):
+        acc = _notes(out / f)["musicrnn"]
+        assert acc and all(50 <= p <= 70 for p, _, _ in acc)  # output pitches, whatever the melody's key
+        starts = [s for _, s, _ in acc]
+        assert max(starts.count(s) for s in starts) <= 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-n", "3"], "error: -n does not apply to --accompany"),
+    (["--primer", "x.mid"], "error: --primer does not apply to --accompany"),
+    (["--min-note", "1"], "error: --min-note does not apply to --accompany"),
+])
+def test_compose_accompany_refuses_options_it_has_no_use_for(tmp_path: Path, args: list[str], message: str) -> None:
+    res = _compose("--model", str(_model(tmp_path)), "--accompany", str(_song(tmp_path / "a.mid")), "-o",
+                   str(tmp_path / "out"), *args)
+    assert res.exit_code == 1 and res.output.startswith(message) and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_compose_accompany_with_a_model_without_roles_names_model_and_the_fix(tmp_path: Path) -> None:
+    from musicrnn.codecs import GridCodec
+
+    from helpers.models import tiny_checkpoint
+
+    model = tiny_checkpoint(tmp_path / "grid.pt", GridCodec())
+    res = _compose("--model", str(model), "--accompany", str(_song(tmp_path / "a.mid")), "-o", str(tmp_path / "out"))
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert res.output.startswith(f"error: --model {model}: its grid codec has no melody and accompaniment roles")
+    assert "--codec accompany --roles" in res.output

@@ -19,6 +19,12 @@ from musicrnn.limits import MAX_NOTE_BEATS, PROGRAM, TEMPO, VELOCITY
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out"), show_default=True,
               help="Output folder.")
 @click.option("--name", default=None, help="File name stem (default: the primer's name or 'musicrnn').")
+@click.option("--accompany", "accompany_inputs", type=click.Path(path_type=Path), multiple=True, metavar="MELODY.mid",
+              help="Play an accompaniment under this MIDI file's melody (repeatable: all in one batch), with a model "
+                   "of the accompany codec; writes OUT/<its name>.mid: the melody tracks unchanged (the model's "
+                   "melody track names, else every pitched track), a 'musicrnn' track with the accompaniment. "
+                   "--temperature, --top-k/-p, --seed, --key, --pitch-range, --max-polyphony, --max-note and --program "
+                   "apply to the accompaniment; --key also names the melodies' key for a key-normalised model.")
 @click.option("--primer", type=click.Path(path_type=Path), default=None,
               help="MIDI file to continue: each output starts with it (its tracks, tempo changes and time "
                    "signatures as they are), then the model's continuation on a track of its own ('musicrnn').")
@@ -65,7 +71,7 @@ from musicrnn.limits import MAX_NOTE_BEATS, PROGRAM, TEMPO, VELOCITY
               help="bf16: bfloat16 weights (half the bytes per step), for many pieces at once on a GPU; on a "
                    "CPU fp32 batches step in numpy about as fast; other samples than fp32 for the same seed.")
 @user_errors
-def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
+def compose_cmd(model_path, count, out, name, accompany_inputs, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
                 top_p, seed, key, pitch_range, max_polyphony, min_note, max_note, tempo, beats_per_bar, time_signature,
                 program, follow_spec, velocity_how, png, overwrite, wav, device, precision) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
@@ -75,6 +81,7 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
       musicrnn compose -n 8 -o out --seed 1 --png
       musicrnn compose --primer riff.mid --bars 16 --key A:minor --temperature 0.9 -o out
       musicrnn compose --primer song.mid --primer-bars 8 --bars 8 -o out   # continue a song's last 8 bars
+      musicrnn compose --accompany tune.mid -o out --model runs/acc/best.pt  # an accompaniment under a melody
     """
     from rich.console import Console
     from rich.table import Table
@@ -90,6 +97,10 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
 
     dev = pick_device(device)
     ckpt = load_checkpoint(model_path or default_model_path(), dev)
+    if accompany_inputs:
+        _accompany(ckpt, model_path, list(accompany_inputs), out, temperature, top_k, top_p, seed, key, pitch_range,
+                   max_polyphony, max_note, program, png, overwrite, str(dev), precision)
+        return
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                               key=parse_key(key) if key else None,
                               pitch_range=parse_pitch_range_option(pitch_range) if pitch_range else None,
@@ -112,3 +123,41 @@ def compose_cmd(model_path, count, out, name, primer, primer_bars, primer_second
         rng = f"{p.pitch_range[0]}-{p.pitch_range[1]}" if p.pitch_range else "-"
         table.add_row(p.path.name, f"{p.seconds:.1f}", f"{p.bars:.1f}", str(p.notes), rng)
     Console().print(table)
+
+
+# compose's options that --accompany has no use for (the melody files set length, tempo and metre)
+NOT_FOR_ACCOMPANY = {"count": "-n", "name": "--name", "primer": "--primer", "primer_bars": "--primer-bars",
+                     "primer_seconds": "--primer-seconds", "bars": "--bars", "seconds": "--seconds", "tempo": "--tempo",
+                     "beats_per_bar": "--beats-per-bar", "time_signature": "--time-signature",
+                     "follow_spec": "--follow", "velocity_how": "--velocity", "min_note": "--min-note", "wav": "--wav"}
+
+
+def _accompany(ckpt, model_path, inputs, out, temperature, top_k, top_p, seed, key, pitch_range, max_polyphony,
+               max_note, program, png, overwrite, device, precision) -> None:
+    """`compose --accompany`: the accompanied files and their summary (musicrnn.accompaniment)."""
+    from musicrnn.accompaniment import MELODY_ROLE, AccompanyOptions, accompany, check_roles
+    from musicrnn.sample import SamplingConfig, parse_key
+    from musicrnn.tonality import parse_tonic
+
+    ctx = click.get_current_context()
+    for param, flag in NOT_FOR_ACCOMPANY.items():
+        if ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT):
+            raise click.UsageError(f"{flag} does not apply to --accompany (the melody files set what is played "
+                                   f"and how long); leave {flag} out", ctx)
+    check_roles(ckpt.codec, str(model_path or "default"))
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, key=parse_key(key) if key else None,
+                              pitch_range=parse_pitch_range_option(pitch_range) if pitch_range else None,
+                              max_polyphony=max_polyphony)
+    opts = AccompanyOptions(inputs, out, melody_tracks=(ckpt.meta.get("roles") or {}).get(MELODY_ROLE),
+                            sampling=sampling, max_note_beats=max_note, seed=seed, png=png, program=program,
+                            key_tonic=parse_tonic(key.partition(":")[0]) if key else None,
+                            home_key_model=bool(ckpt.meta.get("key_normalised")), device=device, precision=precision,
+                            overwrite=overwrite)
+    pieces = accompany(ckpt.model, ckpt.codec, opts)
+    for p in pieces:
+        click.echo(f"{p.path}: melody = {p.melody} ({p.melody_notes} notes); accompaniment {p.notes} notes on track "
+                   f"'musicrnn'; {p.seconds:.1f} s, {p.bars:.1f} bars" + (f"; {p.png}" if p.png else ""))
+    if opts.home_key_model:
+        click.echo("key-normalised model: each melody was moved into C by its key "
+                   f"({'--key' if key else 'estimated'}), its accompaniment back: "
+                   + ", ".join(f"{p.path.name} {p.shift:+d}" for p in pieces))

@@ -60,9 +60,10 @@ def data_prepare(sources, out, split, split_seed, tracks, programs, drums, roles
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from musicrnn.corpus import key_summary_line, prepare, role_summary_line, track_summary_line
+    from musicrnn.corpus import key_summary_line, prepare, track_summary_line
     from musicrnn.ingest import IngestOptions
-    from musicrnn.sources import RoleChoice, TrackChoice, mat_frame_beats
+    from musicrnn.roles import RoleChoice, role_summary_line
+    from musicrnn.sources import TrackChoice, mat_frame_beats
 
     try:
         fractions = tuple(float(x) for x in split.split(","))
@@ -105,7 +106,8 @@ def data_stats_cmd(folder) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from musicrnn.corpus import data_stats, key_summary_line, role_summary_line, track_summary_line
+    from musicrnn.corpus import data_stats, key_summary_line, track_summary_line
+    from musicrnn.roles import role_summary_line
 
     st = data_stats(folder)
     console = Console()

@@ -25,6 +25,9 @@ frame and sample the rest until STEP, with :class:`AccompanyConstraints` masking
   frame now ending, then the next).
 - :meth:`AccompanyCodec.decode_roles` ``(tokens)``: notes per role; ``stream_decoder(roles=(1,))``
   emits the accompaniment's note events alone, frame by frame.
+
+Kept as one file: a codec is one file plus its registry line (docs/architecture.md), and its
+vocabulary, stream coders and grammar read the same token layout.
 """
 
 from __future__ import annotations
@@ -437,7 +440,8 @@ class AccompanyConstraints(Constraints):
     frame before), then STEP; melody tokens and ACC are never allowed there. The sampling
     config's pitch range and key hold for new notes, its polyphony for the accompaniment's
     pitches in a frame, its longest note for how long the accompaniment holds one (its
-    shortest note is not enforced)."""
+    shortest note is not enforced). ``allowed`` may be replaced by one row of pitches per
+    sequence ([batch, pitches]): melodies in different keys accompanied at once."""
 
     codec: AccompanyCodec
     _state = ("part", "after_vel", "last", "count", "m_prev", "m_cur", "a_prev", "a_cur", "a_struck", "a_age", "frames")
@@ -470,16 +474,17 @@ class AccompanyConstraints(Constraints):
         after_last = self.pitch_ids[None, :] > self.last[:, None]
         melody = self.part == 0
         acc = ~melody
+        allowed = self.allowed if self.allowed.ndim == 2 else self.allowed[None, :]  # per row, or for all
         m = np.zeros((self.batch, c.vocab_size), bool)
         # melody part
-        m[:, c.m_on0 : c.m_on0 + p] = melody[:, None] & after_last & self.allowed[None, :]
+        m[:, c.m_on0 : c.m_on0 + p] = melody[:, None] & after_last & allowed
         m[:, c.m_hold0 : c.m_hold0 + p] = melody[:, None] & after_last & self.m_prev
         m[:, c.acc_token] = melody
         # accompaniment part
         room = after_last & (self.count < cfg.max_polyphony)[:, None] if cfg.max_polyphony else after_last
         held = self.a_prev & (self.a_age < cfg.max_note_steps) if cfg.max_note_steps else self.a_prev
         m[:, c.vel0 : c.a_on0] = (acc & ~self.after_vel & (self.count == 0))[:, None]
-        m[:, c.a_on0 : c.a_on0 + p] = acc[:, None] & room & self.allowed[None, :]
+        m[:, c.a_on0 : c.a_on0 + p] = acc[:, None] & room & allowed
         m[:, c.a_hold0 : c.a_hold0 + p] = acc[:, None] & room & held
         m[:, c.step_token] = acc
         return m

@@ -243,6 +243,16 @@ class Codec(ABC):
         the published piano-roll protocol, empty frames included); None: encode its notes."""
         return None
 
+    # --- roles (codecs with ``roles``) -------------------------------------------------------
+    def decode_roles(self, tokens) -> dict[str, np.ndarray]:
+        """Token ids -> notes per role name (codecs with :attr:`roles`)."""
+        raise CodecError(f"the {self.name} codec has no roles")
+
+    def melody_frames(self, notes: np.ndarray) -> list[np.ndarray]:
+        """Per frame, the tokens of the part a player plays (the first of :attr:`roles`), up to
+        where the model's part begins: what accompanying feeds (codecs with roles)."""
+        raise CodecError(f"the {self.name} codec has no roles")
+
     # --- time -------------------------------------------------------------------------------
     @property
     def follows_tempo(self) -> bool:
