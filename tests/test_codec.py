@@ -402,3 +402,22 @@ def test_token_names_read_well() -> None:
     assert beats.token_name(beats.shift0 + 2) == "SHIFT(3/12 beat)"
     grid = GridCodec()
     assert grid.token_name(grid.step_token) == "STEP"
+
+
+def test_a_performance_note_at_its_longest_must_end_before_anything_else() -> None:
+    """compose caps notes at 8 beats; a note reaching the cap used to mask only the waits, and
+    the model struck note after note at that instant (a cluster of dozens of held notes)."""
+    from musicrnn.sample import Constraints, SamplingConfig
+
+    codec = PerformanceCodec(time_unit="beats", steps_per_unit=12, max_shift_steps=12)
+    cons = Constraints.for_codec(codec, 1, SamplingConfig(max_note_steps=24))
+    on60, on64 = codec.on0 + 60 - codec.min_pitch, codec.on0 + 64 - codec.min_pitch
+    longest_shift = codec.shift0 + codec.max_shift_steps - 1
+    for token in (on60, longest_shift, on64, longest_shift):
+        assert cons.mask()[0, token]
+        cons.update(np.array([token]))
+    allowed = np.flatnonzero(cons.mask()[0])
+    assert [codec.token_name(t) for t in allowed] == [codec.token_name(codec.off0 + 60 - codec.min_pitch)]
+    cons.update(np.array([codec.off0 + 60 - codec.min_pitch]))
+    mask = cons.mask()[0]
+    assert mask[codec.on0 + 67 - codec.min_pitch] and mask[codec.shift0]  # free again

@@ -370,13 +370,21 @@ class PerformanceConstraints(Constraints):
         m = np.zeros((self.batch, c.vocab_size), dtype=bool)
         m[:, c.on0 : c.on0 + c.num_pitches] = on_ok
         m[:, c.off0 : c.off0 + c.num_pitches] = off_ok
+        m[:, c.vel0 :] = True
         if cfg.max_note_steps:
             oldest = np.where(self.sounding, age, 0).max(1)
             longest_shift = np.maximum(cfg.max_note_steps - oldest, 0)
             m[:, c.shift0 : c.vel0] = self.shift_lengths[None, :] <= longest_shift[:, None]
+            # a note at its longest must end now, before anything else: with only the waits
+            # masked, a model unsure how to end it struck note after note (time cannot pass),
+            # and every piece that met the cap became a cluster of dozens of held notes
+            due = self.sounding & (age >= cfg.max_note_steps)
+            overdue = due.any(1)
+            if overdue.any():
+                m[overdue] = False
+                m[overdue, c.off0 : c.off0 + c.num_pitches] = due[overdue]
         else:
             m[:, c.shift0 : c.vel0] = True
-        m[:, c.vel0 :] = True
         # a row that may do nothing else may always wait
         m[~m.any(1), c.shift0] = True
         return m
