@@ -4,8 +4,9 @@ Holds:
 - :class:`Stepper`: rows of model state, each reading one token at a time: :meth:`~Stepper.prime`
   (read a primer on every row), :meth:`~Stepper.step` (one token per row in, next-token logits
   out), :meth:`~Stepper.fork` (a copy of all rows, or of chosen rows, that goes on apart),
-  :meth:`~Stepper.fresh` (new rows from the start), :meth:`~Stepper.kernels` (the CPU-kernel
-  switch around a run of steps) and :meth:`~Stepper.score` (NLL of whole pieces: eval).
+  :meth:`~Stepper.fresh` (new rows from the start), :meth:`~Stepper.step_one` (one row, one
+  token: the live engine's path), :meth:`~Stepper.kernels` (the CPU-kernel switch around a run
+  of steps) and :meth:`~Stepper.score` (NLL of whole pieces: eval).
 - :class:`NumpyStepper` (float32 models on a CPU: :class:`~musicrnn.fast_step.FastStepper`) and
   :class:`TorchStepper` (``MusicRNN.step`` / ``nn.LSTM``: GPUs, bfloat16, int8, attention);
   the n-gram baseline's is :class:`musicrnn.ngram.NGramStepper`.
@@ -56,6 +57,10 @@ class Stepper(ABC):
     @abstractmethod
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """One token per row (``tokens`` [rows]) in: next-token logits [rows, vocab] (float32) out."""
+
+    def step_one(self, token: int) -> np.ndarray:
+        """:meth:`step` for a stepper of one row (the live engine's path): logits [1, vocab]."""
+        return self.step(np.array([token]))
 
     @abstractmethod
     def fork(self, rows: Sequence[int] | None = None) -> "Stepper":
@@ -137,6 +142,11 @@ class NumpyStepper(Stepper):
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         return self.fast.step_batch(np.asarray(tokens), self.state)[0]
+
+    def step_one(self, token: int) -> np.ndarray:
+        if self.rows != 1:
+            raise ValueError(f"step_one steps one row, this stepper has {self.rows}")
+        return self.fast.step_one(token, self.state)
 
     def fork(self, rows: Sequence[int] | None = None) -> "NumpyStepper":
         state = self.state.copy() if rows is None else self.state[:, list(rows)]  # fancy indexing copies

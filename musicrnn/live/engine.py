@@ -347,7 +347,7 @@ class Engine:
 
     def _step(self, stepper: Stepper, tok: int) -> np.ndarray:
         """One model step (the one seam every token goes through): logits [1, vocab]."""
-        return stepper.step(np.array([tok]))
+        return stepper.step_one(tok)
 
     def _commit(self, tokens: list[int]) -> list[NoteEvent]:
         """Tokens of the real stream: adopt the fork that predicted them, feed the rest."""
