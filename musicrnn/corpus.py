@@ -72,8 +72,8 @@ class SplitWriter:
         """Append a piece; ``info`` holds its :data:`INDEX_INFO` columns (missing ones are blank)."""
         self.fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
         self.offsets.append(self.offsets[-1] + len(tokens))
-        self.index.append((name, len(tokens), notes, frames, *(_cell(info.get(k)) for k in INDEX_INFO)))
-        self.music.append((notes, {k: info[k] for k in MUSIC_INFO if k in info}))
+        self.index.append((name, len(tokens), notes, frames, *[_cell(info.get(k)) for k in INDEX_INFO]))
+        self.music.append((notes, info))  # music_summary reads its MUSIC_INFO columns
         self.notes += notes
         self.frames += frames
 

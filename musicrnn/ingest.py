@@ -23,7 +23,7 @@ import numpy as np
 from musicrnn.codecs import Codec, codec_from_dict
 from musicrnn.errors import DataError, MusicRNNError
 from musicrnn.midi import load_midi_batch
-from musicrnn.notes import beats_to_seconds_batch, Maps, NOTE_DTYPE, NoteBatch, piece_index
+from musicrnn.notes import Maps, NOTE_DTYPE, NoteBatch, piece_index
 from musicrnn.sources import (
     KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
@@ -200,26 +200,41 @@ def _music(piece: np.ndarray, end: np.ndarray, tempo_maps: list[list[tuple[float
            shifts: tuple[float, ...]) -> list[dict]:
     """Per piece (rows of ``piece``, sorted; ``end`` in beats after its bar shift), the
     index.tsv columns ``data stats`` sums up: its length in beats (from the start of its first
-    bar to its last note's end) and seconds (through its tempo map, one call for the batch),
-    its tempo (median over its beats, lowest, highest) and the time signatures in force."""
+    bar to its last note's end) and seconds (through its tempo map), its tempo (median over its
+    beats, lowest, highest) and the time signatures in force. One pass over each piece's maps
+    (a few entries), with one numpy call for the batch's lengths."""
     n = len(tempo_maps)
     bounds = np.searchsorted(piece, np.arange(n + 1))
     beats = np.zeros(n)
     has = np.diff(bounds) > 0
     if has.any():
         beats[has] = np.maximum.reduceat(end, bounds[:-1][has])
-    seconds = beats_to_seconds_batch(tempo_maps, np.arange(n + 1), beats[None, :])[0]
     out = []
-    for i, (tempos, (_, sigs)) in enumerate(zip(tempo_maps, maps)):
-        median, low, high = _tempo_spread(tempos, float(beats[i]))
-        out.append({"beats": float(beats[i]), "seconds": float(seconds[i]), "bpm": median, "bpm_min": low,
-                    "bpm_max": high, "time_signatures": " ".join(_metres(sigs, shifts[i], shifts[i] + float(beats[i])))})
+    for length, tempos, (_, sigs), shift in zip(beats.tolist(), tempo_maps, maps, shifts):
+        median, low, high = _tempo_spread(tempos, length)
+        out.append({"beats": length, "seconds": _seconds_at(tempos, length), "bpm": median, "bpm_min": low,
+                    "bpm_max": high, "time_signatures": " ".join(_metres(sigs, shift, shift + length))})
     return out
+
+
+def _seconds_at(tempos: list[tuple[float, float]], beat: float) -> float:
+    """:func:`~musicrnn.notes.beats_to_seconds` of one beat (``beat`` >= 0; ``tempos`` sorted,
+    the first at beat 0), in plain Python with the same float operations in the same order,
+    so the same bits: a numpy call per piece would cost more than the arithmetic."""
+    secs, k = 0.0, 0
+    for j in range(1, len(tempos)):
+        if float(tempos[j][0]) > beat:
+            break
+        secs += (float(tempos[j][0]) - float(tempos[j - 1][0])) * (60.0 / float(tempos[j - 1][1]))
+        k = j
+    return secs + (beat - float(tempos[k][0])) * (60.0 / float(tempos[k][1]))
 
 
 def _tempo_spread(tempos: list[tuple[float, float]], length: float) -> tuple[float, float, float]:
     """The median tempo over beats 0..``length`` (each tempo weighted by the beats it lasts),
     and the lowest and highest tempo in force there."""
+    if len(tempos) == 1:  # most files: one tempo, whatever the length
+        return tempos[0][1], tempos[0][1], tempos[0][1]
     spans = [(bpm, min(length, nxt) - max(0.0, beat))
              for (beat, bpm), nxt in zip(tempos, [t[0] for t in tempos[1:]] + [math.inf])]
     spans = [(bpm, w) for bpm, w in spans if w > 0] or [(tempos[0][1], 1.0)]
