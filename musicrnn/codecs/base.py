@@ -427,7 +427,12 @@ class StreamEncoder(ABC):
 
 
 class StreamDecoder(ABC):
-    """Tokens in, note events out, one token at a time."""
+    """Tokens in, note events out, one token at a time. The base holds what decoders share: the
+    codec ``c``, the pitches sounding (``_sounding``) and a token's kind."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.c = codec
+        self._sounding: set[int] = set()
 
     @abstractmethod
     def feed(self, token: int) -> list[NoteEvent]: ...
@@ -442,9 +447,20 @@ class StreamDecoder(ABC):
         """Current time in the codec's unit."""
 
     @property
-    @abstractmethod
     def sounding(self) -> set[int]:
         """Pitches currently on."""
+        return set(self._sounding)
+
+    def kind(self, token: int) -> int:
+        """The token's kind (``KIND_*``); -1 for one outside the vocabulary (a decoder reads any
+        token a model samples)."""
+        return self.c.token_kind[token] if 0 <= token < self.c.vocab_size else -1
+
+    def _release_all(self) -> list[NoteEvent]:
+        """Note-offs now for every sounding pitch, lowest first; then none sounds."""
+        out = [NoteEvent(self.time, p, 0) for p in sorted(self._sounding)]
+        self._sounding.clear()
+        return out
 
 
 # ============================================================================================

@@ -304,22 +304,17 @@ class GridStreamDecoder(StreamDecoder):
     the frame's start. A frame left incomplete at :meth:`close` is played as if STEP came."""
 
     def __init__(self, codec: GridCodec) -> None:
-        self.c = codec
+        super().__init__(codec)
         self.frame = 0
-        self._sounding: set[int] = set()
         self._pending: dict[int, bool] = {}  # pitch -> struck in this frame
 
     @property
     def time(self) -> float:
         return self.frame / self.c.steps_per_beat
 
-    @property
-    def sounding(self) -> set[int]:
-        return set(self._sounding)
-
     def feed(self, token: int) -> list[NoteEvent]:
         c = self.c
-        kind = c.token_kind[token] if 0 <= token < c.vocab_size else -1
+        kind = self.kind(token)
         if kind == KIND_STEP:
             return self._end_frame()
         if kind in (KIND_NOTE_ON, KIND_HOLD):
@@ -340,10 +335,7 @@ class GridStreamDecoder(StreamDecoder):
         return out
 
     def close(self) -> list[NoteEvent]:
-        out = self._end_frame() if self._pending else []
-        out += [NoteEvent(self.time, p, 0) for p in sorted(self._sounding)]
-        self._sounding.clear()
-        return out
+        return (self._end_frame() if self._pending else []) + self._release_all()
 
 
 def _row_groups(rows: np.ndarray, budget: int) -> list[tuple[int, int]]:

@@ -303,22 +303,17 @@ class PerformanceStreamEncoder(StreamEncoder):
 
 class PerformanceStreamDecoder(StreamDecoder):
     def __init__(self, codec: PerformanceCodec) -> None:
-        self.c = codec
+        super().__init__(codec)
         self.step = 0
         self.velocity = codec.default_velocity
-        self._sounding: set[int] = set()
 
     @property
     def time(self) -> float:
         return self.step / self.c.steps_per_unit
 
-    @property
-    def sounding(self) -> set[int]:
-        return set(self._sounding)
-
     def feed(self, token: int) -> list[NoteEvent]:
         c = self.c
-        kind = c.token_kind[token] if 0 <= token < c.vocab_size else -1
+        kind = self.kind(token)
         if kind == KIND_SHIFT:
             self.step += int(c.shift_steps[token])
         elif kind == KIND_VELOCITY:
@@ -336,9 +331,7 @@ class PerformanceStreamDecoder(StreamDecoder):
         return []
 
     def close(self) -> list[NoteEvent]:
-        out = [NoteEvent(self.time, p, 0) for p in sorted(self._sounding)]
-        self._sounding.clear()
-        return out
+        return self._release_all()
 
 
 class PerformanceConstraints(Constraints):
