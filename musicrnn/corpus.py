@@ -23,16 +23,26 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from musicrnn import __version__
 from musicrnn.codecs import BOS, Codec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
+from musicrnn.ingest import (
+    DEFAULT_INGEST,
+    Encoded,
+    IngestOptions,
+    Result,
+    chunk_items,
+    encode_chunk,
+    init_worker,
+    mat_results,
+)
 from musicrnn.sources import (
     KEY_ANNOTATION,
     SPLIT_RULE,
@@ -41,7 +51,6 @@ from musicrnn.sources import (
     choose_split,
     find_items,
 )
-from musicrnn.ingest import DEFAULT_INGEST, Encoded, IngestOptions, Result, chunk_items, init_worker, mat_results, encode_chunk
 
 MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")

@@ -33,6 +33,7 @@ from torch import nn
 
 from musicrnn.model import MusicRNN
 
+
 def single_thread_blas() -> bool:
     """Run numpy's BLAS on one thread (OpenBLAS starts one per core even for matvecs this size,
     and a second busy thread costs latency spikes, as it does for torch). True when a BLAS

@@ -15,15 +15,16 @@ import json
 import math
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from musicrnn.codecs import Codec, codec_from_dict
 from musicrnn.errors import DataError, MusicRNNError
 from musicrnn.midi import load_midi_batch
-from musicrnn.notes import Maps, NOTE_DTYPE, NoteBatch, piece_index
+from musicrnn.notes import NOTE_DTYPE, Maps, NoteBatch, piece_index
 from musicrnn.sources import (
     KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
@@ -111,7 +112,7 @@ class Encoded:
             self.infos = [{} for _ in self.names]
 
     @classmethod
-    def join(cls, parts: list["Encoded"]) -> "Encoded":
+    def join(cls, parts: list[Encoded]) -> Encoded:
         """One message for several."""
         sizes = np.cumsum([0] + [len(part.tokens) for part in parts[:-1]])
         return cls(
@@ -126,7 +127,7 @@ class Encoded:
         )
 
     @classmethod
-    def rejected(cls, name: str, reason: str) -> "Encoded":
+    def rejected(cls, name: str, reason: str) -> Encoded:
         return cls([name], np.zeros(0, np.uint16), np.zeros(2, np.int64), [0], [reason], [1])
 
     def items(self) -> Iterator[list[Result]]:

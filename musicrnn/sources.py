@@ -104,7 +104,7 @@ class TrackChoice:
     drums: str = "drop"
 
     @classmethod
-    def parse(cls, tracks: str | None = None, programs: str | None = None, drums: str = "drop") -> "TrackChoice":
+    def parse(cls, tracks: str | None = None, programs: str | None = None, drums: str = "drop") -> TrackChoice:
         """From the CLI's ``--tracks MELODY,PIANO``, ``--programs 0-7,24`` and ``--drums``."""
         if drums not in DRUM_CHOICES:
             raise DataError(f"--drums {drums}: choose one of {', '.join(DRUM_CHOICES)}")

@@ -185,13 +185,13 @@ class GridCodec(Codec):
         )
         return self.encode_roll(roll) if exact else None
 
-    def stream_encoder(self) -> "GridStreamEncoder":
+    def stream_encoder(self) -> GridStreamEncoder:
         return GridStreamEncoder(self)
 
-    def stream_decoder(self) -> "GridStreamDecoder":
+    def stream_decoder(self) -> GridStreamDecoder:
         return GridStreamDecoder(self)
 
-    def constraints(self, batch: int, cfg: "SamplingConfig") -> "GridConstraints":
+    def constraints(self, batch: int, cfg: SamplingConfig) -> GridConstraints:
         return GridConstraints(self, batch, cfg)
 
     # --- live play: the next frame --------------------------------------------------------
@@ -230,7 +230,7 @@ class GridCodec(Codec):
 
     # --- command line ---------------------------------------------------------------------
     @classmethod
-    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> "GridCodec":
+    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> GridCodec:
         lo, hi = parse_pitch_range(values["pitch_range"])
         steps = values["steps"]
         check_steps(steps, "beat")
@@ -360,7 +360,7 @@ class GridConstraints(Constraints):
     codec: GridCodec
     _state = ("last", "count", "prev", "cur", "struck", "age", "frames")
 
-    def __init__(self, codec: GridCodec, batch: int, cfg: "SamplingConfig") -> None:
+    def __init__(self, codec: GridCodec, batch: int, cfg: SamplingConfig) -> None:
         super().__init__(codec, batch, cfg)
         p = codec.num_pitches
         self.last = np.full(batch, -1, dtype=np.int64)

@@ -196,13 +196,13 @@ class PerformanceCodec(Codec):
         out[is_shift] = self.shift0 + k - 1
         return out
 
-    def stream_encoder(self) -> "PerformanceStreamEncoder":
+    def stream_encoder(self) -> PerformanceStreamEncoder:
         return PerformanceStreamEncoder(self)
 
-    def stream_decoder(self) -> "PerformanceStreamDecoder":
+    def stream_decoder(self) -> PerformanceStreamDecoder:
         return PerformanceStreamDecoder(self)
 
-    def constraints(self, batch: int, cfg: "SamplingConfig") -> "PerformanceConstraints":
+    def constraints(self, batch: int, cfg: SamplingConfig) -> PerformanceConstraints:
         return PerformanceConstraints(self, batch, cfg)
 
     # --- live play: the next event --------------------------------------------------------
@@ -230,14 +230,14 @@ class PerformanceCodec(Codec):
 
     # --- command line ---------------------------------------------------------------------
     @classmethod
-    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> "PerformanceCodec":
+    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> PerformanceCodec:
         lo, hi = parse_pitch_range(values["pitch_range"])
         time_unit, steps = values["time_unit"], values["steps"]
         check_steps(steps, "beat" if time_unit == "beats" else "second")
         return cls(time_unit=time_unit, steps_per_unit=steps, max_shift_steps=values["max_shift"],
                    velocity_bins=values["velocity_bins"], min_pitch=lo, max_pitch=hi)
 
-    def cli_reference(self) -> "PerformanceCodec":
+    def cli_reference(self) -> PerformanceCodec:
         return PerformanceCodec(time_unit=self.time_unit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -341,7 +341,7 @@ class PerformanceConstraints(Constraints):
     codec: PerformanceCodec
     _state = ("sounding", "onset", "time")
 
-    def __init__(self, codec: PerformanceCodec, batch: int, cfg: "SamplingConfig") -> None:
+    def __init__(self, codec: PerformanceCodec, batch: int, cfg: SamplingConfig) -> None:
         super().__init__(codec, batch, cfg)
         p = codec.num_pitches
         self.sounding = np.zeros((batch, p), dtype=bool)
