@@ -51,7 +51,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """The config in ``d``; keys this version does not know are left out."""
         return cls(**{k: v for k, v in d.items() if k in MODEL_FIELDS})
 
@@ -98,7 +98,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
         """The config in ``d``, nested or flat (the model's fields beside the others: checkpoints
         saved before the nesting, and the CLI's options); what ``d`` does not give comes from
         ``base`` (default: the defaults), and keys this version does not know are left out."""

@@ -23,16 +23,27 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from musicrnn import __version__
 from musicrnn.codecs import BOS, Codec, codec_from_dict, frame_count
 from musicrnn.errors import DataError, MusicRNNError
+from musicrnn.ingest import (
+    DEFAULT_INGEST,
+    Encoded,
+    IngestOptions,
+    Result,
+    chunk_items,
+    encode_chunk,
+    init_worker,
+    mat_results,
+)
+from musicrnn.roles import RoleChoice, check_roles
 from musicrnn.sources import (
     KEY_ANNOTATION,
     SPLIT_RULE,
@@ -41,8 +52,6 @@ from musicrnn.sources import (
     choose_split,
     find_items,
 )
-from musicrnn.ingest import DEFAULT_INGEST, Encoded, IngestOptions, Result, chunk_items, init_worker, mat_results, encode_chunk
-from musicrnn.roles import RoleChoice, check_roles
 
 MANIFEST_FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -73,8 +82,8 @@ class SplitWriter:
         """Append a piece; ``info`` holds its :data:`INDEX_INFO` columns (missing ones are blank)."""
         self.fh.write(np.ascontiguousarray(tokens, dtype="<u2").tobytes())
         self.offsets.append(self.offsets[-1] + len(tokens))
-        self.index.append((name, len(tokens), notes, frames, *(_cell(info.get(k)) for k in INDEX_INFO)))
-        self.music.append((notes, {k: info[k] for k in MUSIC_INFO if k in info}))
+        self.index.append((name, len(tokens), notes, frames, *[_cell(info.get(k)) for k in INDEX_INFO]))
+        self.music.append((notes, info))  # music_summary reads its MUSIC_INFO columns
         self.notes += notes
         self.frames += frames
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,8 +20,8 @@ from musicrnn.codecs import Codec, prepare_options
 from musicrnn.corpus import TokenData, nonempty_split, read_manifest
 from musicrnn.errors import DataError
 from musicrnn.inference import Stepper, stepper_for
-from musicrnn.notes import DEFAULT_BPM
 from musicrnn.ngram import NGramStepper, fit_ngram
+from musicrnn.notes import DEFAULT_BPM
 
 # music statistics compare piece openings of so many bars of 4/4 at 120 BPM (decode_piece's tempo)
 STATS_BEATS_PER_BAR = 4.0

@@ -33,6 +33,7 @@ from torch import nn
 
 from musicrnn.model import MusicRNN
 
+
 def single_thread_blas() -> bool:
     """Run numpy's BLAS on one thread (OpenBLAS starts one per core even for matvecs this size,
     and a second busy thread costs latency spikes, as it does for torch). True when a BLAS
@@ -54,12 +55,13 @@ def _f64(t: torch.Tensor) -> np.ndarray:
 
 
 class FastStepper:
-    """One token at a time through a MusicRNN (lstm | gru | rnn, no attention), batch 1.
+    """One token at a time per sequence through a MusicRNN (lstm | gru | rnn, no attention).
 
-    ``state`` is a float32 array of shape ``(2, layers * hidden)`` for an LSTM (h, then c) or
-    ``(1, layers * hidden)`` otherwise, or None for the start. :meth:`step` never changes the
-    state it is given (it returns a new one), so streams may share states freely. The object
-    itself holds scratch buffers: use it from one thread at a time.
+    :meth:`step_batch` steps B sequences, :meth:`step_one` one (the live engine), both on a
+    state ``(parts, B, layers * hidden)`` changed in place (parts: h and c for an LSTM, h
+    otherwise). :meth:`step` is the functional form: it takes ``(parts, layers * hidden)`` or
+    None for the start and returns a new state. The object itself holds scratch buffers: use
+    it from one thread at a time.
     """
 
     def __init__(self, model: MusicRNN) -> None:
@@ -107,6 +109,9 @@ class FastStepper:
         self._gates = gates
         self._scratch: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._cell = {"lstm": self._lstm, "gru": self._gru, "rnn": self._rnn}[c.arch]
+        work = self.initial_state(1)  # step_one's state buffer and its views; layer 0's input per token
+        self._one = work, self._views(work)
+        self._rows = [self._layer0(self.table[tok:tok + 1]) for tok in range(self.vocab_size)]
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -122,28 +127,45 @@ class FastStepper:
 
     def initial_state(self, batch: int | None = None) -> np.ndarray:
         """Zeros: ``(parts, layers * hidden)``, or ``(parts, batch, layers * hidden)`` for
-        :meth:`step_batch` (parts: h and c for an LSTM, h otherwise)."""
+        :meth:`step_batch` and :meth:`step_one` (parts: h and c for an LSTM, h otherwise)."""
         rows = () if batch is None else (batch,)
         return np.zeros((2 if self.arch == "lstm" else 1, *rows, self.layers * self.hidden), np.float32)
 
     def step(self, token: int, state: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Feed ``token``: (next-token logits [vocab], new state). ``state`` is left as it was."""
-        s = self.initial_state() if state is None else state.copy()
-        self._cell(self.table[token], s[:, None])  # a batch of one, as a view: s changes
-        top = s[0, (self.layers - 1) * self.hidden:]
-        logits = top @ self.head_w
-        logits += self.head_b
-        return logits, s
+        """Feed ``token``: (next-token logits [vocab], new state ``(parts, layers * hidden)``).
+        ``state`` is left as it was."""
+        s = self.initial_state(1) if state is None else state[:, None].copy()
+        return self.step_one(token, s)[0], s[:, 0]
 
     def step_batch(self, tokens: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed one token per sequence (``tokens`` [B]) and update ``state`` (from
         ``initial_state(B)``) in place: (logits [B, vocab], the same state). Batch
         composition's path: a batch steps as a few matrix products."""
-        self._cell(self.table[tokens], state)
-        top = state[0, :, (self.layers - 1) * self.hidden:]
+        views = self._views(state)
+        self._cell(self._layer0(self.table[tokens]), views)
+        return self._logits(views[-1]), state
+
+    def step_one(self, token: int, state: np.ndarray) -> np.ndarray:
+        """:meth:`step_batch` for one sequence (``state`` from ``initial_state(1)``, updated in
+        place), bit for bit: logits [1, vocab], a new array (streams share logits). The live
+        engine's path: a step at batch 1 is mostly call overhead, so the state is copied into a
+        buffer whose views were made once, and back (~1 us), instead of making them each step."""
+        work, views = self._one
+        np.copyto(work, state)
+        self._cell(self._rows[token], views)
+        np.copyto(state, work)
+        return self._logits(views[-1])
+
+    def _logits(self, top: np.ndarray) -> np.ndarray:
         logits = top @ self.head_w
         logits += self.head_b
-        return logits, state
+        return logits
+
+    def _layer0(self, x: np.ndarray) -> Any:
+        """Layer 0's input gates (table rows) as the cell reads them: a GRU's r, z part and n part."""
+        if self.arch == "gru":
+            return x[:, : 2 * self.hidden], x[:, 2 * self.hidden:]
+        return x
 
     def _buffers(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if batch not in self._scratch:  # gates, GRU input gates, one hidden-size temporary
@@ -152,72 +174,85 @@ class FastStepper:
                                     np.empty((batch, self.hidden), np.float32))
         return self._scratch[batch]
 
-    # The cells work on rows: ``x0`` is layer 0's input-gate row(s) from the table, ``s`` the
-    # state (parts, B, layers * hidden), changed in place.
-    def _lstm(self, x0: np.ndarray, s: np.ndarray) -> None:
-        hsz = self.hidden
-        g, _, t = self._buffers(s.shape[1])
-        h, c = s[0], s[1]
+    # A cell reads ``x0`` (layer 0's input gates: :meth:`_layer0` of table rows) and works on the
+    # views :meth:`_views` made of a state (parts, B, layers * hidden) and of the scratch
+    # buffers; the state changes in place. Views are the cells' slices made once: per layer, the
+    # state slices it reads and writes with its weights; then the gate slices of the scratch
+    # buffers; last, the top layer's h (the head's input).
+    def _views(self, s: np.ndarray) -> tuple:
+        hsz, b = self.hidden, s.shape[1]
+        g, g_in, t = self._buffers(b)
+        h = s[0]
+        top = h[:, (self.layers - 1) * hsz:]
+        layers = []
         for layer in range(self.layers):
             lo, hi = layer * hsz, (layer + 1) * hsz
-            if layer == 0:
-                np.matmul(h[:, :hsz], self.w[0], out=g)
-                g += x0
-            else:  # h[:, lo - hsz:hi] is [new h of the layer below; this layer's old h]
-                np.matmul(h[:, lo - hsz:hi], self.w[layer], out=g)
-                g += self.b[layer]
+            # LSTM / RNN: layer 0 reads its h (its input side is in the table); upper layers read
+            # h[:, lo - hsz:hi] = [new h of the layer below; this layer's old h]
+            h_in = h[:, :hsz] if layer == 0 else h[:, lo - hsz:hi]
+            bias = None if layer == 0 else self.b[layer]  # None: add x0
+            if self.arch == "lstm":
+                layers.append((h_in, self.w[layer], bias, s[1][:, lo:hi], h[:, lo:hi]))
+            elif self.arch == "gru":  # upper layers: the input matvec on the layer below's new h
+                below = None if layer == 0 else (h[:, lo - hsz:lo], self.w_in[layer - 1], self.b_in[layer - 1])
+                layers.append((below, h[:, lo:hi], self.w[layer], self.b[layer]))
+            else:
+                layers.append((h_in, self.w[layer], bias, h[:, lo:hi]))
+        if self.arch == "lstm":  # gate order i, f, o, g
+            gates = (g, g[:, : 3 * hsz], g[:, :hsz], g[:, hsz:2 * hsz], g[:, 2 * hsz:3 * hsz], g[:, 3 * hsz:], t)
+        elif self.arch == "gru":  # r, z, n
+            gates = (g, g[:, : 2 * hsz], g[:, :hsz], g[:, hsz:2 * hsz], g[:, 2 * hsz:], t,
+                     g_in, g_in[:, : 2 * hsz], g_in[:, 2 * hsz:])
+        else:
+            gates = (g,)
+        return layers, gates, top
+
+    def _lstm(self, x0: np.ndarray, views: tuple) -> None:
+        layers, (g, sig, i, f, o, cand, t), _ = views
+        for h_in, w, bias, cl, hl in layers:
+            np.matmul(h_in, w, out=g)
+            g += x0 if bias is None else bias
             np.tanh(g, out=g)
-            sig = g[:, : 3 * hsz]
             sig *= 0.5
             sig += 0.5
-            cl, hl = c[:, lo:hi], h[:, lo:hi]
-            cl *= g[:, hsz:2 * hsz]  # forget
-            np.multiply(g[:, :hsz], g[:, 3 * hsz:], out=t)  # input * candidate
+            cl *= f
+            np.multiply(i, cand, out=t)
             cl += t
             np.tanh(cl, out=hl)
-            hl *= g[:, 2 * hsz:3 * hsz]  # output
+            hl *= o
 
-    def _gru(self, x0: np.ndarray, s: np.ndarray) -> None:
-        hsz = self.hidden
-        g, upper_in, t = self._buffers(s.shape[1])
-        h = s[0]
-        for layer in range(self.layers):
-            lo, hi = layer * hsz, (layer + 1) * hsz
-            hl = h[:, lo:hi]
-            gi = x0 if layer == 0 else upper_in  # x0 may be a view of the table: never written
-            if layer:
-                np.matmul(h[:, lo - hsz:lo], self.w_in[layer - 1], out=gi)
-                gi += self.b_in[layer - 1]
-            np.matmul(hl, self.w[layer], out=g)  # W_hh h + b_hh: r, z (halved), then n
-            g += self.b[layer]
-            rz = g[:, : 2 * hsz]
-            rz += gi[..., : 2 * hsz]
+    def _gru(self, x0: tuple[np.ndarray, np.ndarray], views: tuple) -> None:
+        layers, (g, rz, r, z, n, t, g_in, in_rz, in_n), _ = views
+        for below, hl, w, bias in layers:
+            if below is None:
+                x_rz, x_n = x0  # may be views of the table: never written
+            else:
+                h_in, w_in, b_in = below
+                np.matmul(h_in, w_in, out=g_in)
+                g_in += b_in
+                x_rz, x_n = in_rz, in_n
+            np.matmul(hl, w, out=g)  # W_hh h + b_hh: r, z (halved), then n
+            g += bias
+            rz += x_rz
             np.tanh(rz, out=rz)
             rz *= 0.5
             rz += 0.5
-            np.multiply(g[:, :hsz], g[:, 2 * hsz:], out=t)  # r * (W_hn h + b_hn)
-            t += gi[..., 2 * hsz:]
+            np.multiply(r, n, out=t)  # r * (W_hn h + b_hn)
+            t += x_n
             np.tanh(t, out=t)  # n
             hl -= t  # h' = n + z * (h - n)
-            hl *= g[:, hsz:2 * hsz]
+            hl *= z
             hl += t
 
-    def _rnn(self, x0: np.ndarray, s: np.ndarray) -> None:
-        hsz = self.hidden
-        g = self._buffers(s.shape[1])[0]
-        h = s[0]
-        for layer in range(self.layers):
-            lo, hi = layer * hsz, (layer + 1) * hsz
-            if layer == 0:
-                np.matmul(h[:, :hsz], self.w[0], out=g)
-                g += x0
-            else:
-                np.matmul(h[:, lo - hsz:hi], self.w[layer], out=g)
-                g += self.b[layer]
+    def _rnn(self, x0: np.ndarray, views: tuple) -> None:
+        layers, (g,), _ = views
+        for h_in, w, bias, hl in layers:
+            np.matmul(h_in, w, out=g)
+            g += x0 if bias is None else bias
             if self.relu:
-                np.maximum(g, 0.0, out=h[:, lo:hi])
+                np.maximum(g, 0.0, out=hl)
             else:
-                np.tanh(g, out=h[:, lo:hi])
+                np.tanh(g, out=hl)
 
     # --- conversion to and from MusicRNN's state ------------------------------------------------
     def to_model_state(self, state: np.ndarray | None):

@@ -4,8 +4,9 @@ Holds:
 - :class:`Stepper`: rows of model state, each reading one token at a time: :meth:`~Stepper.prime`
   (read a primer on every row), :meth:`~Stepper.step` (one token per row in, next-token logits
   out), :meth:`~Stepper.fork` (a copy of all rows, or of chosen rows, that goes on apart),
-  :meth:`~Stepper.fresh` (new rows from the start), :meth:`~Stepper.kernels` (the CPU-kernel
-  switch around a run of steps) and :meth:`~Stepper.score` (NLL of whole pieces: eval).
+  :meth:`~Stepper.fresh` (new rows from the start), :meth:`~Stepper.step_one` (one row, one
+  token: the live engine's path), :meth:`~Stepper.kernels` (the CPU-kernel switch around a run
+  of steps) and :meth:`~Stepper.score` (NLL of whole pieces: eval).
 - :class:`NumpyStepper` (float32 models on a CPU: :class:`~musicrnn.fast_step.FastStepper`) and
   :class:`TorchStepper` (``MusicRNN.step`` / ``nn.LSTM``: GPUs, bfloat16, int8, attention);
   the n-gram baseline's is :class:`musicrnn.ngram.NGramStepper`.
@@ -28,7 +29,8 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,16 +59,20 @@ class Stepper(ABC):
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """One token per row (``tokens`` [rows]) in: next-token logits [rows, vocab] (float32) out."""
 
+    def step_one(self, token: int) -> np.ndarray:
+        """:meth:`step` for a stepper of one row (the live engine's path): logits [1, vocab]."""
+        return self.step(np.array([token]))
+
     @abstractmethod
-    def fork(self, rows: Sequence[int] | None = None) -> "Stepper":
+    def fork(self, rows: Sequence[int] | None = None) -> Stepper:
         """A stepper that goes on from this one's state (of the given ``rows``, in that order, a row
         may repeat; default all) and shares nothing that a step changes."""
 
     @abstractmethod
-    def fresh(self, rows: int = 1) -> "Stepper":
+    def fresh(self, rows: int = 1) -> Stepper:
         """``rows`` new sequences of the same model, from the start (no token read yet)."""
 
-    def kernels(self) -> ContextManager:
+    def kernels(self) -> AbstractContextManager:
         """The settings a run of steps wants (enter once around many: entering costs ~10 us)."""
         return contextlib.nullcontext()
 
@@ -87,7 +93,7 @@ class TorchStepper(Stepper):
         self.autocast = autocast
         self.dtype = weights_dtype(model)
 
-    def kernels(self) -> ContextManager:
+    def kernels(self) -> AbstractContextManager:
         return inference_mode_for(self.device, self.rows, self.dtype)
 
     def prime(self, tokens: Sequence[int] | np.ndarray) -> None:
@@ -101,14 +107,14 @@ class TorchStepper(Stepper):
         logits, self.state = self.model.step(torch.from_numpy(np.asarray(tokens, np.int64)).to(self.device), self.state)
         return logits.float().cpu().numpy()  # float: a bf16 model's logits too
 
-    def fork(self, rows: Sequence[int] | None = None) -> "TorchStepper":
+    def fork(self, rows: Sequence[int] | None = None) -> TorchStepper:
         if rows is None:  # steps replace the state's tensors, never write into them: sharing is safe
             return TorchStepper(self.model, self.device, self.rows, self.state, self.autocast)
         index = torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
         return TorchStepper(self.model, self.device, len(index), MusicRNN.select_state_rows(self.state, index),
                             self.autocast)
 
-    def fresh(self, rows: int = 1) -> "TorchStepper":
+    def fresh(self, rows: int = 1) -> TorchStepper:
         return TorchStepper(self.model, self.device, rows, None, self.autocast)
 
     def score(self, pieces: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
@@ -138,11 +144,16 @@ class NumpyStepper(Stepper):
     def step(self, tokens: np.ndarray) -> np.ndarray:
         return self.fast.step_batch(np.asarray(tokens), self.state)[0]
 
-    def fork(self, rows: Sequence[int] | None = None) -> "NumpyStepper":
+    def step_one(self, token: int) -> np.ndarray:
+        if self.rows != 1:
+            raise ValueError(f"step_one steps one row, this stepper has {self.rows}")
+        return self.fast.step_one(token, self.state)
+
+    def fork(self, rows: Sequence[int] | None = None) -> NumpyStepper:
         state = self.state.copy() if rows is None else self.state[:, list(rows)]  # fancy indexing copies
         return NumpyStepper(self.model, state.shape[1], self.fast, state)
 
-    def fresh(self, rows: int = 1) -> "NumpyStepper":
+    def fresh(self, rows: int = 1) -> NumpyStepper:
         return NumpyStepper(self.model, rows, self.fast)
 
     def score(self, pieces: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:

@@ -15,15 +15,17 @@ import json
 import math
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from musicrnn.codecs import Codec, codec_from_dict
 from musicrnn.errors import DataError, MusicRNNError
 from musicrnn.midi import load_midi_batch
-from musicrnn.notes import beats_to_seconds_batch, Maps, NOTE_DTYPE, NoteBatch, piece_index
+from musicrnn.notes import NOTE_DTYPE, Maps, NoteBatch, piece_index
+from musicrnn.roles import RoleChoice, reject_missing_roles
 from musicrnn.sources import (
     KEY_ANNOTATION,
     MAT_LOWEST_PITCH,
@@ -37,7 +39,6 @@ from musicrnn.sources import (
     read_key_annotation,
     roll_to_notes,
 )
-from musicrnn.roles import RoleChoice, reject_missing_roles
 from musicrnn.tonality import Key, estimate_keys, home_shift, pitch_class_profiles
 
 _WORKER_CODEC: tuple[str, Codec] | None = None
@@ -113,7 +114,7 @@ class Encoded:
             self.infos = [{} for _ in self.names]
 
     @classmethod
-    def join(cls, parts: list["Encoded"]) -> "Encoded":
+    def join(cls, parts: list[Encoded]) -> Encoded:
         """One message for several."""
         sizes = np.cumsum([0] + [len(part.tokens) for part in parts[:-1]])
         return cls(
@@ -128,7 +129,7 @@ class Encoded:
         )
 
     @classmethod
-    def rejected(cls, name: str, reason: str) -> "Encoded":
+    def rejected(cls, name: str, reason: str) -> Encoded:
         return cls([name], np.zeros(0, np.uint16), np.zeros(2, np.int64), [0], [reason], [1])
 
     def items(self) -> Iterator[list[Result]]:
@@ -210,26 +211,41 @@ def _music(piece: np.ndarray, end: np.ndarray, tempo_maps: list[list[tuple[float
            shifts: tuple[float, ...]) -> list[dict]:
     """Per piece (rows of ``piece``, sorted; ``end`` in beats after its bar shift), the
     index.tsv columns ``data stats`` sums up: its length in beats (from the start of its first
-    bar to its last note's end) and seconds (through its tempo map, one call for the batch),
-    its tempo (median over its beats, lowest, highest) and the time signatures in force."""
+    bar to its last note's end) and seconds (through its tempo map), its tempo (median over its
+    beats, lowest, highest) and the time signatures in force. One pass over each piece's maps
+    (a few entries), with one numpy call for the batch's lengths."""
     n = len(tempo_maps)
     bounds = np.searchsorted(piece, np.arange(n + 1))
     beats = np.zeros(n)
     has = np.diff(bounds) > 0
     if has.any():
         beats[has] = np.maximum.reduceat(end, bounds[:-1][has])
-    seconds = beats_to_seconds_batch(tempo_maps, np.arange(n + 1), beats[None, :])[0]
     out = []
-    for i, (tempos, (_, sigs)) in enumerate(zip(tempo_maps, maps)):
-        median, low, high = _tempo_spread(tempos, float(beats[i]))
-        out.append({"beats": float(beats[i]), "seconds": float(seconds[i]), "bpm": median, "bpm_min": low,
-                    "bpm_max": high, "time_signatures": " ".join(_metres(sigs, shifts[i], shifts[i] + float(beats[i])))})
+    for length, tempos, (_, sigs), shift in zip(beats.tolist(), tempo_maps, maps, shifts):
+        median, low, high = _tempo_spread(tempos, length)
+        out.append({"beats": length, "seconds": _seconds_at(tempos, length), "bpm": median, "bpm_min": low,
+                    "bpm_max": high, "time_signatures": " ".join(_metres(sigs, shift, shift + length))})
     return out
+
+
+def _seconds_at(tempos: list[tuple[float, float]], beat: float) -> float:
+    """:func:`~musicrnn.notes.beats_to_seconds` of one beat (``beat`` >= 0; ``tempos`` sorted,
+    the first at beat 0), in plain Python with the same float operations in the same order,
+    so the same bits: a numpy call per piece would cost more than the arithmetic."""
+    secs, k = 0.0, 0
+    for j in range(1, len(tempos)):
+        if float(tempos[j][0]) > beat:
+            break
+        secs += (float(tempos[j][0]) - float(tempos[j - 1][0])) * (60.0 / float(tempos[j - 1][1]))
+        k = j
+    return secs + (beat - float(tempos[k][0])) * (60.0 / float(tempos[k][1]))
 
 
 def _tempo_spread(tempos: list[tuple[float, float]], length: float) -> tuple[float, float, float]:
     """The median tempo over beats 0..``length`` (each tempo weighted by the beats it lasts),
     and the lowest and highest tempo in force there."""
+    if len(tempos) == 1:  # most files: one tempo, whatever the length
+        return tempos[0][1], tempos[0][1], tempos[0][1]
     spans = [(bpm, min(length, nxt) - max(0.0, beat))
              for (beat, bpm), nxt in zip(tempos, [t[0] for t in tempos[1:]] + [math.inf])]
     spans = [(bpm, w) for bpm, w in spans if w > 0] or [(tempos[0][1], 1.0)]

@@ -16,6 +16,7 @@ from musicrnn.errors import MusicRNNError
 from musicrnn.inference import Stepper
 from musicrnn.limits import NGRAM_ORDER
 
+
 def check_order(order: object) -> int:
     """The n-gram order as an int in :data:`~musicrnn.limits.NGRAM_ORDER`, or a one-line error naming the fix."""
     if isinstance(order, bool) or not isinstance(order, int) or not NGRAM_ORDER.lo <= order <= NGRAM_ORDER.hi:
@@ -70,7 +71,7 @@ class KneserNey:
         at = np.flatnonzero((pos >= k - 1) & (shorter >= 0))
         return shorter[at].astype(np.int64) * self.vocab + seq[at - k + 1], at
 
-    def fit(self, pieces: list[np.ndarray]) -> "KneserNey":
+    def fit(self, pieces: list[np.ndarray]) -> KneserNey:
         n, vocab = self.n, self.vocab
         seq, pos = self._stream(pieces)
         self._keys = [np.zeros(0, np.int64)] * 2
@@ -190,11 +191,11 @@ class NGramStepper(Stepper):
         probs = np.stack([self.lm.next_distribution(c) for c in self.contexts])
         return np.log(np.maximum(probs, 1e-30)).astype(np.float32)
 
-    def fork(self, rows=None) -> "NGramStepper":
+    def fork(self, rows=None) -> NGramStepper:
         picked = self.contexts if rows is None else [self.contexts[r] for r in rows]
         return NGramStepper(self.lm, len(picked), [list(c) for c in picked])
 
-    def fresh(self, rows: int = 1) -> "NGramStepper":
+    def fresh(self, rows: int = 1) -> NGramStepper:
         return NGramStepper(self.lm, rows)
 
     def score(self, pieces: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:

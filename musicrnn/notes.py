@@ -108,7 +108,7 @@ class NoteBatch:
             self.track_names = [[] for _ in self.maps]
 
     @classmethod
-    def join(cls, pieces: list[tuple[Columns, Maps]]) -> "NoteBatch":
+    def join(cls, pieces: list[tuple[Columns, Maps]]) -> NoteBatch:
         """One batch of ``(columns, maps)`` pieces."""
         bounds = np.zeros(len(pieces) + 1, np.int64)
         bounds[1:] = np.cumsum([len(cols["pitch"]) for cols, _ in pieces])

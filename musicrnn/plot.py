@@ -64,7 +64,7 @@ def piano_roll_figure(piece: Piece, split_beat: float | None = None, beats_per_b
     if len(notes):
         ax.set_ylim(notes["pitch"].min() - 2, notes["pitch"].max() + 2)
     ax.set_xlim(0, end)
-    ax.set_xlabel("beats (bar lines every %g)" % beats_per_bar)
+    ax.set_xlabel(f"beats (bar lines every {beats_per_bar:g})")
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title or "")
     fig.tight_layout()

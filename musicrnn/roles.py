@@ -27,7 +27,7 @@ class RoleChoice:
     roles: tuple[tuple[str, frozenset[str]], ...]
 
     @classmethod
-    def parse(cls, specs: tuple[str, ...] | list[str], roles: tuple[str, ...], codec_name: str) -> "RoleChoice":
+    def parse(cls, specs: tuple[str, ...] | list[str], roles: tuple[str, ...], codec_name: str) -> RoleChoice:
         """From the CLI's ``--roles melody=MELODY,BRIDGE --roles accompaniment=PIANO``: every role
         of the codec (``roles``) once, each with its track names; a track in one role only."""
         example = " ".join(f"--roles {r}={n}" for r, n in zip(roles, ("MELODY,BRIDGE", "PIANO")))

@@ -30,7 +30,7 @@ import numpy as np
 
 from musicrnn.errors import DataError, MidiError, MusicRNNError
 from musicrnn.midi import load_midi
-from musicrnn.notes import NOTE_DTYPE, NoteBatch, Piece, piece_index
+from musicrnn.notes import NOTE_DTYPE, NoteBatch, Piece
 from musicrnn.tonality import Key, parse_key
 
 MIDI_SUFFIXES = {".mid", ".midi", ".kar", ".smf"}
@@ -104,7 +104,7 @@ class TrackChoice:
     drums: str = "drop"
 
     @classmethod
-    def parse(cls, tracks: str | None = None, programs: str | None = None, drums: str = "drop") -> "TrackChoice":
+    def parse(cls, tracks: str | None = None, programs: str | None = None, drums: str = "drop") -> TrackChoice:
         """From the CLI's ``--tracks MELODY,PIANO``, ``--programs 0-7,24`` and ``--drums``."""
         if drums not in DRUM_CHOICES:
             raise DataError(f"--drums {drums}: choose one of {', '.join(DRUM_CHOICES)}")
@@ -184,8 +184,12 @@ def _track_ids(batch: NoteBatch) -> np.ndarray:
     (a piece without track names)."""
     lens = np.array([len(names) for names in batch.track_names], np.int64)
     firsts = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
-    piece = piece_index(batch.bounds)
-    return firsts[piece] + np.minimum(np.clip(batch.cols["track"], 0, None), lens[piece])
+    counts = np.diff(batch.bounds)
+    ids = batch.cols["track"].astype(np.int64)  # in place from here: a few passes over every note
+    np.maximum(ids, 0, out=ids)
+    np.minimum(ids, np.repeat(lens, counts), out=ids)
+    ids += np.repeat(firsts, counts)
+    return ids
 
 
 def _track_table(batch: NoteBatch, f) -> np.ndarray:
@@ -201,22 +205,26 @@ def track_values(batch: NoteBatch, f) -> np.ndarray:
 
 def piece_tracks(batch: NoteBatch, keep: np.ndarray) -> list[list[tuple[str, bool, bool]]]:
     """Per piece of ``batch``, its tracks that have notes as ``(name, is_drum, kept)``, where
-    ``keep`` marks the rows kept (see :func:`chosen_notes`); none for a piece without tracks. One bincount per column for the
-    batch, then a loop over tracks (a few per file), not over notes."""
-    ids = _track_ids(batch)
-    size = sum(len(names) + 1 for names in batch.track_names)
-    total = np.bincount(ids, minlength=size).tolist()
-    kept = np.bincount(ids[keep], minlength=size).tolist()
-    drums = np.bincount(ids[batch.cols["is_drum"]], minlength=size).tolist()
-    out: list[list[tuple[str, bool, bool]]] = []
-    slot = 0
-    for names in batch.track_names:
-        tracks = []
-        for name in [*names, ""]:
-            if total[slot] and names:  # a piece without track names (music21) reports none
-                tracks.append((" ".join(name.split()) or UNNAMED, drums[slot] > 0, kept[slot] > 0))
-            slot += 1
-        out.append(tracks)
+    ``keep`` marks the rows kept (see :func:`chosen_notes`); none for a piece without tracks.
+    One bincount per column for the batch, then a loop over the tracks with notes (a few per
+    file), not over notes."""
+    lens = [len(names) for names in batch.track_names]
+    firsts = np.cumsum([0] + [n + 1 for n in lens])
+    code = _track_ids(batch)  # slot * 4 + kept * 2 + drum: one bincount for the three counts
+    code *= 4
+    code += keep.astype(np.int64) * 2
+    code += batch.cols["is_drum"]
+    counts = np.bincount(code, minlength=4 * firsts[-1]).reshape(-1, 4)
+    kept = (counts[:, 2] + counts[:, 3]) > 0
+    drums = (counts[:, 1] + counts[:, 3]) > 0
+    slots = np.flatnonzero(counts.any(1))
+    pieces = np.searchsorted(firsts, slots, side="right") - 1
+    out: list[list[tuple[str, bool, bool]]] = [[] for _ in lens]
+    for slot, i, k, d in zip(slots.tolist(), pieces.tolist(), kept[slots].tolist(), drums[slots].tolist()):
+        names = batch.track_names[i]
+        if names:  # a piece without track names (music21) reports none; its last slot: no named track
+            name = names[slot - firsts[i]] if slot - firsts[i] < len(names) else ""
+            out[i].append((" ".join(name.split()) or UNNAMED, d, k))
     return out
 
 

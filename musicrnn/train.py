@@ -19,9 +19,10 @@ and runs the loop (:meth:`_Run.step`, :meth:`_Run.progress`, :meth:`_Run.evaluat
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

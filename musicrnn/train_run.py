@@ -13,9 +13,10 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ class RunData:
     chosen_by: str  # what best.pt is chosen by: valid NLL, or (an empty valid split) the training loss
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, cfg: TrainConfig) -> "RunData":
+    def open(cls, folder: str | os.PathLike, cfg: TrainConfig) -> RunData:
         train_data, valid_data = TokenData(folder, "train"), TokenData(folder, "valid")
         if len(train_data) == 0:
             raise MusicRNNError(f"{folder}: the train split is empty; prepare more data or change --split")

@@ -38,6 +38,8 @@ from musicrnn.errors import MusicRNNError
 from musicrnn.sample import Constraints as SampleConstraints
 from musicrnn.sample import SamplingConfig
 
+from helpers.midi import write_piano_pieces
+
 # ============================================================================================
 # the new codec: what a file musicrnn/codecs/melody.py would hold
 # ============================================================================================
@@ -156,7 +158,7 @@ class MelodyDecoder(StreamDecoder):
         return set() if self.note is None else {self.note}
 
     def feed(self, token: int) -> list[NoteEvent]:
-        kind = self.c.token_kind[token] if 0 <= token < self.c.vocab_size else -1
+        kind = self.kind(token)
         if kind == KIND_SHIFT:
             self.step += 1
         if kind not in (KIND_NOTE_ON, KIND_NOTE_OFF):
@@ -209,25 +211,10 @@ def melody(monkeypatch) -> type[MelodyCodec]:
     return MelodyCodec
 
 
-def _write_midis(folder: Path, count: int) -> Path:
-    """Short two-voice pieces: a tune over a held bass (the codec keeps the tune)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        pm = pretty_midi.PrettyMIDI(initial_tempo=120)
-        inst = pretty_midi.Instrument(program=0, name="piano")
-        for beat in range(16):
-            inst.notes.append(pretty_midi.Note(80, int(rng.integers(60, 80)), beat * 0.5, beat * 0.5 + 0.4))
-        inst.notes.append(pretty_midi.Note(70, 40, 0.0, 8.0))
-        pm.instruments.append(inst)
-        pm.write(str(folder / f"piece{i:02d}.mid"))
-    return folder
-
-
 def test_a_codec_defined_in_a_test_prepares_trains_evaluates_and_composes(melody, tmp_path: Path) -> None:
     codec = MelodyCodec()
     data = tmp_path / "data"
-    manifest = prepare([str(_write_midis(tmp_path / "midi", 8))], data, codec, (0.5, 0.5, 0.0), workers=1)
+    manifest = prepare([str(write_piano_pieces(tmp_path / "midi", 8, tune=(60, 80), length=0.4, held=(40,)))], data, codec, (0.5, 0.5, 0.0), workers=1)
     assert manifest["codec"]["type"] == "melody" and manifest["splits"]["train"]["pieces"] > 0
     assert codecs.codec_from_dict(read_manifest(data)["codec"]) == codec
 

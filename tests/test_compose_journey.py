@@ -9,14 +9,12 @@ import mido
 import numpy as np
 import pretty_midi
 import pytest
-import torch
 from click.testing import CliRunner
 
-from musicrnn.checkpoint import save_checkpoint
 from musicrnn.cli import cli
 from musicrnn.codec import GridCodec, PerformanceCodec
-from musicrnn.config import ModelConfig
-from musicrnn.model import MusicRNN
+
+from helpers.models import tiny_checkpoint
 
 CODECS = {
     "grid": GridCodec(steps_per_beat=4),
@@ -25,15 +23,9 @@ CODECS = {
 }
 
 
-def _checkpoint(path: Path, codec) -> Path:
-    torch.manual_seed(0)
-    save_checkpoint(path, MusicRNN(ModelConfig(codec.vocab_size, hidden=32, embedding=16, layers=1)), codec)
-    return path
-
-
 @pytest.fixture(params=list(CODECS))
 def ckpt(request, tmp_path) -> Path:
-    return _checkpoint(tmp_path / f"{request.param}.pt", CODECS[request.param])
+    return tiny_checkpoint(tmp_path / f"{request.param}.pt", CODECS[request.param])
 
 
 def compose(*args) -> object:
@@ -103,7 +95,7 @@ def test_primer_tempo_map_and_named_tracks_survive_to_the_millisecond(ckpt, tmp_
 
 
 def test_primer_bars_keeps_only_the_last_bars_as_context_and_output(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["performance-beats"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["performance-beats"])
     primer = _song(tmp_path / "song.mid", bars=6, tempos=((0, 100.0), (12, 140.0)))
     r = compose("--model", model, "--primer", primer, "--primer-bars", 2, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
     assert r.exit_code == 0, r.output
@@ -118,7 +110,7 @@ def test_primer_bars_keeps_only_the_last_bars_as_context_and_output(tmp_path):
 
 
 def test_primer_seconds_cuts_notes_at_the_boundary(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     primer = _song(tmp_path / "song.mid", bars=3, tempos=((0, 120.0),))  # 6 s; bass notes last a bar (2 s)
     r = compose("--model", model, "--primer", primer, "--primer-seconds", 3, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
     assert r.exit_code == 0, r.output
@@ -130,7 +122,7 @@ def test_primer_seconds_cuts_notes_at_the_boundary(tmp_path):
 
 
 def test_a_long_primer_gets_a_note_naming_primer_bars(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     primer = _song(tmp_path / "long.mid", bars=40, tempos=((0, 120.0),))
     r = compose("--model", model, "--primer", primer, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
     assert r.exit_code == 0, r.output
@@ -151,7 +143,7 @@ def _new_notes(path: Path):
 
 
 def test_bars_after_a_primer_that_declares_one_four_are_four_beats(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])  # the grid codec generates exactly the frames asked
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])  # the grid codec generates exactly the frames asked
     primer = _song(tmp_path / "pop.mid", bars=8, sig=(1, 4), tempos=((0, 120.0),))  # 8 beats in "1/4"
     r = compose("--model", model, "--primer", primer, "-n", 3, "-o", tmp_path / "out", "--bars", 2, "--seed", 4)
     assert r.exit_code == 0, r.output
@@ -165,7 +157,7 @@ def test_bars_after_a_primer_that_declares_one_four_are_four_beats(tmp_path):
 
 
 def test_time_signature_and_beats_per_bar_set_the_bar(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     for args, folder in ((["--time-signature", "3/4"], "ts"), (["--beats-per-bar", "3"], "bpb")):
         r = compose("--model", model, "-n", 3, "-o", tmp_path / folder, "--bars", 1, "--seed", 4, *args)
         assert r.exit_code == 0, r.output
@@ -202,7 +194,7 @@ def test_one_function_gives_the_bar_length():
     (["--beats-per-bar", "3", "--time-signature", "3/4"], "not both"),
 ])
 def test_bad_metre_is_one_error_line(tmp_path, args, text):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     r = compose("--model", model, "-o", tmp_path / "out", *args)
     assert r.exit_code == 1
     assert r.stderr.startswith("error:") and text in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
@@ -236,7 +228,7 @@ def test_serve_and_compose_share_the_note_cap():
 
 
 def test_min_note_above_the_default_cap_names_max_note(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     r = compose("--model", model, "-o", tmp_path / "out", "--min-note", 10)
     assert r.exit_code == 1 and "--max-note" in r.stderr and "default 8" in r.stderr, r.stderr
 
@@ -248,7 +240,7 @@ def test_min_note_above_the_default_cap_names_max_note(tmp_path):
 def test_a_tempo_outside_the_range_is_an_error_not_120(tmp_path, tempo):
     from musicrnn.limits import MAX_BPM, MIN_BPM
 
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     r = compose("--model", model, "-o", tmp_path / "out", "--tempo", tempo)
     assert r.exit_code == 1, r.output
     assert r.stderr.startswith("error: --tempo") and f"{MIN_BPM}-{MAX_BPM}" in r.stderr, r.stderr
@@ -256,7 +248,7 @@ def test_a_tempo_outside_the_range_is_an_error_not_120(tmp_path, tempo):
 
 
 def test_compose_pitch_range_backwards_is_one_error_line(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     r = compose("--model", model, "-o", tmp_path / "out", "--pitch-range", "90-10")
     assert r.exit_code == 1
     assert r.stderr.startswith("error: ") and "--pitch-range" in r.stderr and len(r.stderr.splitlines()) == 1
@@ -266,7 +258,7 @@ def test_compose_pitch_range_backwards_is_one_error_line(tmp_path):
 
 
 def test_a_rerun_into_the_same_folder_is_refused_without_overwrite(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     out = tmp_path / "out"
     assert compose("--model", model, "-n", 3, "-o", out, "--bars", 1, "--png").exit_code == 0
     before = {f.name: f.read_bytes() for f in out.iterdir()}
@@ -279,7 +271,7 @@ def test_a_rerun_into_the_same_folder_is_refused_without_overwrite(tmp_path):
 
 
 def test_overwrite_replaces_the_run_and_removes_its_stale_siblings(tmp_path):
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     out = tmp_path / "out"
     assert compose("--model", model, "-n", 3, "-o", out, "--bars", 1, "--png").exit_code == 0
     (out / "notes.txt").write_text("mine")  # not compose's: stays
@@ -294,7 +286,7 @@ def test_overwrite_replaces_the_run_and_removes_its_stale_siblings(tmp_path):
 def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
     import musicrnn.compose as compose_module
 
-    model = _checkpoint(tmp_path / "m.pt", CODECS["grid"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["grid"])
     out = tmp_path / "out"
     assert compose("--model", model, "-n", 3, "-o", out, "--bars", 1).exit_code == 0
     before = {f.name: f.read_bytes() for f in out.iterdir()}
@@ -340,7 +332,7 @@ def test_piano_roll_shades_notes_by_velocity_and_keeps_the_legend_off_the_notes(
 def test_tempo_with_a_primer_sets_the_new_music_only(tmp_path):
     from musicrnn.midi import load_midi
 
-    model = _checkpoint(tmp_path / "m.pt", CODECS["performance-seconds"])
+    model = tiny_checkpoint(tmp_path / "m.pt", CODECS["performance-seconds"])
     primer = _song(tmp_path / "song.mid", bars=2, tempos=((0, 100.0),))
     r = compose("--model", model, "--primer", primer, "--tempo", 150, "-n", 1, "-o", tmp_path / "out", "--bars", 1)
     assert r.exit_code == 0, r.output

@@ -12,7 +12,7 @@ from musicrnn.checkpoint import load_checkpoint
 from musicrnn.codec import GridCodec, PerformanceCodec
 from musicrnn.config import ModelConfig
 from musicrnn.fast_step import FastStepper
-from musicrnn.inference import TorchStepper, quantized
+from musicrnn.inference import NumpyStepper, TorchStepper, quantized
 from musicrnn.live.engine import Engine
 from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
@@ -69,6 +69,38 @@ def test_batched_steps_match_model_step_row_by_row(arch, layers) -> None:
         for tok in tokens[:, i]:
             _, one = fast.step(int(tok), one)
         np.testing.assert_allclose(state[:, i], one, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_the_live_batch1_path_is_the_batch_paths_row_bit_for_bit(arch, layers) -> None:
+    """The live engine's ``step_one`` gives exactly what ``step_batch`` gives a batch of one (the
+    engine's path before it; what it plays must not change), each step's logits in a new array
+    (streams share logits), and a row of a larger batch to float32 rounding."""
+    model = _model(arch, layers, layers == 2, hidden=64)
+    fast = FastStepper(model)
+    tokens = np.random.default_rng(layers).integers(0, 50, (40, 3))
+    batch = fast.initial_state(3)
+    ones, refs = [fast.initial_state(1) for _ in range(3)], [fast.initial_state(1) for _ in range(3)]
+    earlier = []
+    for row in tokens:
+        logits, _ = fast.step_batch(row, batch)
+        for i, tok in enumerate(row):
+            want, _ = fast.step_batch(row[i : i + 1], refs[i])
+            got = fast.step_one(int(tok), ones[i])
+            assert got.shape == (1, 50) and got.dtype == np.float32
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(ones[i], refs[i])
+            np.testing.assert_allclose(got[0], logits[i], atol=1e-5, rtol=0)
+            earlier.append((got, got.copy()))
+    assert all(np.array_equal(a, b) for a, b in earlier)  # no step wrote into an earlier step's logits
+
+    stepper = NumpyStepper(model)  # the Stepper the engine holds: a fork goes on apart
+    stepper.step_one(5)
+    fork = stepper.fork()
+    np.testing.assert_array_equal(fork.step_one(9), stepper.step(np.array([9])))
+    with pytest.raises(ValueError):
+        stepper.fresh(2).step_one(1)
 
 
 @pytest.mark.parametrize("arch", ["lstm", "gru"])

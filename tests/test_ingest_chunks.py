@@ -17,8 +17,8 @@ from musicrnn import ingest as ingest_mod
 from musicrnn.codec import Codec, GridCodec, PerformanceCodec
 from musicrnn.corpus import prepare
 from musicrnn.ingest import chunk_items, encode_chunk
-from musicrnn.notes import beats_to_seconds, beats_to_seconds_batch, make_notes
-from musicrnn.sources import find_items
+from musicrnn.notes import NOTE_DTYPE, NoteBatch, beats_to_seconds, beats_to_seconds_batch, make_notes
+from musicrnn.sources import find_items, piece_tracks
 
 from ingest import make_score  # benchmarks/ingest.py (benchmarks/ is on pytest's pythonpath)
 
@@ -182,6 +182,33 @@ def test_seconds_of_several_tempo_maps_are_exact() -> None:
     got = beats_to_seconds_batch(maps, bounds, np.stack([np.concatenate(beats)] * 2))
     want = np.concatenate([beats_to_seconds(t, b) for t, b in zip(maps, beats)])
     assert got.shape == (2, bounds[-1]) and np.array_equal(got[0], want) and np.array_equal(got[1], want)
+
+
+def test_a_pieces_length_in_seconds_is_its_tempo_maps_to_the_bit() -> None:
+    """index.tsv's seconds come from a plain-Python pass over each piece's tempo map (a numpy
+    call per piece cost more than its arithmetic): the bits of ``beats_to_seconds``, at tempo
+    changes, between and after them."""
+    rng = np.random.default_rng(2)
+    maps = [[(0.0, 120.0)], [(0.0, 97.3), (3.25, 141.0), (10.0 / 3, 60.5)], [(0.0, 80.0), (8.0, 100.0)]]
+    maps += [[(0.0, 90.0)] + [(float(b), float(t)) for b, t in zip(np.sort(rng.uniform(0.1, 30, 9)), rng.uniform(30, 240, 9))]]
+    for tempos in maps:
+        for beat in [0.0, 3.25, 10.0 / 3, 8.0, *[float(t[0]) for t in tempos], *rng.uniform(0, 40, 30).tolist()]:
+            assert ingest_mod._seconds_at(tempos, beat) == float(beats_to_seconds(tempos, beat))
+
+
+def test_track_report_counts_each_track_with_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracks a piece reports (name, drums, kept): only tracks with notes, a note beyond the
+    named tracks under "(unnamed)", none for a piece without track names."""
+    rows = [(0, False, True), (0, False, False), (2, True, False), (5, False, True),  # piece 0: names a, b, c
+            (1, False, True),  # piece 1: no names
+            (0, False, True), (1, False, False)]  # piece 2: names "  x  y ", ""
+    cols = {name: np.zeros(len(rows), NOTE_DTYPE[name]) for name in NOTE_DTYPE.names}
+    cols["track"] = np.array([r[0] for r in rows], np.int16)
+    cols["is_drum"] = np.array([r[1] for r in rows])
+    batch = NoteBatch(cols, np.array([0, 4, 5, 7]), [None] * 3, [["a", "b", "c"], [], ["  x  y ", ""]])
+    got = piece_tracks(batch, np.array([r[2] for r in rows]))
+    assert got == [[("a", False, True), ("c", True, False), ("(unnamed)", False, True)], [],
+                   [("x y", False, True), ("(unnamed)", False, False)]]
 
 
 def test_a_lone_file_reads_as_before(note_seq: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from musicrnn.cli import cli
 from musicrnn.live.clock import PPQN, now_ns
 
+from helpers.live import wait_until
 from live_session import Recorder, Serve  # RtMidi's queue, not a Python callback: see its docstring
 
 TOLERANCE_S = 0.015
@@ -65,15 +66,6 @@ def play(player, pitches, dur: float = 0.15, gap: float = 0.05) -> int:
     return t
 
 
-def wait_for(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return bool(cond())
-
-
 def off_grid_s(t: int, origin: int, step_s: float) -> float:
     x = (t - origin) / S / step_s
     return abs(x - round(x)) * step_s
@@ -93,7 +85,7 @@ def test_call_response_answers_on_the_grid_and_sigterm_mid_answer_closes_every_n
     subprocess.run(["jack_connect", f"{proc.port_name} out:{proc.port_name} out", f"{proc.port_name} in:{proc.port_name} in"],
                    env=jack_server.env, check=True, capture_output=True)
     released = play(player, [60, 64, 67, 72])
-    assert wait_for(lambda: rec.note_ons(), timeout=5), "no answer"
+    assert wait_until(lambda: rec.note_ons(), timeout=5), "no answer"
     time.sleep(2.3)  # the one-bar answer (2 s at 120 BPM) plays out
     ons = rec.note_ons()
     first = ons[0]
@@ -107,7 +99,7 @@ def test_call_response_answers_on_the_grid_and_sigterm_mid_answer_closes_every_n
     # play again; SIGTERM as soon as the answer sounds
     mark = now_ns()
     play(player, [62, 65])
-    assert wait_for(lambda: rec.note_ons(after=mark + 1), timeout=5), "no second answer"
+    assert wait_until(lambda: rec.note_ons(after=mark + 1), timeout=5), "no second answer"
     rc = proc.terminate()
     time.sleep(0.1)
     assert_clean_exit(proc, rc)
@@ -153,7 +145,7 @@ def test_follows_midi_clock_and_stops_when_the_player_comes_back(serve, tiny_per
                 player.send(mido.Message("note_off", note=p))
             released = now_ns()
             time.sleep(0.05)
-        assert wait_for(lambda: rec.note_ons(), timeout=5), "no answer"
+        assert wait_until(lambda: rec.note_ons(), timeout=5), "no answer"
         beat_s = 60.0 / bpm
         origin = first_pulse[0]
         first = rec.note_ons()[0]
@@ -205,7 +197,7 @@ def test_mixed_session_with_mode_switches_panic_and_sigterm_leaves_no_note_hangi
     play(player, [72, 71], dur=0.1)
     mark = now_ns()
     cc(24, 127)  # end of call: answer on the next beat
-    assert wait_for(lambda: rec.note_ons(after=mark), timeout=3), "no answer after the end-of-call control"
+    assert wait_until(lambda: rec.note_ons(after=mark), timeout=3), "no answer after the end-of-call control"
     rc = proc.terminate()
     time.sleep(0.1)
     assert_clean_exit(proc, rc)
@@ -240,7 +232,7 @@ def test_a_call_in_f_sharp_major_is_answered_in_f_sharp_major(serve, jack_server
     t_end = now_ns()
     player.send(mido.Message("control_change", control=24, value=127))  # end of call: answer now
     player.send(mido.Message("control_change", control=24, value=0))
-    assert wait_for(lambda: rec.note_ons(after=t_end), timeout=5), "no answer"
+    assert wait_until(lambda: rec.note_ons(after=t_end), timeout=5), "no answer"
     time.sleep(2 * 4 * spb + 0.5)  # the 2-bar answer plays out
     with rec.lock:
         msgs = [(t, m) for t, m in rec.messages if t >= t_end]

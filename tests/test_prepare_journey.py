@@ -7,29 +7,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pretty_midi
 import pytest
 from click.testing import CliRunner
 
 from musicrnn.cli import cli
 from musicrnn.corpus import SPLITS, read_manifest
 
-
-def write_song(path: Path, tracks: list[tuple[str, int, bool, list[int]]], bpm: float = 120.0,
-               metre: tuple[int, int] = (4, 4), beat: float = 0.5) -> Path:
-    """A tiny MIDI file: per track (name, program, is_drum, pitches played one after another,
-    ``beat`` beats each)."""
-    pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
-    pm.time_signature_changes.append(pretty_midi.TimeSignature(metre[0], metre[1], 0.0))
-    spb = 60.0 / bpm
-    for name, program, drum, pitches in tracks:
-        inst = pretty_midi.Instrument(program=program, is_drum=drum, name=name)
-        for i, p in enumerate(pitches):
-            inst.notes.append(pretty_midi.Note(velocity=90, pitch=p, start=i * beat * spb, end=(i + 1) * beat * spb))
-        pm.instruments.append(inst)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pm.write(str(path))
-    return path
+from helpers.midi import write_song
 
 
 def prepare(src: Path, out: Path, *args: str):

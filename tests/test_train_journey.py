@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pretty_midi
 import pytest
 from click.testing import CliRunner
 
@@ -15,31 +14,17 @@ from musicrnn.cli import cli
 from musicrnn.codec import GridCodec
 from musicrnn.corpus import prepare
 
+from helpers.midi import write_piano_pieces, write_song
+
 CODEC = GridCodec(steps_per_beat=2, mark_restrikes=True)  # the bundled default model's codec
 TINY = ["--hidden", "16", "--embedding", "8", "--layers", "1", "--batch-size", "2", "--seq-len", "16",
         "--device", "cpu", "--threads", "1", "--warmup-steps", "1"]
 
 
-def _write_midis(folder: Path, count: int) -> Path:
-    """``count`` short random piano pieces (4 bars of quarter notes and a held chord)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        pm = pretty_midi.PrettyMIDI(initial_tempo=120)
-        inst = pretty_midi.Instrument(program=0, name="piano")
-        for beat in range(16):
-            pitch = int(rng.integers(55, 80))
-            inst.notes.append(pretty_midi.Note(80, pitch, beat * 0.5, beat * 0.5 + 0.45))
-        for pitch in (48, 52, 55):
-            inst.notes.append(pretty_midi.Note(70, pitch, 0.0, 8.0))
-        pm.instruments.append(inst)
-        pm.write(str(folder / f"piece{i:02d}.mid"))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def midis(tmp_path_factory) -> Path:
-    return _write_midis(tmp_path_factory.mktemp("src") / "midi", 12)
+    return write_piano_pieces(tmp_path_factory.mktemp("src") / "midi", 12, tune=(55, 80), length=0.45,
+                              held=(48, 52, 55))
 
 
 @pytest.fixture(scope="module")
@@ -374,20 +359,14 @@ def test_an_8gram_of_200k_tokens_fits_in_tens_of_megabytes():
 def test_the_ready_prepare_command_keeps_the_datas_own_choices(tmp_path) -> None:
     """The hint rebuilds the user's data as they chose it (tracks, drums, split seed, keys), only in
     the model's codec."""
-    import pretty_midi
-
     from musicrnn.codecs import GridCodec
     from musicrnn.evaluate import prepare_command
 
     songs = tmp_path / "songs"
     songs.mkdir()
     for i in range(3):
-        pm = pretty_midi.PrettyMIDI()
-        for name in ("MELODY", "PIANO", "DRUMS"):
-            inst = pretty_midi.Instrument(0, is_drum=name == "DRUMS", name=name)
-            inst.notes = [pretty_midi.Note(90, 60 + i + k, k * 0.5, k * 0.5 + 0.4) for k in range(8)]
-            pm.instruments.append(inst)
-        pm.write(str(songs / f"{i}.mid"))
+        write_song(songs / f"{i}.mid", [(name, 0, name == "DRUMS", [60 + i + k for k in range(8)])
+                                       for name in ("MELODY", "PIANO", "DRUMS")], beat=1.0)
     data = tmp_path / "data"
     result = CliRunner().invoke(cli, ["data", "prepare", str(songs), "-o", str(data), "--tracks", "melody,piano",
                                       "--programs", "0,1", "--drums", "keep", "--split-seed", "3", "--key-normalise"])

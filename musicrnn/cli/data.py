@@ -9,7 +9,6 @@ import click
 from musicrnn.cli.common import build_codec, codec_options, user_errors
 
 
-
 @click.group()
 def data() -> None:
     """Prepare and inspect training data."""

@@ -7,14 +7,12 @@ from pathlib import Path
 import click
 
 from musicrnn.cli.common import FAST_EXIT, parse_pitch_range_option, user_errors
-from musicrnn.errors import MusicRNNError
 from musicrnn.config import QUANTIZATIONS
+from musicrnn.errors import MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS, VELOCITY
 from musicrnn.live.control_table import CONTROLS as LIVE_CONTROLS
 from musicrnn.live.controls import CONTROLS as CC_CONTROLS
 from musicrnn.live.controls import cc_help_lines
-
-
 
 MIDI_APIS = ["auto", "alsa", "jack", "coremidi", "windows"]
 
@@ -111,11 +109,11 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
               max_note_beats, follow_spec, velocity_spec, seed, cc_bindings, learn, seconds, osc_port, osc_host, osc_allow,
               quantize) -> None:
     """Jam live (the help text is _serve_help's)."""
+    from musicrnn.checkpoint import default_model_path, load_checkpoint
     from musicrnn.listening import follow_options
     from musicrnn.live.controls import parse_bindings
     from musicrnn.live.server import ServeOptions
     from musicrnn.live.terminal import serve
-    from musicrnn.checkpoint import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
 
     if osc_port is None and (osc_allow or osc_host != "127.0.0.1"):

@@ -14,7 +14,6 @@ from musicrnn.config import TRAIN_DEFAULTS as D
 from musicrnn.limits import NGRAM_ORDER
 
 
-
 @click.command("train")
 @click.argument("data_folder", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -161,8 +160,8 @@ def eval_cmd(checkpoint, data_folder, split, device, batch_size, as_json, music_
 
         result = evaluate_ngram(data_folder, parse_ngram_spec(str(checkpoint)), split)
     else:
-        from musicrnn.evaluate import evaluate_checkpoint
         from musicrnn.checkpoint import load_checkpoint
+        from musicrnn.evaluate import evaluate_checkpoint
 
         ckpt = load_checkpoint(checkpoint, dev)
         run = {"device": str(dev), "precision": precision, "quantize": quantize}

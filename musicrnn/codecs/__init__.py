@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from musicrnn.codecs.accompany import AccompanyCodec
 from musicrnn.codecs.base import (
     BOS,
     CODEC_FORMAT_VERSION,
@@ -42,7 +43,6 @@ from musicrnn.codecs.base import (
     events_to_notes,
     pitch_name,
 )
-from musicrnn.codecs.accompany import AccompanyCodec
 from musicrnn.codecs.grid import GridCodec
 from musicrnn.codecs.options import CliOption, OptionValueError, parse_pitch_range
 from musicrnn.codecs.performance import PerformanceCodec

@@ -32,7 +32,8 @@ vocabulary, stream coders and grammar read the same token layout.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -276,19 +277,19 @@ class AccompanyCodec(Codec):
         return [toks[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
 
     # --- streaming --------------------------------------------------------------------------
-    def stream_encoder(self) -> "AccompanyStreamEncoder":
+    def stream_encoder(self) -> AccompanyStreamEncoder:
         return AccompanyStreamEncoder(self)
 
-    def stream_decoder(self, roles: tuple[int, ...] = (MELODY, ACCOMPANIMENT)) -> "AccompanyStreamDecoder":
+    def stream_decoder(self, roles: tuple[int, ...] = (MELODY, ACCOMPANIMENT)) -> AccompanyStreamDecoder:
         """A decoder emitting the note events of ``roles`` (indices; ``(1,)``: the accompaniment)."""
         return AccompanyStreamDecoder(self, roles)
 
-    def constraints(self, batch: int, cfg: "SamplingConfig") -> "AccompanyConstraints":
+    def constraints(self, batch: int, cfg: SamplingConfig) -> AccompanyConstraints:
         return AccompanyConstraints(self, batch, cfg)
 
     # --- command line ---------------------------------------------------------------------
     @classmethod
-    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> "AccompanyCodec":
+    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> AccompanyCodec:
         lo, hi = parse_pitch_range(values["pitch_range"])
         steps = values["steps"]
         check_steps(steps, "beat")
@@ -446,7 +447,7 @@ class AccompanyConstraints(Constraints):
     codec: AccompanyCodec
     _state = ("part", "after_vel", "last", "count", "m_prev", "m_cur", "a_prev", "a_cur", "a_struck", "a_age", "frames")
 
-    def __init__(self, codec: AccompanyCodec, batch: int, cfg: "SamplingConfig") -> None:
+    def __init__(self, codec: AccompanyCodec, batch: int, cfg: SamplingConfig) -> None:
         super().__init__(codec, batch, cfg)
         p = codec.num_pitches
         self.part = np.zeros(batch, np.int64)  # 0: the melody part of the frame, 1: after ACC

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from musicrnn.errors import CodecError, MusicRNNError
-from musicrnn.notes import beats_to_seconds_batch, DEFAULT_BPM, NOTE_DTYPE, Piece, piece_index
+from musicrnn.notes import DEFAULT_BPM, NOTE_DTYPE, Piece, beats_to_seconds_batch, piece_index
 
 if TYPE_CHECKING:  # only for type hints (musicrnn.sample imports this module)
     from musicrnn.codecs.options import CliOption
@@ -86,7 +86,7 @@ class Codec(ABC):
     min_pitch: int
     max_pitch: int
     # the `musicrnn data prepare` options that set this codec's config (see from_cli)
-    cli_options: tuple["CliOption", ...] = ()
+    cli_options: tuple[CliOption, ...] = ()
     # what the live engine asks for at a time (see the "live play" methods below): "event" (the
     # next note or wait), "frame" (the next frame), None (live play does not know this codec)
     live_unit: str | None = None
@@ -200,10 +200,10 @@ class Codec(ABC):
 
     # --- streaming --------------------------------------------------------------------------
     @abstractmethod
-    def stream_encoder(self) -> "StreamEncoder": ...
+    def stream_encoder(self) -> StreamEncoder: ...
 
     @abstractmethod
-    def stream_decoder(self) -> "StreamDecoder": ...
+    def stream_decoder(self) -> StreamDecoder: ...
 
     # --- augmentation -----------------------------------------------------------------------
     def transpose(self, tokens: np.ndarray, semitones: int) -> np.ndarray | None:
@@ -277,7 +277,7 @@ class Codec(ABC):
         return float(piece.beats(time)) if self.time_unit == "seconds" else time
 
     # --- grammar ----------------------------------------------------------------------------
-    def constraints(self, batch: int, cfg: "SamplingConfig") -> "Constraints":
+    def constraints(self, batch: int, cfg: SamplingConfig) -> Constraints:
         """This codec's grammar and the musical limits of ``cfg`` as masks for ``batch`` rows."""
         raise MusicRNNError(f"no sampling constraints for codec {self.name!r}")
 
@@ -312,13 +312,13 @@ class Codec(ABC):
 
     # --- command line -----------------------------------------------------------------------
     @classmethod
-    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> "Codec":
+    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> Codec:
         """The codec `musicrnn data prepare` builds from its option values (``values``: every
         codec's options by parameter name; ``source_steps_per_beat``: the sources' own grid,
         e.g. a piano roll's, or None)."""
         raise CodecError(f"the {cls.name} codec has no command-line options")
 
-    def cli_reference(self) -> "Codec":
+    def cli_reference(self) -> Codec:
         """The codec `data prepare --codec NAME` builds with no other options, for the options
         that tell this one apart (see :func:`musicrnn.codecs.prepare_options`)."""
         return type(self)()
@@ -445,7 +445,12 @@ class StreamEncoder(ABC):
 
 
 class StreamDecoder(ABC):
-    """Tokens in, note events out, one token at a time."""
+    """Tokens in, note events out, one token at a time. The base holds what decoders share: the
+    codec ``c``, the pitches sounding (``_sounding``) and a token's kind."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.c = codec
+        self._sounding: set[int] = set()
 
     @abstractmethod
     def feed(self, token: int) -> list[NoteEvent]: ...
@@ -460,9 +465,20 @@ class StreamDecoder(ABC):
         """Current time in the codec's unit."""
 
     @property
-    @abstractmethod
     def sounding(self) -> set[int]:
         """Pitches currently on."""
+        return set(self._sounding)
+
+    def kind(self, token: int) -> int:
+        """The token's kind (``KIND_*``); -1 for one outside the vocabulary (a decoder reads any
+        token a model samples)."""
+        return self.c.token_kind[token] if 0 <= token < self.c.vocab_size else -1
+
+    def _release_all(self) -> list[NoteEvent]:
+        """Note-offs now for every sounding pitch, lowest first; then none sounds."""
+        out = [NoteEvent(self.time, p, 0) for p in sorted(self._sounding)]
+        self._sounding.clear()
+        return out
 
 
 # ============================================================================================
@@ -487,7 +503,7 @@ class Constraints:
 
     _state: tuple[str, ...] = ()  # the arrays that change as tokens come in (copied by fork)
 
-    def __init__(self, codec: Codec, batch: int, cfg: "SamplingConfig") -> None:
+    def __init__(self, codec: Codec, batch: int, cfg: SamplingConfig) -> None:
         self.codec, self.batch, self.cfg = codec, batch, cfg
         self.kind = codec.token_kind.astype(np.int64)
         pitch = codec.token_pitch.astype(np.int64)
@@ -512,7 +528,7 @@ class Constraints:
 
         return torch.from_numpy(self.step_counts())
 
-    def fork(self) -> "Constraints":
+    def fork(self) -> Constraints:
         """An independent copy (the live engine samples ahead on one)."""
         new = copy.copy(self)
         for name in self._state:
@@ -520,6 +536,6 @@ class Constraints:
         return new
 
     @staticmethod
-    def for_codec(codec: Codec, batch: int, cfg: "SamplingConfig") -> "Constraints":
+    def for_codec(codec: Codec, batch: int, cfg: SamplingConfig) -> Constraints:
         """The constraints of ``codec``'s grammar (the codec makes them)."""
         return codec.constraints(batch, cfg)

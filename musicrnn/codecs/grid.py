@@ -185,13 +185,13 @@ class GridCodec(Codec):
         )
         return self.encode_roll(roll) if exact else None
 
-    def stream_encoder(self) -> "GridStreamEncoder":
+    def stream_encoder(self) -> GridStreamEncoder:
         return GridStreamEncoder(self)
 
-    def stream_decoder(self) -> "GridStreamDecoder":
+    def stream_decoder(self) -> GridStreamDecoder:
         return GridStreamDecoder(self)
 
-    def constraints(self, batch: int, cfg: "SamplingConfig") -> "GridConstraints":
+    def constraints(self, batch: int, cfg: SamplingConfig) -> GridConstraints:
         return GridConstraints(self, batch, cfg)
 
     # --- live play: the next frame --------------------------------------------------------
@@ -230,7 +230,7 @@ class GridCodec(Codec):
 
     # --- command line ---------------------------------------------------------------------
     @classmethod
-    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> "GridCodec":
+    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> GridCodec:
         lo, hi = parse_pitch_range(values["pitch_range"])
         steps = values["steps"]
         check_steps(steps, "beat")
@@ -304,22 +304,17 @@ class GridStreamDecoder(StreamDecoder):
     the frame's start. A frame left incomplete at :meth:`close` is played as if STEP came."""
 
     def __init__(self, codec: GridCodec) -> None:
-        self.c = codec
+        super().__init__(codec)
         self.frame = 0
-        self._sounding: set[int] = set()
         self._pending: dict[int, bool] = {}  # pitch -> struck in this frame
 
     @property
     def time(self) -> float:
         return self.frame / self.c.steps_per_beat
 
-    @property
-    def sounding(self) -> set[int]:
-        return set(self._sounding)
-
     def feed(self, token: int) -> list[NoteEvent]:
         c = self.c
-        kind = c.token_kind[token] if 0 <= token < c.vocab_size else -1
+        kind = self.kind(token)
         if kind == KIND_STEP:
             return self._end_frame()
         if kind in (KIND_NOTE_ON, KIND_HOLD):
@@ -340,10 +335,7 @@ class GridStreamDecoder(StreamDecoder):
         return out
 
     def close(self) -> list[NoteEvent]:
-        out = self._end_frame() if self._pending else []
-        out += [NoteEvent(self.time, p, 0) for p in sorted(self._sounding)]
-        self._sounding.clear()
-        return out
+        return (self._end_frame() if self._pending else []) + self._release_all()
 
 
 def _row_groups(rows: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -368,7 +360,7 @@ class GridConstraints(Constraints):
     codec: GridCodec
     _state = ("last", "count", "prev", "cur", "struck", "age", "frames")
 
-    def __init__(self, codec: GridCodec, batch: int, cfg: "SamplingConfig") -> None:
+    def __init__(self, codec: GridCodec, batch: int, cfg: SamplingConfig) -> None:
         super().__init__(codec, batch, cfg)
         p = codec.num_pitches
         self.last = np.full(batch, -1, dtype=np.int64)

@@ -10,7 +10,6 @@ from typing import Any
 from musicrnn.errors import CodecError
 
 
-
 @dataclass(frozen=True)
 class CliOption:
     """A `musicrnn data prepare` option that sets part of a codec's config. Codecs that share

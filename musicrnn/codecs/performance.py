@@ -196,13 +196,13 @@ class PerformanceCodec(Codec):
         out[is_shift] = self.shift0 + k - 1
         return out
 
-    def stream_encoder(self) -> "PerformanceStreamEncoder":
+    def stream_encoder(self) -> PerformanceStreamEncoder:
         return PerformanceStreamEncoder(self)
 
-    def stream_decoder(self) -> "PerformanceStreamDecoder":
+    def stream_decoder(self) -> PerformanceStreamDecoder:
         return PerformanceStreamDecoder(self)
 
-    def constraints(self, batch: int, cfg: "SamplingConfig") -> "PerformanceConstraints":
+    def constraints(self, batch: int, cfg: SamplingConfig) -> PerformanceConstraints:
         return PerformanceConstraints(self, batch, cfg)
 
     # --- live play: the next event --------------------------------------------------------
@@ -230,14 +230,14 @@ class PerformanceCodec(Codec):
 
     # --- command line ---------------------------------------------------------------------
     @classmethod
-    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> "PerformanceCodec":
+    def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> PerformanceCodec:
         lo, hi = parse_pitch_range(values["pitch_range"])
         time_unit, steps = values["time_unit"], values["steps"]
         check_steps(steps, "beat" if time_unit == "beats" else "second")
         return cls(time_unit=time_unit, steps_per_unit=steps, max_shift_steps=values["max_shift"],
                    velocity_bins=values["velocity_bins"], min_pitch=lo, max_pitch=hi)
 
-    def cli_reference(self) -> "PerformanceCodec":
+    def cli_reference(self) -> PerformanceCodec:
         return PerformanceCodec(time_unit=self.time_unit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,22 +303,17 @@ class PerformanceStreamEncoder(StreamEncoder):
 
 class PerformanceStreamDecoder(StreamDecoder):
     def __init__(self, codec: PerformanceCodec) -> None:
-        self.c = codec
+        super().__init__(codec)
         self.step = 0
         self.velocity = codec.default_velocity
-        self._sounding: set[int] = set()
 
     @property
     def time(self) -> float:
         return self.step / self.c.steps_per_unit
 
-    @property
-    def sounding(self) -> set[int]:
-        return set(self._sounding)
-
     def feed(self, token: int) -> list[NoteEvent]:
         c = self.c
-        kind = c.token_kind[token] if 0 <= token < c.vocab_size else -1
+        kind = self.kind(token)
         if kind == KIND_SHIFT:
             self.step += int(c.shift_steps[token])
         elif kind == KIND_VELOCITY:
@@ -336,9 +331,7 @@ class PerformanceStreamDecoder(StreamDecoder):
         return []
 
     def close(self) -> list[NoteEvent]:
-        out = [NoteEvent(self.time, p, 0) for p in sorted(self._sounding)]
-        self._sounding.clear()
-        return out
+        return self._release_all()
 
 
 class PerformanceConstraints(Constraints):
@@ -348,7 +341,7 @@ class PerformanceConstraints(Constraints):
     codec: PerformanceCodec
     _state = ("sounding", "onset", "time")
 
-    def __init__(self, codec: PerformanceCodec, batch: int, cfg: "SamplingConfig") -> None:
+    def __init__(self, codec: PerformanceCodec, batch: int, cfg: SamplingConfig) -> None:
         super().__init__(codec, batch, cfg)
         p = codec.num_pitches
         self.sounding = np.zeros((batch, p), dtype=bool)

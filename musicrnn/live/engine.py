@@ -39,8 +39,9 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,9 +57,9 @@ from musicrnn.codecs import (
     NoteEvent,
 )
 from musicrnn.errors import MusicRNNError
-from musicrnn.limits import DENSITY, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
 from musicrnn.fast_step import single_thread_blas
 from musicrnn.inference import Stepper, stepper_for
+from musicrnn.limits import DENSITY, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
 from musicrnn.live.clock import now_ns
 from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
@@ -95,7 +96,7 @@ class _Stream:
     def __init__(self, stepper: Stepper, logits, cons: Constraints, decoder) -> None:
         self.stepper, self.logits, self.cons, self.decoder = stepper, logits, cons, decoder
 
-    def fork(self) -> "_Stream":
+    def fork(self) -> _Stream:
         return _Stream(self.stepper.fork(), self.logits, self.cons.fork(), _fork(self.decoder))  # logits are never changed in place
 
 
@@ -347,7 +348,7 @@ class Engine:
 
     def _step(self, stepper: Stepper, tok: int) -> np.ndarray:
         """One model step (the one seam every token goes through): logits [1, vocab]."""
-        return stepper.step(np.array([tok]))
+        return stepper.step_one(tok)
 
     def _commit(self, tokens: list[int]) -> list[NoteEvent]:
         """Tokens of the real stream: adopt the fork that predicted them, feed the rest."""

@@ -24,8 +24,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from typing import Any
 
 import mido
 
@@ -239,7 +240,7 @@ class QueuedInput:
     BURST = 1024  # most messages in one ``around`` block (a flood still gets worked off)
 
     def __init__(self, api: str, port: str | None, name: str, callback: Callable[..., None],
-                 around: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
+                 around: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
         import rtmidi
 
         self.name = port if port is not None else name  # what the user sees: the port we listen to
@@ -300,7 +301,7 @@ class QueuedInput:
 
 
 def open_input(spec: str, api: str, port_name: str, callback: Callable[..., None],
-               around: Callable[[], ContextManager[Any]] = contextlib.nullcontext):
+               around: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext):
     """Open the input ``spec`` (a port name, ``virtual`` or ``none``); each message goes to
     ``callback(msg, t_ns)`` (``t_ns``: its arrival on :func:`musicrnn.live.clock.now_ns`'s clock)
     from a reader thread (see :class:`QueuedInput`), each burst of messages inside one

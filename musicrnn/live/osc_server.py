@@ -190,7 +190,7 @@ class _Context:
 
     __slots__ = ("server", "sender")
 
-    def __init__(self, server: "OscServer", sender: Address) -> None:
+    def __init__(self, server: OscServer, sender: Address) -> None:
         self.server, self.sender = server, sender
 
     def reply(self, address: str, *args: Any) -> None:
@@ -252,7 +252,7 @@ class OscServer:
                         "(limit it with --osc-allow ADDR)", self.host, self.port)
 
     # --- life cycle ------------------------------------------------------------------------------
-    def start(self) -> "OscServer":
+    def start(self) -> OscServer:
         self._thread = threading.Thread(target=self._run, name="musicrnn-osc", daemon=True)
         self._thread.start()
         return self

@@ -93,12 +93,12 @@ class Scheduler:
         self._keep_timings = keep_timings > 0
 
     # --- any thread ----------------------------------------------------------------------------
-    def start(self) -> "Scheduler":
+    def start(self) -> Scheduler:
         self._thread = threading.Thread(target=self._run, name="musicrnn-scheduler", daemon=True)
         self._thread.start()
         return self
 
-    def __enter__(self) -> "Scheduler":
+    def __enter__(self) -> Scheduler:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import mido
 
 from musicrnn.errors import MusicRNNError
+from musicrnn.inference import stepper_for
 from musicrnn.limits import MAX_NOTE_BEATS, PITCH, check_tempo
 from musicrnn.listening import Follow, Listener
 from musicrnn.live import midi_ports
@@ -44,7 +45,6 @@ from musicrnn.live.engine import Engine, configure_torch_for_live
 from musicrnn.live.inbox import Inbox, Worker
 from musicrnn.live.modes import Conductor, Settings
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
-from musicrnn.inference import stepper_for
 from musicrnn.sample import SamplingConfig
 
 log = logging.getLogger("musicrnn.live")
@@ -143,7 +143,7 @@ class Server:
         self.osc = None  # the OSC server (musicrnn.live.osc_server.OscServer) when options.osc_port is set
 
     # --- life cycle ----------------------------------------------------------------------------
-    def start(self) -> "Server":
+    def start(self) -> Server:
         opts = self.options
         configure_torch_for_live()
         engine = self._make_engine(self.checkpoint)
@@ -172,7 +172,7 @@ class Server:
             raise
         return self
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:
