@@ -268,7 +268,8 @@ class Listener:
         self._answer_start = beat
         self._answer_notes = 0
         self._answer_pitches = []
-        self.hear_grid()
+        if self.hear_grid() is not None:  # a straight or triplet grid's beat: where the answer starts
+            self.grid = self.grid.anchored(beat)
 
     def hear_grid(self) -> Grid | None:
         """The call's grid (:func:`musicrnn.metre.detect_grid`), heard once per call and kept for

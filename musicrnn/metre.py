@@ -13,7 +13,7 @@ overrides whatever the file declares.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
@@ -145,6 +145,16 @@ class Grid:
     @property
     def name(self) -> str:
         return f"swing {self.offbeat:.2f}" if self.kind == "swing" else self.kind
+
+    def anchored(self, beat: float) -> "Grid":
+        """This grid with its beat on the lattice point nearest ``beat`` (where an answer starts:
+        on the player's beat), for straight and triplet grids, whose points are evenly spaced and
+        so do not say which of them is the beat; a swung grid's beat is its long note's."""
+        if self.kind == "swing":
+            return self
+        period = 1.0 / len(self.points)
+        k = round(((beat - self.phase) % 1.0) / period)
+        return replace(self, phase=(self.phase + k * period) % 1.0)
 
     def distance(self, beats) -> np.ndarray:
         """Beats from each of ``beats`` to the nearest grid point."""

@@ -96,6 +96,9 @@ def test_swing_warp_delays_off_beat_eighths_and_keeps_the_beat() -> None:
     assert shifted.warp(2.8) == pytest.approx(2.9) and shifted.warp(2.3) == pytest.approx(2.3)
     assert Grid("straight", STRAIGHT, 0.5, 0.0, 1.0).warp(1.5) == 1.5  # straight: as played
     assert g.distance([1.0, 1.5, 1.66]).round(3).tolist() == [0.0, 0.167, 0.007]
+    triplets = Grid("triplet", TRIPLET, 2 / 3, (0.3 - 1 / 3) % 1, 1.0)  # fitted: the third nearest the clock's beat
+    assert triplets.anchored(5.3).phase == pytest.approx(0.3) and triplets.anchored(5.0) == triplets
+    assert g.anchored(5.4) is g  # a swung grid's beat is its long note's
 
 
 # --- the follower ---------------------------------------------------------------------------------
@@ -194,11 +197,15 @@ def test_a_swung_call_off_the_clocks_beat_gets_a_swung_answer_on_the_players_bea
 
 
 def test_a_straight_grid_model_plays_a_triplet_call_with_the_triplet_shuffle() -> None:
+    """Answered at once (``--answer-start now``) on the player's beat, which is not the clock's:
+    triplets alone do not say which third is the beat; the answer's start does."""
     codec = GridCodec(steps_per_beat=2, mark_restrikes=True)
-    on, cond = answer_onsets(codec, Follow(), TRIPLET, 0.0, answer_start="now")
-    off, _ = answer_onsets(codec, Follow.parse("none"), TRIPLET, 0.0, answer_start="now")
-    assert cond.listener.grid.kind == "triplet"
-    assert on_grid(on, TRIPLET, 0.0) >= 0.95 and on_grid(off, TRIPLET, 0.0) <= 0.7  # its off-beats went to 2/3
+    phase = 0.3  # the lattice point nearest the clock's beat is the player's last third, not their beat
+    on, cond = answer_onsets(codec, Follow(), TRIPLET, phase, answer_start="now")
+    off, _ = answer_onsets(codec, Follow.parse("none"), TRIPLET, phase, answer_start="now")
+    assert cond.listener.grid.kind == "triplet" and circular_gap(cond.listener.grid.phase, phase) < 0.035
+    # its off-beats went to 2/3 of the player's beat; unfollowed, half of them lie between the triplets
+    assert on_grid(on, TRIPLET, phase) >= 0.95 and on_grid(off, TRIPLET, phase) <= 0.7
 
 
 # --- compose --primer -----------------------------------------------------------------------------
