@@ -27,9 +27,9 @@ from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.continuation import (
     RowBias,
-    TimeBias,
+    TimeLogits,
     followed,
-    grid_bias,
+    grid_logits,
     listen,
     model_pitches,
     moved,
@@ -60,13 +60,13 @@ class Generated:
 
 def generate(stepper: Stepper, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
              primer: np.ndarray | None = None, max_tokens: int | None = None, bias: np.ndarray | None = None,
-             row_bias: RowBias | None = None, time_bias: TimeBias | None = None) -> Generated:
+             row_bias: RowBias | None = None, time_logits: TimeLogits | None = None) -> Generated:
     """Sample ``batch`` continuations of ``primer`` (or of nothing) on fresh rows of ``stepper``
     (see :func:`musicrnn.inference.stepper_for`), each ``target_steps`` codec steps long (grid
     frames or time-shift steps); ``bias`` [vocab]: nats added to the logits before sampling (the
     listening followers' priors); ``row_bias(pitch_sums, counts)``: nats [batch, vocab] from what
-    each row has played so far (its note-ons' pitches); ``time_bias(steps)``: nats [batch, vocab]
-    from the codec steps each row has reached (where in the beat it decides)."""
+    each row has played so far (its note-ons' pitches); ``time_logits(steps, logits)``: the logits
+    to sample from, given the codec steps each row has reached (where in the beat it decides)."""
     cfg.validate(codec)
     t0 = time.perf_counter()
     prefix = np.concatenate([[BOS], primer if primer is not None else []]).astype(np.int64)
@@ -97,10 +97,8 @@ def generate(stepper: Stepper, codec: Codec, batch: int, target_steps: int, cfg:
                 extra = row_bias(pitch_sums, counts)
                 if extra is not None:
                     logits = logits + extra
-            if time_bias is not None:
-                extra = time_bias(cons.step_counts())
-                if extra is not None:
-                    logits = logits + extra
+            if time_logits is not None:
+                logits = time_logits(cons.step_counts(), logits)
             mask = cons.mask()
             nxt = sample_next(logits, cfg, rand.next(), mask)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
@@ -295,7 +293,7 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
     gen = generate(stepper_for(model, opts.device, opts.precision), codec, opts.n, target, sampling, opts.seed,
                    primer.tokens if primer else None, bias=note_bias(prior=listener.key_prior(transpose)),
                    row_bias=register_bias(listener, note_bias, transpose) if primer else None,
-                   time_bias=grid_bias(listener, codec, cut_units, cut, bpm) if primer else None)
+                   time_logits=grid_logits(listener, codec, cut_units, cut, bpm) if primer else None)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))
     try:  # all or nothing: every file is made aside, then moved into place

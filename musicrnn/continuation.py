@@ -19,7 +19,7 @@ from musicrnn.notes import Piece
 from musicrnn.sample import SamplingConfig
 
 RowBias = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]  # (pitch sums, counts) per row -> [B, vocab]
-TimeBias = Callable[[np.ndarray], "np.ndarray | None"]  # codec steps per row so far -> [B, vocab]
+TimeLogits = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (codec steps per row so far, logits [B, vocab]) -> logits
 
 
 def listen(piece: Piece | None, follow: Follow, key_tonic: int | None) -> Listener:
@@ -66,8 +66,8 @@ def register_bias(listener: Listener, note_bias: NoteBias, transpose: int) -> Ro
     return row_bias
 
 
-def grid_bias(listener: Listener, codec: Codec, cut_units: float, cut: float, bpm: float) -> TimeBias | None:
-    """Each row's grid follower nats from where in the beat it is (codecs with time shifts), as
+def grid_logits(listener: Listener, codec: Codec, cut_units: float, cut: float, bpm: float) -> TimeLogits | None:
+    """Each row's grid follower nudge from where in the beat it is (codecs with time shifts), as
     live play nudges an answer (see GridBias); None when no grid is followed. The new music's
     codec time ``cut_units`` is the primer's beat ``cut``."""
     strength = listener.grid_strength()
@@ -80,11 +80,11 @@ def grid_bias(listener: Listener, codec: Codec, cut_units: float, cut: float, bp
     per_unit = codec.beats_per_unit(bpm)
     per_step = per_unit / codec.steps_per_unit
 
-    def row_bias(steps: np.ndarray) -> np.ndarray | None:
+    def rows(steps: np.ndarray, logits: np.ndarray) -> np.ndarray:
         beats = cut + (np.asarray(steps, np.float64) / codec.steps_per_unit - cut_units) * per_unit
-        return np.stack([nats(grid, strength, float(b), per_step) for b in beats])
+        return nats.logits(logits, np.stack([nats(grid, strength, float(b), per_step) for b in beats]))
 
-    return row_bias
+    return rows
 
 
 def piece_keys(seed: int, n: int) -> list[int]:

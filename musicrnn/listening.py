@@ -56,7 +56,7 @@ KEY_BIAS = 2.0  # nats taken from notes outside the heard key's scale at full ke
 HIERARCHY_BIAS = 1.0  # nats per standard deviation of the key's profile, for notes in its scale
 THIRD_BIAS = 1.0  # nats more for the key's third, the note that says major or minor
 MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
-GRID_BIAS = 3.0  # nats taken from time shifts ending off the call's grid and note-ons off it, at full grid strength
+GRID_BIAS = 5.0  # nats taken from time shifts ending off the call's grid and note-ons off it, at full grid strength
 
 
 @dataclass
@@ -421,9 +421,11 @@ class GridBias:
     """The grid follower for models that choose their own times (performance codec): a [vocab]
     vector of nats for a decision at a beat, taking ``GRID_BIAS`` x strength from every time
     shift that would end off the grid and, when the decision itself is off the grid, from every
-    note-on. Note-offs stay free (the answer's articulation is the model's). A shift ends on the
-    grid when it ends within half a codec step of a grid point, so the nearest step to each
-    point counts whatever the codec's steps' phase. Vectors are cached per place in the beat."""
+    note-on (it waits for the grid instead). Note-offs stay free. A shift ends on the grid when
+    it ends within half a codec step of a grid point, so the nearest step to each point counts
+    whatever the codec's steps' phase. Vectors are cached per place in the beat.
+    :meth:`logits` applies one keeping the model's chance of waiting at all: the shifts' nats
+    only move the waits onto the grid (else the answer would play more notes)."""
 
     def __init__(self, codec) -> None:
         self.codec = codec
@@ -450,3 +452,17 @@ class GridBias:
                 bias[self.onsets] = -nats
             self._cache[key] = bias
         return bias
+
+    def logits(self, logits: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """``logits`` [..., vocab] plus ``bias``, the time shifts' total probability kept."""
+        out = logits + bias
+        s = self.shifts
+        before, after = logits[..., s], out[..., s]
+        keep = _logsumexp(before) - _logsumexp(after)
+        out[..., s] += keep[..., None]
+        return out
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(-1)
+    return top + np.log(np.exp(x - top[..., None]).sum(-1))

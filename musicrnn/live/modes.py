@@ -25,6 +25,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from musicrnn.codecs import NoteEvent
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import ANSWER_BARS, LATE_S
@@ -368,24 +370,24 @@ class Conductor:
 
     def _bias(self, t: float) -> None:
         """The register, density and motif followers' nudge for a decision at codec time ``t``;
-        the grid follower's, for event codecs, is asked at each sample (:meth:`_grid_nats`)."""
+        the grid follower's, for event codecs, is asked at each sample (:meth:`_grid_logits`)."""
         t_ns = self.timebase.to_ns(t)
         if self.answer is None or t_ns is None:
-            self.engine.logit_bias = self.engine.time_bias = None
+            self.engine.logit_bias = self.engine.time_logits = None
             return
         if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
             self._note_bias = NoteBias(self.engine.codec)
         li = self.listener
         self.engine.logit_bias = self._note_bias(li.onset_bias(self._beat(t_ns)), li.register_tilt(self.transpose),
                                                  li.key_prior(self.transpose))
-        self.engine.time_bias = self._grid_nats if li.grid_strength() > 0 and not self.engine.frames else None
+        self.engine.time_logits = self._grid_logits if li.grid_strength() > 0 and not self.engine.frames else None
 
-    def _grid_nats(self, t: float):
-        """The grid follower's nats for a decision at codec time ``t`` (event codecs): time
+    def _grid_logits(self, t: float, logits: np.ndarray) -> np.ndarray:
+        """The grid follower's nudge on a decision at codec time ``t`` (event codecs): time
         shifts ending off the call's grid and note-ons off it lose (see GridBias)."""
         grid, strength = self.listener.grid, self.listener.grid_strength()
         if grid is None or strength <= 0:
-            return None
+            return logits
         codec, tb = self.engine.codec, self.timebase
         if self._grid_bias is None or self._grid_bias.codec is not codec:
             self._grid_bias = GridBias(codec)
@@ -394,9 +396,10 @@ class Conductor:
         else:
             t_ns = tb.to_ns(t)
             if t_ns is None:
-                return None
+                return logits
             beat, per_step = self._beat(t_ns), self.clock.bpm / 60.0 / codec.steps_per_unit
-        return self._grid_bias(grid, strength, beat, per_step)
+        bias = self._grid_bias(grid, strength, beat, per_step)
+        return logits if bias is None else self._grid_bias.logits(logits, bias)
 
     def _lookahead_ns(self) -> int:
         if self.engine.frames:  # a frame is decided a fraction of a step ahead
