@@ -11,6 +11,10 @@ bar ``/musicrnn/generate 4``; the answer is recorded for 4 bars and a margin.
 Trials: all 24 keys, each as a sparse call (random quarters and eighths) and a busy one (mostly
 sixteenths), centred on C2, C3, C4, C5, C6 and at velocity 30, 60, 90, 120 in turn (5 and 4 are
 coprime: every 20 trials cover every register with every level); 48 trials, in a seeded order.
+Each call has a feel, in turn straight, swing or triplet (3 is coprime with 4 and 5 too): a swung
+call's eighths are long-short (2/3 + 1/3 of the beat; busy: mostly swung eighths), a triplet
+call's are triplet eighths (busy: mostly triplets); quarters fill the rest. ``--quick``: 4 keys,
+each sparse and busy in every feel (24 trials).
 
 Measures (aggregated over trials):
 (a) the answer's key (Krumhansl-Schmuckler, duration weighted: musicrnn.tonality.estimate_key)
@@ -23,7 +27,10 @@ Measures (aggregated over trials):
     grid (call: from its first note; answer: from the generate message, where its grid starts)
     and of interval 2-grams of the top line (the highest note at each onset), between each
     answer and its own call, and between the same answer and another trial's call of the same
-    density (a seeded derangement): the answer should be closer to its own call.
+    density (a seeded derangement): the answer should be closer to its own call;
+(g) grid: share of the answer's onsets (a chord counts once) within 1/24 beat of the call's grid
+    (straight: sixteenths; swing: the beat and 2/3 of it; triplet: thirds of the beat), counted
+    from the generate message (the call's beat 9), per feel.
 
 Configurations: the model with every follower on (serve's default), the model with the
 followers off (``--follow none --velocity model``), and a baseline computed here: a partner
@@ -63,6 +70,10 @@ MINOR_UP = (0, 2, 3, 5, 7, 8, 11, 12)  # harmonic minor going up (the raised 7th
 MINOR_DOWN = (12, 10, 8, 7, 5, 3, 2, 0)  # natural minor coming down
 ARPEGGIO = (0, 2, 4, 7, 4, 2, 0)  # scale indices of 1-3-5-8-5-3-1
 CONFIGS = {"on": (), "off": ("--follow", "none", "--velocity", "model")}
+FEELS = ("straight", "swing", "triplet")
+SWING = 2 / 3  # a swung call's off-beat eighth, in beats after its beat
+GRIDS = {"straight": (0.0, 0.25, 0.5, 0.75), "swing": (0.0, SWING), "triplet": (0.0, 1 / 3, 2 / 3)}
+ON_GRID = 1 / 24  # beats: an answer onset this close to a point of the call's grid is on it
 LABELS = {"on": "model, followers on", "off": "model, followers off", "baseline": "baseline (blind)"}
 
 
@@ -80,12 +91,19 @@ class Trial:
     density: str  # sparse | busy
     register: str  # C2 .. C6
     level: int
+    feel: str = "straight"  # straight | swing | triplet
     call: list[Note] = field(default_factory=list)
 
 
 # --- the calls ----------------------------------------------------------------------------------
-def call_rhythm(density: str, rng: np.random.Generator) -> list[float]:
-    """Durations (beats) filling 2 bars: sparse = quarters and eighths, busy = mostly sixteenths."""
+def call_rhythm(density: str, rng: np.random.Generator, feel: str = "straight") -> list[float]:
+    """Durations (beats) filling 2 bars: sparse = quarters and eighths, busy = mostly sixteenths;
+    swing and triplet feels: a beat is a quarter, a swung pair of eighths (long-short) or three
+    triplet eighths (sparse: 60 % of beats, busy: 85 %)."""
+    if feel != "straight":
+        split = {"swing": [SWING, 1 - SWING], "triplet": [1 / 3] * 3}[feel]
+        share = 0.6 if density == "sparse" else 0.85
+        return [d for _ in range(int(CALL_BEATS)) for d in (split if rng.random() < share else [1.0])]
     durs: list[float] = []
     for _ in range(int(CALL_BEATS // BEATS_PER_BAR)):
         left = float(BEATS_PER_BAR)
@@ -107,9 +125,10 @@ def melody_offsets(mode: str, n: int) -> list[int]:
     return [line[i % len(line)] for i in range(n)]
 
 
-def make_call(key: Key, density: str, centre: int, level: int, rng: np.random.Generator) -> list[Note]:
+def make_call(key: Key, density: str, centre: int, level: int, rng: np.random.Generator,
+              feel: str = "straight") -> list[Note]:
     """A 2-bar call in ``key`` whose mean pitch is within a tritone of ``centre``."""
-    durs = call_rhythm(density, rng)
+    durs = call_rhythm(density, rng, feel)
     offsets = melody_offsets(key.mode, len(durs))
     mean = float(np.mean(offsets))
     tonic = min((p for p in range(128) if p % 12 == key.tonic), key=lambda p: abs(p + mean - centre))
@@ -123,16 +142,17 @@ def make_call(key: Key, density: str, centre: int, level: int, rng: np.random.Ge
 def make_trials(quick: bool, seed: int) -> list[Trial]:
     rng = np.random.default_rng(seed)
     keys = list(ALL_KEYS)
-    if quick:  # 4 keys (2 major, 2 minor, far apart), both densities
+    if quick:  # 4 keys (2 major, 2 minor, far apart), both densities, every feel
         keys = [Key(0, "major"), Key(6, "major"), Key(9, "minor"), Key(3, "minor")]
-    pairs = [(k, d) for k in keys for d in ("sparse", "busy")]
+    pairs = [(k, d, f) for k in keys for d in ("sparse", "busy") for f in (FEELS if quick else (None,))]
     order = rng.permutation(len(pairs))
     trials = []
     for i, j in enumerate(order):
-        key, density = pairs[j]
+        key, density, feel = pairs[j]
+        feel = feel or FEELS[i % len(FEELS)]
         reg = list(CENTRES)[i % len(CENTRES)]
         level = LEVELS[i % len(LEVELS)]
-        trials.append(Trial(key, density, reg, level, make_call(key, density, CENTRES[reg], level, rng)))
+        trials.append(Trial(key, density, reg, level, feel, make_call(key, density, CENTRES[reg], level, rng, feel)))
     return trials
 
 
@@ -184,12 +204,13 @@ def play_trial(sess: Session, trial: Trial, tempo: float) -> dict:
     osc.send("/musicrnn/generate", float(ANSWER_BARS))
     _sleep_until(t_gen + int((ANSWER_BARS * BEATS_PER_BAR * spb + MARGIN_S) * 1e9))
     reply = osc.request("/musicrnn/status")
-    heard = (reply[1][11], reply[1][12]) if reply and reply[0] == "/musicrnn/status" and len(reply[1]) > 12 else ("?", 0)
+    args = reply[1] if reply and reply[0] == "/musicrnn/status" else []
+    heard = (args[11], args[12]) if len(args) > 12 else ("?", 0)
     with rec.lock:
         msgs = [(t, m) for t, m in rec.messages if t >= t_gen]
     answer, unclosed = notes_from(msgs, t_gen, spb)
     return {"answer": answer, "unclosed": unclosed, "late_ms": round(late / 1e6, 2), "heard_key": heard[0],
-            "heard_level": heard[1]}
+            "heard_level": heard[1], "heard_grid": args[13] if len(args) > 13 else "?"}
 
 
 def notes_from(msgs, t_gen: int, spb: float) -> tuple[list[Note], int]:
@@ -223,8 +244,9 @@ def run_config(model: str, name: str, trials: list[Trial], tempo: float, seed: i
             out.append(r)
             ans = r["answer"]
             k = estimate_key([n.pitch for n in ans], [n.dur for n in ans]).name if ans else "-"
-            echo(f"  [{name}] {i + 1}/{len(trials)} {trial.key.name:9} {trial.density:6} {trial.register} v{trial.level:<3} "
-                 f"-> {len(ans):3} notes, key {k:9} (server heard {r['heard_key']}, level {r['heard_level']})")
+            echo(f"  [{name}] {i + 1}/{len(trials)} {trial.key.name:9} {trial.density:6} {trial.feel:8} {trial.register} "
+                 f"v{trial.level:<3} -> {len(ans):3} notes, key {k:9}, {on_grid(ans, trial.feel):4.0%} on the grid "
+                 f"(server heard {r['heard_key']}, level {r['heard_level']}, grid {r['heard_grid']})")
     finally:
         sess.close()
         errors = sess.serve.tracebacks() if sess.serve is not None else []
@@ -263,6 +285,15 @@ def interval_bigrams(notes: list[Note]) -> Counter:
     return Counter(zip(steps, steps[1:]))
 
 
+def on_grid(notes: list[Note], feel: str) -> float:
+    """Share of the answer's onsets (a chord counts once) within ``ON_GRID`` beats of the call's grid."""
+    starts = sorted({round(n.onset, 4) for n in notes})
+    if not starts:
+        return 0.0
+    rel = np.asarray(starts)[:, None] % 1.0 - np.asarray(GRIDS[feel] + (1.0,))[None, :]
+    return float(np.mean(np.abs(rel).min(1) <= ON_GRID))
+
+
 def overlap(a: Counter, b: Counter) -> float:
     """Histogram intersection of two normalised counts (0: nothing shared, 1: the same)."""
     na, nb = sum(a.values()), sum(b.values())
@@ -290,7 +321,7 @@ def measure(trials: list[Trial], answers: list[list[Note]], partner: list[int]) 
     for i, (trial, ans) in enumerate(zip(trials, answers)):
         call = trial.call
         row: dict = {"key": trial.key.name, "density": trial.density, "register": trial.register, "level": trial.level,
-                     "notes": len(ans)}
+                     "feel": trial.feel, "notes": len(ans), "on_grid": on_grid(ans, trial.feel)}
         if ans:
             k = estimate_key([n.pitch for n in ans], [n.dur for n in ans])
             row.update(answer_key=k.name, key_ok=k == trial.key, relation=relation(k, trial.key),
@@ -341,6 +372,8 @@ def summarise(per: list[dict]) -> dict:
         "onset_own_wins_pct": 100.0 * sum(r["onset_own"] > r["onset_shuffled"] for r in per) / len(per),
         "interval_own": mean("interval_own"), "interval_shuffled": mean("interval_shuffled"),
         "interval_own_wins_pct": 100.0 * sum(r["interval_own"] > r["interval_shuffled"] for r in per) / len(per),
+        "on_grid_pct": {f: 100.0 * float(np.mean([r["on_grid"] for r in per if r["feel"] == f]))
+                        for f in FEELS if any(r["feel"] == f for r in per)},
         "per_trial": per,
     }
 
@@ -358,8 +391,16 @@ ROWS = (
      lambda s: f"{s['onset_own']:.2f} / {s['onset_shuffled']:.2f}"),
     ("interval 2-gram overlap, own / shuffled call", "own > shuffled",
      lambda s: f"{s['interval_own']:.2f} / {s['interval_shuffled']:.2f}"),
+    ("answer onsets on the call's grid, straight calls", "on ≥ off", lambda s: _grid_cell(s, "straight")),
+    ("answer onsets on the call's grid, swung calls", "on ≥ off", lambda s: _grid_cell(s, "swing")),
+    ("answer onsets on the call's grid, triplet calls", "on ≥ off", lambda s: _grid_cell(s, "triplet")),
     ("answers with no notes", "0", lambda s: str(s["silent_answers"])),
 )
+
+
+def _grid_cell(s: dict, feel: str) -> str:
+    share = s["on_grid_pct"].get(feel)
+    return "-" if share is None else f"{share:.0f} %"
 
 
 def table(results: dict) -> str:
@@ -390,7 +431,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="checkpoint (default: the bundled model)")
     ap.add_argument("--tempo", type=float, default=200.0, help="BPM of the server's clock and of the player")
     ap.add_argument("--seed", type=int, default=0, help="calls' rhythms, trial order, shuffles, baseline, serve --seed")
-    ap.add_argument("--quick", action="store_true", help="8 trials (4 keys x sparse/busy): a smoke test")
+    ap.add_argument("--quick", action="store_true", help="24 trials (4 keys x sparse/busy x straight/swing/triplet)")
     ap.add_argument("--configs", default="on,off", help="model configurations to run: on, off or on,off")
     ap.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
@@ -414,6 +455,7 @@ def main() -> None:
         results[name]["unclosed_notes"] = sum(r["unclosed"] for r in runs[name])
         results[name]["player_late_ms_max"] = max(r["late_ms"] for r in runs[name])
         results[name]["server_heard"] = [(r["heard_key"], r["heard_level"]) for r in runs[name]]
+        results[name]["server_heard_grid"] = [r["heard_grid"] for r in runs[name]]
     results["baseline"] = measure(trials, [baseline_answer(t, rng) for t in trials], partner)
     print(table(results))
     print()
@@ -421,7 +463,9 @@ def main() -> None:
     for name in configs:
         s = results[name]
         heard_ok = sum(h == t.key.name for (h, _), t in zip(s["server_heard"], trials))
-        print(f"- {LABELS[name]}: the server heard the call's key in {heard_ok}/{len(trials)} trials; "
+        grids = Counter(f"{t.feel}->{g.split()[0]}" for g, t in zip(s["server_heard_grid"], trials))
+        print(f"- {LABELS[name]}: the server heard the call's key in {heard_ok}/{len(trials)} trials; the grid "
+              f"(call feel -> heard): {', '.join(f'{k} {v}' for k, v in sorted(grids.items()))}; "
               f"notes left open at the end of an answer: {s['unclosed_notes']}; player's worst lateness "
               f"{s['player_late_ms_max']:.1f} ms")
     if args.json_path:
@@ -429,7 +473,7 @@ def main() -> None:
                "python": platform.python_version(), "model": model, "tempo": args.tempo, "seed": args.seed,
                "quick": args.quick, "seconds": round(time.monotonic() - t_start, 1),
                "trials": [{"key": t.key.name, "density": t.density, "register": t.register, "level": t.level,
-                           "call": [asdict(n) for n in t.call]} for t in trials],
+                           "feel": t.feel, "call": [asdict(n) for n in t.call]} for t in trials],
                "results": results,
                "answers": {n: [[asdict(x) for x in r["answer"]] for r in runs[n]] for n in runs}}
         args.json_path.write_text(json.dumps(doc, indent=1, default=float))

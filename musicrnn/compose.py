@@ -25,7 +25,18 @@ from threadpoolctl import threadpool_limits
 from musicrnn.codecs import BOS, KIND_NOTE_ON, Codec
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
-from musicrnn.continuation import RowBias, followed, listen, model_pitches, moved, piece_keys, playable, register_bias
+from musicrnn.continuation import (
+    RowBias,
+    TimeLogits,
+    followed,
+    grid_logits,
+    listen,
+    model_pitches,
+    moved,
+    piece_keys,
+    playable,
+    register_bias,
+)
 from musicrnn.listening import Follow, Listener, NoteBias
 from musicrnn.metre import Metre, in_force
 from musicrnn.midi import load_midi, read_track_names, write_midi
@@ -49,12 +60,13 @@ class Generated:
 
 def generate(stepper: Stepper, codec: Codec, batch: int, target_steps: int, cfg: SamplingConfig, seed: int,
              primer: np.ndarray | None = None, max_tokens: int | None = None, bias: np.ndarray | None = None,
-             row_bias: RowBias | None = None) -> Generated:
+             row_bias: RowBias | None = None, time_logits: TimeLogits | None = None) -> Generated:
     """Sample ``batch`` continuations of ``primer`` (or of nothing) on fresh rows of ``stepper``
     (see :func:`musicrnn.inference.stepper_for`), each ``target_steps`` codec steps long (grid
     frames or time-shift steps); ``bias`` [vocab]: nats added to the logits before sampling (the
     listening followers' priors); ``row_bias(pitch_sums, counts)``: nats [batch, vocab] from what
-    each row has played so far (its note-ons' pitches)."""
+    each row has played so far (its note-ons' pitches); ``time_logits(steps, logits)``: the logits
+    to sample from, given the codec steps each row has reached (where in the beat it decides)."""
     cfg.validate(codec)
     t0 = time.perf_counter()
     prefix = np.concatenate([[BOS], primer if primer is not None else []]).astype(np.int64)
@@ -85,6 +97,8 @@ def generate(stepper: Stepper, codec: Codec, batch: int, target_steps: int, cfg:
                 extra = row_bias(pitch_sums, counts)
                 if extra is not None:
                     logits = logits + extra
+            if time_logits is not None:
+                logits = time_logits(cons.step_counts(), logits)
             mask = cons.mask()
             nxt = sample_next(logits, cfg, rand.next(), mask)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
@@ -278,7 +292,8 @@ def compose(model: MusicRNN, codec: Codec, opts: ComposeOptions,
 
     gen = generate(stepper_for(model, opts.device, opts.precision), codec, opts.n, target, sampling, opts.seed,
                    primer.tokens if primer else None, bias=note_bias(prior=listener.key_prior(transpose)),
-                   row_bias=register_bias(listener, note_bias, transpose) if primer else None)
+                   row_bias=register_bias(listener, note_bias, transpose) if primer else None,
+                   time_logits=grid_logits(listener, codec, cut_units, cut, bpm) if primer else None)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{opts.name}-", suffix=".tmp", dir=out))
     try:  # all or nothing: every file is made aside, then moved into place
@@ -364,7 +379,7 @@ def _output_piece(codec: Codec, primer: Primer | None, toks: np.ndarray, cut_uni
     decoded = codec.decode_piece(full, bpm=bpm, program=opts.program).notes
     unit_to_beats = codec.beats_per_unit(bpm)
     new = followed(decoded[decoded["start"] >= cut_units * unit_to_beats - 1e-9], transpose, listener,
-                    cut - cut_units * unit_to_beats, (codec.min_pitch, codec.max_pitch))
+                    cut - cut_units * unit_to_beats, (codec.min_pitch, codec.max_pitch), swing=codec.has_frames)
     sig = opts.metre.written()
     if primer is None:
         return Piece(new, tempos=[(0.0, bpm)], time_signatures=[(0.0, *(sig or (4, 4)))]), {}

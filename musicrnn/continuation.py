@@ -1,7 +1,9 @@
 """How new music follows what it continues (``compose --primer``): the primer is heard by a
 :class:`~musicrnn.listening.Listener` (the same rules as live play), the model hears it moved into
 its home key and register, samples with the followers' nudges, and its notes are moved back with
-the primer's dynamics. A home-key model (trained on key-normalised data) gets a key per piece."""
+the primer's dynamics and on its grid (straight, swung or triplet: a model that picks its own
+times is nudged onto it, a straight-grid model's off-beat eighths are delayed to its swing). A
+home-key model (trained on key-normalised data) gets a key per piece."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import numpy as np
 
 from musicrnn.codecs import Codec
 from musicrnn.errors import MusicRNNError
-from musicrnn.listening import Follow, Listener, NoteBias, fold_into
+from musicrnn.listening import Follow, GridBias, Listener, NoteBias, fold_into
 from musicrnn.notes import Piece
 from musicrnn.sample import SamplingConfig
 
 RowBias = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]  # (pitch sums, counts) per row -> [B, vocab]
+TimeLogits = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (codec steps per row so far, logits [B, vocab]) -> logits
 
 
 def listen(piece: Piece | None, follow: Follow, key_tonic: int | None) -> Listener:
@@ -63,6 +66,27 @@ def register_bias(listener: Listener, note_bias: NoteBias, transpose: int) -> Ro
     return row_bias
 
 
+def grid_logits(listener: Listener, codec: Codec, cut_units: float, cut: float, bpm: float) -> TimeLogits | None:
+    """Each row's grid follower nudge from where in the beat it is (codecs with time shifts), as
+    live play nudges an answer (see GridBias); None when no grid is followed. The new music's
+    codec time ``cut_units`` is the primer's beat ``cut``."""
+    strength = listener.grid_strength()
+    grid = listener.grid
+    if strength <= 0 or grid is None or codec.has_frames:
+        return None
+    nats = GridBias(codec)
+    if not len(nats.shifts):
+        return None
+    per_unit = codec.beats_per_unit(bpm)
+    per_step = per_unit / codec.steps_per_unit
+
+    def rows(steps: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        beats = cut + (np.asarray(steps, np.float64) / codec.steps_per_unit - cut_units) * per_unit
+        return nats.logits(logits, np.stack([nats(grid, strength, float(b), per_step) for b in beats]))
+
+    return rows
+
+
 def piece_keys(seed: int, n: int) -> list[int]:
     """A tonic per piece, drawn from ``(seed, piece)`` like the piece's notes (same seed, same keys)."""
     return [int(np.random.default_rng([seed, i, 12]).integers(12)) for i in range(n)]
@@ -85,11 +109,16 @@ def model_pitches(cfg: SamplingConfig, transpose: int, codec: Codec) -> Sampling
 
 
 def followed(notes: np.ndarray, transpose: int, listener: Listener | None, beat_shift: float,
-              pitch_span: tuple[int, int] = (0, 127)) -> np.ndarray:
+              pitch_span: tuple[int, int] = (0, 127), swing: bool = False) -> np.ndarray:
     """New notes in output pitches (moved by ``transpose``) with the velocities the listener
-    gives them (the primer's level and contour, by the velocity follower's strength)."""
+    gives them (the primer's level and contour, by the velocity follower's strength); ``swing``
+    (a straight-grid model): their times warped onto the primer's grid (off-beat eighths late,
+    see Listener.warp). ``beat_shift``: the notes' beats -> the primer's beats."""
     notes = np.sort(notes, order="start")
     notes["pitch"] = fold_into(notes["pitch"].astype(np.int64) + transpose, *pitch_span)
+    if listener is not None and swing and listener.grid_strength() > 0:
+        for name in ("start", "end"):
+            notes[name] = listener.warp(notes[name] + beat_shift) - beat_shift
     if listener is not None:
         for n in notes:
             v = int(n["velocity"])

@@ -15,6 +15,13 @@ one per *follower*, each of which can be switched off or weakened (:class:`Follo
   the call's (a proportional controller on the answer's running rate).
 - **motif**: a bias towards onsets where the call had them (its rhythm, repeated over its
   length), so the answer reuses the call's rhythm.
+- **grid**: the answer lands on the call's grid (:func:`musicrnn.metre.detect_grid`: straight,
+  swung eighths or triplets, heard when the answer starts). Models that choose their own times
+  (performance codec) get a bias against time shifts that end off the grid and note-ons struck
+  off it (:class:`GridBias`), so their rhythm stays their own choice among the grid's places;
+  models that play on a fixed straight grid (grid codec) cannot play triplets, so their
+  off-beat eighths are delayed to where the call put them (swing; triplets get the triplet
+  shuffle, 2/3 of the beat) as they go out (:meth:`Listener.warp`).
 
 One listener serves the live engine (``musicrnn serve``) and ``musicrnn compose --primer``: the
 rules live here once. A fixed key (``--key``) wins over the heard one.
@@ -27,12 +34,13 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from musicrnn.codecs import KIND_NOTE_ON
+from musicrnn.codecs import KIND_NOTE_ON, KIND_SHIFT
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import FOLLOW_STRENGTH, VELOCITY
+from musicrnn.metre import GRID_TOLERANCE, Grid, detect_grid
 from musicrnn.tonality import Key, estimate_key, home_shift, key_profile, scale_pitch_classes
 
-FOLLOWERS = ("key", "register", "velocity", "density", "motif")
+FOLLOWERS = ("key", "register", "velocity", "density", "motif", "grid")
 MODEL_CENTRE = 64.0  # MIDI pitch the models' answers centre on (E4): the register follower moves it by octaves
 PROFILE_HALF_LIFE_BEATS = 16.0  # the key profile forgets half of what it heard in this many beats
 MIN_KEY_NOTES = 3  # no key is estimated from fewer distinct pitch classes
@@ -48,6 +56,7 @@ KEY_BIAS = 2.0  # nats taken from notes outside the heard key's scale at full ke
 HIERARCHY_BIAS = 1.0  # nats per standard deviation of the key's profile, for notes in its scale
 THIRD_BIAS = 1.0  # nats more for the key's third, the note that says major or minor
 MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
+GRID_BIAS = 5.0  # nats taken from time shifts ending off the call's grid and note-ons off it, at full grid strength
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Follow:
     velocity: float = 1.0
     density: float = 1.0
     motif: float = 0.5
+    grid: float = 1.0
     fixed_velocity: int = 0  # --velocity N: every answer note at N (0 = follow or model)
 
     def set(self, name: str, strength: float) -> None:
@@ -158,12 +168,15 @@ class Listener:
         self._model_velocity = 80.0  # running mean of the model's own velocities
         self.model_mean = self.model_centre  # running mean pitch of the model's notes, in its own pitches
         self._answer_pitches: list[int] = []
+        self.grid: Grid | None = None  # the call's grid, heard when the answer starts
+        self._grid_key: tuple | None = None  # the call it was heard from
 
     # --- hearing -------------------------------------------------------------------------------
     def note_on(self, beat: float, pitch: int, velocity: int) -> None:
         if self._answer_start is not None:  # the player is back: a new call starts
             self.call = []
             self._answer_start = None
+            self.grid = self._grid_key = None
         self._decay(beat)
         note = _Heard(beat, pitch, velocity)
         self.call.append(note)
@@ -255,6 +268,40 @@ class Listener:
         self._answer_start = beat
         self._answer_notes = 0
         self._answer_pitches = []
+        if self.hear_grid() is not None:  # a straight or triplet grid's beat: where the answer starts
+            self.grid = self.grid.anchored(beat)
+
+    def hear_grid(self) -> Grid | None:
+        """The call's grid (:func:`musicrnn.metre.detect_grid`), heard once per call and kept for
+        its answer; None when the grid follower is off or the call tells none."""
+        key = (len(self.call), self.call[-1].onset if self.call else None, self.follow.grid > 0)
+        if key != self._grid_key:
+            self._grid_key = key
+            self.grid = detect_grid([n.onset for n in self.call]) if self.follow.grid > 0 else None
+        return self.grid
+
+    def beat_phase(self) -> float | None:
+        """Where the player's beats fall between the clock's (0-1 beat), for an answer to start
+        on them; None when no grid is followed or the player plays on the clock's beats (within
+        GRID_TOLERANCE: a DAW's grid stays the answer's)."""
+        if self.grid is None or self.follow.grid <= 0:
+            return None
+        p = self.grid.phase % 1.0
+        return None if min(p, 1.0 - p) <= GRID_TOLERANCE else p
+
+    def grid_strength(self) -> float:
+        """How strongly the answer keeps to the call's grid now: the follower's strength times the
+        grid's confidence (0 when no grid was heard or the follower is off)."""
+        if self.grid is None or self._answer_start is None:
+            return 0.0
+        return self.follow.grid * self.grid.confidence
+
+    def warp(self, beat: float) -> float:
+        """Where a note a straight-grid model plays at ``beat`` goes out: its off-beat eighths
+        delayed to the call's swing (see :meth:`musicrnn.metre.Grid.warp`); ``beat`` itself when
+        no grid is followed. Never earlier."""
+        s = self.grid_strength()
+        return self.grid.warp(beat, s) if s > 0 and self.grid is not None else beat
 
     def answered(self, model_pitch: int, pitch: int, velocity: int) -> None:
         """The model struck ``model_pitch`` (its own pitch and velocity), sounding as ``pitch``."""
@@ -344,6 +391,7 @@ class Listener:
             "key": self.key.name if self.key is not None else "-",
             "level": int(round(level)) if level is not None else 0,
             "centre": int(round(self.call_centre())) if self.call else 0,
+            "grid": self.grid.name if self.grid is not None else "-",
         }
 
 
@@ -367,3 +415,54 @@ class NoteBias:
                 self._priors[prior] = (self.onsets * np.asarray(prior, np.float32)[self.codec.token_pitch % 12]).astype(np.float32)
             bias += self._priors[prior]
         return bias
+
+
+class GridBias:
+    """The grid follower for models that choose their own times (performance codec): a [vocab]
+    vector of nats for a decision at a beat, taking ``GRID_BIAS`` x strength from every time
+    shift that would end off the grid and, when the decision itself is off the grid, from every
+    note-on (it waits for the grid instead). Note-offs stay free. A shift ends on the grid when
+    it ends within half a codec step of a grid point, so the nearest step to each point counts
+    whatever the codec's steps' phase. Vectors are cached per place in the beat.
+    :meth:`logits` applies one keeping the model's chance of waiting at all: the shifts' nats
+    only move the waits onto the grid (else the answer would play more notes)."""
+
+    def __init__(self, codec) -> None:
+        self.codec = codec
+        steps = getattr(codec, "shift_steps", None)  # steps each time-shift token waits (performance codec)
+        self.shifts = np.flatnonzero(codec.token_kind == KIND_SHIFT) if steps is not None else np.zeros(0, np.int64)
+        self.steps = np.asarray(steps)[self.shifts].astype(np.float64) if len(self.shifts) else np.zeros(0)
+        self.onsets = codec.token_kind == KIND_NOTE_ON
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, grid: Grid, strength: float, beat: float, beats_per_step: float) -> np.ndarray | None:
+        if strength <= 0 or not len(self.shifts):
+            return None
+        place = round((beat - grid.phase) % 1.0, 4)
+        key = (grid, round(strength, 3), place, round(beats_per_step, 6))
+        bias = self._cache.get(key)
+        if bias is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            tol = max(0.5 * beats_per_step, 1 / 96) + 1e-6
+            nats = np.float32(GRID_BIAS * strength)
+            bias = np.zeros(self.codec.vocab_size, np.float32)
+            bias[self.shifts] = np.where(grid.distance(beat + self.steps * beats_per_step) > tol, -nats, 0)
+            if grid.distance(beat) > tol:
+                bias[self.onsets] = -nats
+            self._cache[key] = bias
+        return bias
+
+    def logits(self, logits: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """``logits`` [..., vocab] plus ``bias``, the time shifts' total probability kept."""
+        out = logits + bias
+        s = self.shifts
+        before, after = logits[..., s], out[..., s]
+        keep = _logsumexp(before) - _logsumexp(after)
+        out[..., s] += keep[..., None]
+        return out
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(-1)
+    return top + np.log(np.exp(x - top[..., None]).sum(-1))

@@ -25,6 +25,7 @@ from musicrnn.cli import cli
 from musicrnn.errors import MusicRNNError
 from musicrnn.live import osc
 from musicrnn.live.clock import now_ns
+from musicrnn.live.control_table import STATUS_ARGS
 from musicrnn.live.osc_server import OscServer, note_off_packet, note_on_packet
 from musicrnn.live.server import ServeOptions, Server
 from musicrnn.sample import SamplingConfig
@@ -334,7 +335,8 @@ def test_malformed_osc_gets_errors_and_the_server_keeps_serving(session) -> None
     client.send("/musicrnn/status")
     assert client.wait_for(lambda: client.of(osc.STATUS))
     status = client.of(osc.STATUS)[-1]
-    assert status[:3] == ["call-response", 240.0, "listening"] and len(status) == 13
+    assert status[:3] == ["call-response", 240.0, "listening"] and len(status) == len(STATUS_ARGS)
+    assert status[-1] == "-"  # the grid heard: none (no answer yet)
     assert srv.status()["notes_in"] == 0  # nothing bad reached the model
     client.raw(b"")  # an empty datagram: nothing to parse, nothing breaks
     client.send("/musicrnn/note_on", 60.0, 100.0)  # Pd-style floats

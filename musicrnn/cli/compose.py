@@ -56,8 +56,8 @@ from musicrnn.limits import MAX_NOTE_BEATS, PROGRAM, TEMPO, VELOCITY
                    "to the MIDI file).")
 @click.option("--program", type=click.IntRange(int(PROGRAM.lo), int(PROGRAM.hi)), default=0, show_default=True, help="General MIDI program for new notes.")
 @click.option("--follow", "follow_spec", default="all", show_default=True, metavar="SPEC",
-              help="What a continuation follows of its primer: all, none, or some of key,register,velocity "
-                   "(e.g. key,register or velocity=0.5). --key is always kept.")
+              help="What a continuation follows of its primer: all, none, or some of key,register,velocity,grid "
+                   "(e.g. key,register or velocity=0.5; grid: its straight, swung or triplet feel). --key is always kept.")
 @click.option("--velocity", "velocity_how", default=None, metavar="follow|model|N",
               help=f"Velocities of the new notes: the primer's dynamics, the model's own, or N ({VELOCITY.text('-')}) for all "
                    "(default: as --follow says).")

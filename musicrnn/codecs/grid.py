@@ -4,7 +4,9 @@ The product of a frame's token probabilities is the probability of its binary pi
 which makes NLL per frame comparable with the published piano-roll benchmarks.
 ``mark_restrikes`` adds HOLD(p) tokens so a re-struck note differs from a held one. Holds the
 codec, its stream coders, its grammar (:class:`GridConstraints`) and its live decision unit:
-the next frame.
+the next frame. Its frames are straight (``steps_per_beat`` equal steps): a grid model cannot
+play swing or triplets itself; the grid follower swings its off-beat eighths on the way out
+(:meth:`musicrnn.listening.Listener.warp`).
 """
 
 from __future__ import annotations

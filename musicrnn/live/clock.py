@@ -228,6 +228,15 @@ class Timebase:
         self.origin = math.floor((beat - latest) * self.spu + 1e-9) / self.spu  # steps stay on the beats
         return True
 
+    def step_on(self, beat: float, latest: float) -> float:
+        """Beat codecs: move the origin (forward by less than a step, unless codec time must
+        reach ``latest``) so that a codec step falls on clock beat ``beat``; returns that step's
+        codec time. An answer then starts, and keeps its steps, on a player's beat that is not
+        the clock's."""
+        n = max(math.floor((beat - self.origin) * self.spu + 1e-9), math.ceil(latest * self.spu - 1e-9))
+        self.origin = beat - n / self.spu
+        return n / self.spu
+
     def restart_grid_at(self, latest: float, t_ns: int | None = None) -> float:
         """Move the origin so that a codec step starts at ``t_ns`` (default now), at or after
         codec time ``latest``; returns that codec time."""

@@ -284,7 +284,8 @@ CONTROLS: dict[str, Control] = {c.name: c for c in (
             validate=_check_range, check_now=lambda s, lo, hi: s.check_pitches(pitch_range=(lo, hi)), osc="range",
             cli="--pitch-range", status="pitch_range", read=_pitch_range),
     Control("follow", "How strongly answers follow the player's key (answers in the heard key), register (octaves), "
-            "velocity (level and contour), density (notes per beat) or motif (the call's rhythm).", _set_follow,
+            "velocity (level and contour), density (notes per beat), motif (the call's rhythm) or grid (straight, swung "
+            "or triplet: where the call's onsets fall in the beat).", _set_follow,
             "set_follow", (Arg("follower", "str", "what to follow", choices=_Followers()),
                            Arg("strength", "float", "0 = off, 1 = full", FOLLOW_STRENGTH)),
             validate=_check_follow, osc="follow", status="follow", read=lambda s, c: c.listener.follow.as_dict()),
@@ -335,6 +336,8 @@ STATUS_ARGS: tuple[StatusArg, ...] = (
     StatusArg(Arg("heard_key", "str", "the key heard in the player's part, e.g. F#:major, or -"),
               lambda s: str(s.get("heard_key", "-"))),
     StatusArg(Arg("level", "int", "the player's velocity level (0 before any note)"), lambda s: int(s.get("heard_level", 0))),
+    StatusArg(Arg("grid", "str", "the grid the answer follows: straight, swing 0.67 (where the off-beat eighth "
+                                 "falls), triplet, or - (none heard)"), lambda s: str(s.get("heard_grid", "-"))),
 )
 
 

@@ -153,6 +153,10 @@ class Engine:
         self._resets = 0
         self.steps = 0  # model steps taken in this session
         self.logit_bias: np.ndarray | None = None  # [vocab] nats added before sampling (the followers')
+        # event codecs: (codec time of a decision, its logits [1, vocab]) -> the logits to sample from
+        # (the grid follower's nudge depends on where in the beat the model decides, which only the
+        # sampling fork knows)
+        self.time_logits: Callable[[float, np.ndarray], np.ndarray] | None = None
         self.step_ns: deque[int] = deque(maxlen=512)  # recent model step times
         self.reset()
 
@@ -366,6 +370,8 @@ class Engine:
         logits = stream.logits
         if self.logit_bias is not None:
             logits = logits + self.logit_bias
+        if self.time_logits is not None and not self.frames:
+            logits = self.time_logits(stream.decoder.time, logits)
         return int(sample_next(logits, self.cfg, self.rand.next(), mask).item())
 
     def _mask(self, stream: _Stream, force_note: bool, after_velocity: bool = False) -> np.ndarray:

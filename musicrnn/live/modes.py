@@ -25,10 +25,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from musicrnn.codecs import NoteEvent
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import ANSWER_BARS, LATE_S
-from musicrnn.listening import Listener, NoteBias, fold_into
+from musicrnn.listening import GridBias, Listener, NoteBias, fold_into
 from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.engine import Engine
 from musicrnn.live.play_modes import check_mode, make_mode
@@ -73,8 +75,9 @@ class Conductor:
         self.user_key = engine.cfg.key  # the player's --key / range, in real pitches
         self.user_range = engine.cfg.pitch_range
         self._heard: dict[int, int] = {}  # player's held pitch -> the pitch the model heard
-        self._played: dict[int, int] = {}  # model's sounding pitch -> the pitch that sounds
+        self._played: dict[int, tuple[int, int]] = {}  # model's sounding pitch -> (the pitch that sounds, since ns)
         self._note_bias: NoteBias | None = None  # the followers' logit nudges for this engine's codec
+        self._grid_bias: GridBias | None = None  # the grid follower's, per place in the beat (event codecs)
         self.scheduler = scheduler
         self.clock = clock
         self.settings = settings
@@ -242,7 +245,7 @@ class Conductor:
         no pitch for that key and range: it then plays without them."""
         self.scheduler.stop_notes()
         self.engine = engine
-        self._note_bias = None
+        self._note_bias = self._grid_bias = None
         try:
             self._restart(t_ns)
             return True
@@ -303,14 +306,22 @@ class Conductor:
 
     def start_answer(self, t_ns: int, trigger_beat: float, bars: float | None = None) -> None:
         """Answer from the beat after ``trigger_beat`` (or at once: ``answer_start="now"``)
-        for ``bars`` bars (default: the answer length setting)."""
+        for ``bars`` bars (default: the answer length setting). The beat is the player's when
+        the grid follower heard them play off the clock's beat (beat codecs): the answer's steps
+        then fall on the player's beats."""
         tb = self.timebase
+        self.listener.hear_grid()
         if self.settings.answer_start == "now":
             start = tb.restart_grid_at(max(self.engine.latest, tb.to_codec(t_ns)), t_ns)
             start_beat = self.clock.beat_at(t_ns)
         else:
-            start_beat = math.ceil(trigger_beat - 1e-6)
-            start = tb.beat_to_codec(start_beat)
+            phase = self.listener.beat_phase() if tb.in_beats else None
+            if phase is None:
+                start_beat = math.ceil(trigger_beat - 1e-6)
+                start = tb.beat_to_codec(start_beat)
+            else:
+                start_beat = math.ceil(trigger_beat - phase - 1e-6) + phase
+                start = tb.step_on(start_beat, self.engine.latest)
         length = self.settings.answer_bars if bars is None else bars
         end = tb.beat_to_codec(start_beat + length * self.settings.beats_per_bar)
         self.listener.start_answer(self.clock.beat_at(tb.to_ns(start) or t_ns) or start_beat)
@@ -358,16 +369,37 @@ class Conductor:
         self._wake_at(at_ns)  # more is due: come back at once
 
     def _bias(self, t: float) -> None:
-        """The register, density and motif followers' nudge for a decision at codec time ``t``."""
+        """The register, density and motif followers' nudge for a decision at codec time ``t``;
+        the grid follower's, for event codecs, is asked at each sample (:meth:`_grid_logits`)."""
         t_ns = self.timebase.to_ns(t)
         if self.answer is None or t_ns is None:
-            self.engine.logit_bias = None
+            self.engine.logit_bias = self.engine.time_logits = None
             return
         if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
             self._note_bias = NoteBias(self.engine.codec)
         li = self.listener
         self.engine.logit_bias = self._note_bias(li.onset_bias(self._beat(t_ns)), li.register_tilt(self.transpose),
                                                  li.key_prior(self.transpose))
+        self.engine.time_logits = self._grid_logits if li.grid_strength() > 0 and not self.engine.frames else None
+
+    def _grid_logits(self, t: float, logits: np.ndarray) -> np.ndarray:
+        """The grid follower's nudge on a decision at codec time ``t`` (event codecs): time
+        shifts ending off the call's grid and note-ons off it lose (see GridBias)."""
+        grid, strength = self.listener.grid, self.listener.grid_strength()
+        if grid is None or strength <= 0:
+            return logits
+        codec, tb = self.engine.codec, self.timebase
+        if self._grid_bias is None or self._grid_bias.codec is not codec:
+            self._grid_bias = GridBias(codec)
+        if tb.in_beats:
+            beat, per_step = t + tb.origin, 1.0 / codec.steps_per_unit
+        else:
+            t_ns = tb.to_ns(t)
+            if t_ns is None:
+                return logits
+            beat, per_step = self._beat(t_ns), self.clock.bpm / 60.0 / codec.steps_per_unit
+        bias = self._grid_bias(grid, strength, beat, per_step)
+        return logits if bias is None else self._grid_bias.logits(logits, bias)
 
     def _lookahead_ns(self) -> int:
         if self.engine.frames:  # a frame is decided a fraction of a step ahead
@@ -380,21 +412,34 @@ class Conductor:
     def _play(self, events: list[NoteEvent]) -> None:
         notes = []
         for e in events:
-            t_ns = self.timebase.to_ns(e.time)
+            t_ns = self._out_ns(e.time)
             if e.velocity > 0:
                 codec = self.engine.codec
                 pitch = fold_into(e.pitch + self.transpose, codec.min_pitch, codec.max_pitch)
                 if t_ns is None:
                     continue
-                self._played[e.pitch] = pitch
+                self._played[e.pitch] = (pitch, t_ns)
                 self.listener.answered(e.pitch, pitch, e.velocity)
                 notes.append((t_ns, pitch, self.listener.velocity(e.velocity, self._beat(t_ns))))
                 self.notes_out += 1
             else:
-                pitch = self._played.pop(e.pitch, None)
-                if pitch is not None and t_ns is not None:
-                    notes.append((t_ns, pitch, 0))
+                played = self._played.pop(e.pitch, None)
+                if played is not None and t_ns is not None:  # never before its (maybe delayed) note-on
+                    notes.append((max(t_ns, played[1] + 1), played[0], 0))
         self.scheduler.play(notes)
+
+    def _out_ns(self, t: float) -> int | None:
+        """When a model event at codec time ``t`` goes out: then, except that a frame codec's
+        (straight grid) off-beat eighths are delayed to the call's swing by the grid follower
+        (:meth:`Listener.warp`: later, never earlier, in order)."""
+        t_ns = self.timebase.to_ns(t)
+        if t_ns is None or not self.engine.frames or self.listener.grid_strength() <= 0:
+            return t_ns
+        beat = self.clock.beat_at(t_ns)
+        if beat is None:
+            return t_ns
+        out = self.clock.time_of(self.listener.warp(beat))
+        return t_ns if out is None else max(t_ns, out)
 
     def _play_now(self, event: NoteEvent) -> None:
         """A note-on the engine hands out in the middle of a decision: to the scheduler at once."""

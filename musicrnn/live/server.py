@@ -310,7 +310,7 @@ class Server:
 
     def set_follow(self, name: str, strength: float) -> None:
         """How strongly the answers follow the player's ``name`` (key, register, velocity, density,
-        motif): 0 = off, 1 = full."""
+        motif, grid): 0 = off, 1 = full."""
         self.control("follow", name, strength)
 
     def set_velocity(self, how: str) -> None:
