@@ -23,8 +23,6 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from musicrnn.codecs import BOS, KIND_NOTE_ON, Codec
-from musicrnn.errors import MidiError, MusicRNNError
-from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.continuation import (
     RowBias,
     TimeLogits,
@@ -37,12 +35,14 @@ from musicrnn.continuation import (
     playable,
     register_bias,
 )
+from musicrnn.errors import MidiError, MusicRNNError
+from musicrnn.inference import Stepper, stepper_for
+from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
 from musicrnn.listening import Follow, Listener, NoteBias
 from musicrnn.metre import Metre, in_force
 from musicrnn.midi import load_midi, read_track_names, write_midi
-from musicrnn.notes import DEFAULT_BPM, Piece
-from musicrnn.inference import Stepper, stepper_for
 from musicrnn.model import MusicRNN
+from musicrnn.notes import DEFAULT_BPM, Piece
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 from musicrnn.tonality import home_shift
 

@@ -81,7 +81,7 @@ class Follow:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @staticmethod
-    def parse(spec: str) -> "Follow":
+    def parse(spec: str) -> Follow:
         """``"all"``, ``"none"``, or a comma list like ``"key,register,velocity=0.5"``:
         the named followers on (at the given strength), the others off."""
         spec = spec.strip().lower()

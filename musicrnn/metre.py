@@ -146,7 +146,7 @@ class Grid:
     def name(self) -> str:
         return f"swing {self.offbeat:.2f}" if self.kind == "swing" else self.kind
 
-    def anchored(self, beat: float) -> "Grid":
+    def anchored(self, beat: float) -> Grid:
         """This grid with its beat on the lattice point nearest ``beat`` (where an answer starts:
         on the player's beat), for straight and triplet grids, whose points are evenly spaced and
         so do not say which of them is the beat; a swung grid's beat is its long note's."""

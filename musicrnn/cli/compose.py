@@ -11,7 +11,6 @@ from musicrnn.config import DEVICES, INFERENCE_PRECISIONS
 from musicrnn.limits import MAX_NOTE_BEATS, PROGRAM, TEMPO, VELOCITY
 
 
-
 @click.command("compose")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (.pt or run folder); default: the model bundled with musicrnn.")
@@ -86,14 +85,13 @@ def compose_cmd(model_path, count, out, name, accompany_inputs, primer, primer_b
     from rich.console import Console
     from rich.table import Table
 
+    from musicrnn.checkpoint import default_model_path, load_checkpoint
     from musicrnn.compose import ComposeOptions, compose
+    from musicrnn.inference import bf16_is_native, pick_device
     from musicrnn.listening import follow_options
     from musicrnn.metre import Metre, parse_time_signature
-    from musicrnn.inference import bf16_is_native
-    from musicrnn.checkpoint import default_model_path, load_checkpoint
     from musicrnn.sample import SamplingConfig, parse_key
     from musicrnn.tonality import parse_tonic
-    from musicrnn.inference import pick_device
 
     dev = pick_device(device)
     ckpt = load_checkpoint(model_path or default_model_path(), dev)
