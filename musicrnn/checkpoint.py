@@ -154,7 +154,7 @@ def _check_weights(path: Path, config: ModelConfig, weights: Any) -> None:
 
 
 BUNDLED_MODELS_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = "chorales"  # the bundled model used when none is named; also reachable as "default"
+DEFAULT_MODEL = "pop"  # the bundled model used when none is named; also reachable as "default"
 DEFAULT_MODEL_PATH = BUNDLED_MODELS_DIR / f"{DEFAULT_MODEL}.pt"
 
 

@@ -44,7 +44,7 @@ from musicrnn.midi import load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN
 from musicrnn.notes import DEFAULT_BPM, Piece
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
-from musicrnn.tonality import home_shift
+from musicrnn.tonality import estimate_key, home_shift
 
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
                    "/usr/share/sounds/sf2/default-GM.sf2")
@@ -165,6 +165,7 @@ class PieceSummary:
     pitch_range: tuple[int, int] | None
     png: Path | None = None
     wav: Path | None = None
+    key: str = "-"  # the written piece's key as heard (Krumhansl-Schmuckler), e.g. "F#:minor"
 
 
 @dataclass
@@ -341,8 +342,9 @@ def _write_piece(piece: Piece, names: dict[int, str], path: Path, opts: ComposeO
     if wav_tool:
         wav = out / _render_wav(wav_tool, path).name
     pitches = pitched.notes["pitch"]
+    key = str(estimate_key(pitches, pitched.notes["end"] - pitched.notes["start"])) if len(pitches) else "-"
     return PieceSummary(out / path.name, piece.duration_seconds, piece.duration_beats / beats_per_bar, len(piece.notes),
-                        (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav)
+                        (int(pitches.min()), int(pitches.max())) if len(pitches) else None, png, wav, key)
 
 
 def _set_note_lengths(sampling: SamplingConfig, codec: Codec, min_beats: float, max_beats: float, bpm: float) -> None:

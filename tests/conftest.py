@@ -78,7 +78,7 @@ def jack_server(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_grid_model(tmp_path_factory) -> Path:
-    """A small random checkpoint in the default model's codec (grid, 2 steps/beat, re-strikes)."""
+    """A small random checkpoint in the chorales model's codec (grid, 2 steps/beat, re-strikes)."""
     from musicrnn.codec import GridCodec
 
     return tiny_checkpoint(tmp_path_factory.mktemp("models") / "grid.pt", GridCodec(steps_per_beat=2, mark_restrikes=True))

@@ -200,6 +200,8 @@ def test_models_lists_bundled_models_and_runs_and_names_resolve(tmp_path: Path) 
     result = CliRunner().invoke(cli, ["models", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert any(line.startswith("chorales") and "[default]" * (DEFAULT_MODEL == "chorales") in line for line in lines)
+    assert any(line.startswith("pop") and "[default]" in line for line in lines) and DEFAULT_MODEL == "pop"
+    assert any(line.startswith("chorales") and "[default]" not in line for line in lines)
     assert any(str(run) in line and "grid codec" in line for line in lines)
-    assert resolve_checkpoint("default") == resolve_checkpoint(DEFAULT_MODEL) == resolve_checkpoint("chorales")
+    assert resolve_checkpoint("default") == resolve_checkpoint(DEFAULT_MODEL) == resolve_checkpoint("pop")
+    assert resolve_checkpoint("chorales").name == "chorales.pt"  # the former default, still by name

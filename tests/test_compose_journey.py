@@ -340,3 +340,21 @@ def test_tempo_with_a_primer_sets_the_new_music_only(tmp_path):
     assert [round(bpm, 3) for _, bpm in load_midi(out).tempos] == [100.0, 150.0]
     before, after = _tracks(primer), _tracks(out)
     assert np.abs(after["Lead"] - before["Lead"]).max() < 1e-3
+
+
+def test_the_main_job_uses_the_pop_model_with_dynamics_and_a_key_per_piece(tmp_path: Path) -> None:
+    """README's main job (`compose -n 8 -o out --seed 1 --png`), shortened: the default model is
+    the pop one; its pieces play with varied velocities, each in a key of its own (drawn from the
+    seed), shown in the summary; `--key` puts every piece in the key asked for."""
+    res = compose("-n", 4, "-o", tmp_path / "out", "--seed", 1, "--bars", 4)
+    assert res.exit_code == 0, res.output
+    keys = [line.split("│")[-2].strip() for line in res.stdout.splitlines() if "musicrnn-0" in line]
+    assert len(keys) == 4 and len(set(keys)) >= 3, keys  # not all in C: the model's keys are drawn per piece
+    for f in sorted((tmp_path / "out").glob("*.mid")):
+        velocities = [n.velocity for inst in pretty_midi.PrettyMIDI(str(f)).instruments for n in inst.notes]
+        assert len(velocities) > 10 and len(set(velocities)) >= 5 and np.std(velocities) > 5, f.name
+    res = compose("-n", 2, "-o", tmp_path / "f#", "--seed", 1, "--bars", 4, "--key", "F#:minor")
+    assert res.exit_code == 0, res.output
+    for f in sorted((tmp_path / "f#").glob("*.mid")):
+        notes = [n for inst in pretty_midi.PrettyMIDI(str(f)).instruments for n in inst.notes]
+        assert all(n.pitch % 12 in {6, 8, 9, 11, 1, 2, 4, 5} for n in notes), f.name  # F# minor and its raised 7th

@@ -38,7 +38,7 @@ def test_real_excerpts_are_the_opening_of_every_piece(jsb):
 
 
 def test_eval_music_stats_cli_prints_the_comparison(jsb):
-    res = CliRunner().invoke(cli, ["eval", "default", str(jsb), "--split", "test", "--json",
+    res = CliRunner().invoke(cli, ["eval", "chorales", str(jsb), "--split", "test", "--json",
                                    "--music-stats", "--samples", "4", "--bars", "2"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)["music_stats"]
@@ -53,7 +53,7 @@ def test_eval_precision_bf16_costs_under_one_percent_nll(jsb):
     scores that path: on the bundled model it costs well under 1 % in NLL."""
     got = {}
     for precision in ("fp32", "bf16"):
-        res = CliRunner().invoke(cli, ["eval", "default", str(jsb), "--split", "valid", "--json",
+        res = CliRunner().invoke(cli, ["eval", "chorales", str(jsb), "--split", "valid", "--json",
                                        "--precision", precision, "--device", "cpu"])
         assert res.exit_code == 0, res.output
         got[precision] = json.loads(res.output)["nll_per_token"]

@@ -16,7 +16,7 @@ from musicrnn.corpus import prepare
 
 from helpers.midi import write_piano_pieces, write_song
 
-CODEC = GridCodec(steps_per_beat=2, mark_restrikes=True)  # the bundled default model's codec
+CODEC = GridCodec(steps_per_beat=2, mark_restrikes=True)  # the bundled chorales model's codec
 TINY = ["--hidden", "16", "--embedding", "8", "--layers", "1", "--batch-size", "2", "--seq-len", "16",
         "--device", "cpu", "--threads", "1", "--warmup-steps", "1"]
 
@@ -184,15 +184,16 @@ def test_ctrl_c_during_train_saves_last_pt_and_exits_130(data, tmp_path):
 # --- 4. the bundled model by name, and matching data for a checkpoint -------------------------
 
 
-def test_init_from_default_works_from_any_folder(data, tmp_path, monkeypatch):
+def test_init_from_a_bundled_model_works_from_any_folder(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no musicrnn/models/ here
-    result = _train(data, tmp_path / "run", "--init-from", "default", "--lr", "0", steps=1)
+    result = _train(data, tmp_path / "run", "--init-from", "chorales", "--lr", "0", steps=1)
     assert result.exit_code == 0, result.output
-    from musicrnn.checkpoint import default_model_path, load_checkpoint
+    from musicrnn.checkpoint import BUNDLED_MODELS_DIR, default_model_path, load_checkpoint, resolve_checkpoint
 
-    tuned, bundled = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(default_model_path())
+    assert resolve_checkpoint("default") == default_model_path() == BUNDLED_MODELS_DIR / "pop.pt"
+    tuned, bundled = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(BUNDLED_MODELS_DIR / "chorales.pt")
     assert tuned.model.config.hidden == bundled.model.config.hidden == 256  # the bundled architecture, not --hidden 16
-    ev = CliRunner().invoke(cli, ["eval", "default", str(data), "--split", "valid", "--device", "cpu"])
+    ev = CliRunner().invoke(cli, ["eval", "chorales", str(data), "--split", "valid", "--device", "cpu"])
     assert ev.exit_code == 0 and "perplexity" in ev.stdout, ev.output
 
 
@@ -213,7 +214,7 @@ def data_grid4(midis, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("which", ["default", "performance"])
+@pytest.mark.parametrize("which", ["chorales", "performance"])
 def test_codec_mismatch_prints_a_prepare_command_that_builds_matching_data(which, midis, data, data_grid4,
                                                                            tiny_performance_model):
     import shlex
@@ -221,13 +222,13 @@ def test_codec_mismatch_prints_a_prepare_command_that_builds_matching_data(which
     from musicrnn.checkpoint import load_checkpoint
     from musicrnn.corpus import TokenData
 
-    ckpt, folder = ("default", data_grid4) if which == "default" else (str(tiny_performance_model), data)
+    ckpt, folder = ("chorales", data_grid4) if which == "chorales" else (str(tiny_performance_model), data)
     result = _train(folder, folder.parent / f"run-{which}", "--init-from", ckpt, steps=1)
     assert result.exit_code == 1
     lines = _error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     command = lines[0].split("prepare matching data: ", 1)[1]
-    if which == "default":
+    if which == "chorales":
         assert "--codec grid --steps 2 --restrike" in command
     args = shlex.split(command)
     assert args[:5] == ["musicrnn", "data", "prepare", str(midis), "-o"]  # the data's own sources

@@ -115,11 +115,11 @@ def compose_cmd(model_path, count, out, name, accompany_inputs, primer, primer_b
         click.echo(f"warning: {dev} has no native bfloat16; --precision bf16 is emulated there (slower than fp32)", err=True)
     pieces = compose(ckpt.model, ckpt.codec, opts, notify=lambda line: click.echo(line, err=True))
     table = Table(title=f"{len(pieces)} pieces in {out}")
-    for col in ("file", "seconds", "bars", "notes", "pitch range"):
-        table.add_column(col, justify="right" if col != "file" else "left")
+    for col in ("file", "seconds", "bars", "notes", "pitch range", "key"):
+        table.add_column(col, justify="right" if col not in ("file", "key") else "left")
     for p in pieces:
         rng = f"{p.pitch_range[0]}-{p.pitch_range[1]}" if p.pitch_range else "-"
-        table.add_row(p.path.name, f"{p.seconds:.1f}", f"{p.bars:.1f}", str(p.notes), rng)
+        table.add_row(p.path.name, f"{p.seconds:.1f}", f"{p.bars:.1f}", str(p.notes), rng, p.key)
     Console().print(table)
 
 
