@@ -10,7 +10,8 @@ one per *follower*, each of which can be switched off or weakened (:class:`Follo
 - **register**: the same transposition adds whole octaves so the answer sits around the
   register of the call (the model's voicing is kept, its lines are not clamped).
 - **velocity**: the answer's velocities take the call's level and contour
-  (:meth:`Listener.velocity`), blended with the model's own by the follower's strength.
+  (:meth:`Listener.velocity`), blended with the model's own by the follower's strength; an
+  accompaniment's take the melody's recent level (:meth:`Listener.accompaniment_velocity`).
 - **density**: a bias on the model's note-onset tokens keeps the answer's notes per beat near
   the call's (a proportional controller on the answer's running rate).
 - **motif**: a bias towards onsets where the call had them (its rhythm, repeated over its
@@ -48,6 +49,8 @@ KEY_BIAS = 2.0  # nats taken from notes outside the heard key's scale at full ke
 HIERARCHY_BIAS = 1.0  # nats per standard deviation of the key's profile, for notes in its scale
 THIRD_BIAS = 1.0  # nats more for the key's third, the note that says major or minor
 MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
+ACCOMPANIMENT_BALANCE = 0.8  # accompany mode: the accompaniment's level, as a share of the melody's
+LEVEL_NOTES = 8  # accompany mode: the melody's level is the mean velocity of its last this many notes
 
 
 @dataclass
@@ -232,14 +235,15 @@ class Listener:
             return None
         return float(np.mean([n.pitch for n in self.call]))
 
-    def transpose(self) -> int:
+    def transpose(self, register: bool = True) -> int:
         """Semitones from the model's pitches to the player's (real = model + transpose):
-        the key follower's shift into the model's home keys plus the register follower's octaves."""
+        the key follower's shift into the model's home keys plus the register follower's octaves
+        (``register=False``: none, e.g. an accompaniment keeps its place under the melody)."""
         if self.fixed_tonic is not None:
             shift = -home_shift(self.fixed_tonic)
         else:
             shift = -home_shift(self.key) if (self.key is not None and self.follow.key > 0) else 0
-        if self.follow.register > 0:
+        if register and self.follow.register > 0:
             centre = self.call_centre()
             if centre is not None:
                 here = self.model_mean + shift + 12 * self.octaves
@@ -303,6 +307,20 @@ class Listener:
             return int(model_velocity)
         target = self._contour(beat)
         v = model_velocity + s * (target - self._model_velocity)
+        return int(min(127, max(1, round(v))))
+
+    def accompaniment_velocity(self, model_velocity: int) -> int:
+        """The velocity of an accompaniment note (accompany mode): the model's own (its accents
+        kept), its running level moved towards ``ACCOMPANIMENT_BALANCE`` of the melody's recent
+        level by the velocity follower's strength, so the accompaniment follows the player's
+        dynamics and stays under the melody."""
+        if self.follow.fixed_velocity:
+            return self.follow.fixed_velocity
+        s = self.follow.velocity
+        if s <= 0 or not self.call:
+            return int(model_velocity)
+        level = float(np.mean([n.velocity for n in self.call[-LEVEL_NOTES:]]))
+        v = model_velocity + s * (ACCOMPANIMENT_BALANCE * level - self._model_velocity)
         return int(min(127, max(1, round(v))))
 
     def _contour(self, beat: float) -> float:

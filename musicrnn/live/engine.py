@@ -56,7 +56,7 @@ from musicrnn.codecs import (
     NoteEvent,
 )
 from musicrnn.errors import MusicRNNError
-from musicrnn.limits import DENSITY, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
+from musicrnn.limits import DENSITY, LATE_S, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
 from musicrnn.fast_step import single_thread_blas
 from musicrnn.inference import Stepper, stepper_for
 from musicrnn.live.clock import now_ns
@@ -134,15 +134,21 @@ class Engine:
 
     ``model``: a model (stepped as :func:`~musicrnn.inference.stepper_for` chooses, with a copy
     of its weights as they are now) or a stepper of one row from the start.
+
+    A codec with roles (a melody and its accompaniment) is played by the subclass
+    :class:`~musicrnn.live.accompany.AccompanyEngine` (accompany mode), not by this class.
     """
+
+    # when the conductor calls decide() for a step at time T: None = a little ahead of T (its
+    # lookahead); a number = this many seconds after T (an engine that waits for the player's part)
+    decide_after_s: float | None = None
+    late_s: float = LATE_S  # a decision not started this long after its time is skipped
 
     def __init__(self, model: MusicRNN | Stepper, codec: Codec, sampling: SamplingConfig | None = None, seed: int = 0,
                  max_note_beats: float = MAX_NOTE_BEATS) -> None:
         self.stepper = model.fresh(1) if isinstance(model, Stepper) else stepper_for(model)
         self.codec = codec
-        if codec.live_unit not in LIVE_UNITS:
-            raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
-        self.frames = codec.live_unit == "frame"  # decides whole frames, else single events
+        self.frames = self._live_unit(codec) == "frame"  # decides whole frames, else single events
         self.cfg = replace(sampling or SamplingConfig())
         if not self.cfg.max_note_steps:
             self.cfg.max_note_steps = codec.live_max_note_steps(max_note_beats)
@@ -155,11 +161,34 @@ class Engine:
         self.step_ns: deque[int] = deque(maxlen=512)  # recent model step times
         self.reset()
 
+    @staticmethod
+    def for_codec(codec: Codec) -> type["Engine"]:
+        """The engine class that plays ``codec``: a codec with roles plays accompany mode
+        (:class:`~musicrnn.live.accompany.AccompanyEngine`), every other this one."""
+        if codec.roles:
+            from musicrnn.live.accompany import AccompanyEngine
+
+            return AccompanyEngine
+        return Engine
+
+    def _live_unit(self, codec: Codec) -> str:
+        """What this engine decides with ``codec`` (one of :data:`LIVE_UNITS`), or a one-line error."""
+        if codec.roles:
+            raise MusicRNNError(f"the {codec.name} codec has roles ({', '.join(codec.roles)}): its models play in "
+                                "accompany mode (serve --mode accompany)")
+        if codec.live_unit not in LIVE_UNITS:
+            raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
+        return codec.live_unit
+
+    def _new_decoder(self):
+        """The decoder of the stream: which notes of it are the model's to play."""
+        return self.codec.stream_decoder()
+
     # --- session -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the session: fresh RNN state from BOS, no notes."""
         cons = Constraints.for_codec(self.codec, 1, self.cfg)
-        self.stream = _Stream(self.stepper.fresh(1), None, cons, self.codec.stream_decoder())
+        self.stream = _Stream(self.stepper.fresh(1), None, cons, self._new_decoder())
         self.encoder = self.codec.stream_encoder()
         self.rand = RowRandom([(self.seed, self._resets)])  # a fresh stream per reset: a new session, new ideas
         self._resets += 1
@@ -276,6 +305,11 @@ class Engine:
             events = self._feed(fork, tokens)
         self._spec = _Spec(tokens, fork, events)
         return True
+
+    def prepare_ahead(self, interrupt: Callable[[], bool] | None = None) -> bool:
+        """Idle time while playing: work the next decision ahead where the engine can (see
+        :class:`~musicrnn.live.accompany.AccompanyEngine`); here nothing. True if it stepped."""
+        return False
 
     # --- the model -----------------------------------------------------------------------------
     def next_time(self, not_before: float, force_note: bool = False) -> float:

@@ -2,10 +2,13 @@
 
 Holds :class:`Conductor`, which sits between the player's events, the clock, the
 :class:`~musicrnn.live.engine.Engine` and the :class:`~musicrnn.live.scheduler.Scheduler`,
-and :class:`Settings`. The modes (call-response, duet, autoplay) are classes in
+and :class:`Settings`. The modes (call-response, accompany, duet, autoplay) are classes in
 :mod:`musicrnn.live.play_modes`; the conductor asks its mode where they differ (listen or
 play, answer when, hear the player or not). An answer starts on the next beat (or at once
-with ``answer_start="now"``) and lasts ``answer_bars`` bars.
+with ``answer_start="now"``) and lasts ``answer_bars`` bars. A model whose codec has roles
+plays accompany mode only (its engine is :class:`~musicrnn.live.accompany.AccompanyEngine`,
+which decides each frame just after its beat, once the melody of the frame is heard): a
+switch to another mode is refused, and loading such a model switches the session to it.
 
 :meth:`Conductor.stop` silences the model until :meth:`Conductor.generate`: an answer in
 progress ends, and duet and autoplay pause (the model keeps hearing the player meanwhile).
@@ -31,7 +34,7 @@ from musicrnn.limits import ANSWER_BARS, LATE_S
 from musicrnn.listening import Listener, NoteBias, fold_into
 from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.engine import Engine
-from musicrnn.live.play_modes import check_mode, make_mode
+from musicrnn.live.play_modes import check_fits, check_mode, default_mode, make_mode
 from musicrnn.live.scheduler import Scheduler
 
 log = logging.getLogger("musicrnn.live")
@@ -65,6 +68,7 @@ class Conductor:
     def __init__(self, engine: Engine, scheduler: Scheduler, clock: Clock, settings: Settings, t_ns: int,
                  listener: Listener | None = None) -> None:
         settings.validate()
+        check_fits(settings.mode, engine.codec)
         self.engine = engine
         # what the model hears is moved into its home keys and register, its answer back out:
         # real pitch = model pitch + transpose (see musicrnn.listening)
@@ -86,6 +90,7 @@ class Conductor:
         self.answer: tuple[float, float] | None = None  # (start, end) codec time while answering
         self.first_note = False  # the next decision must start with a note
         self.stopped = False  # stop(): silent until generate()
+        self.at_ns = t_ns  # the time of the latest tick or player's event (modes read it)
         self.notes_in = 0
         self.notes_out = 0
         self.decisions = 0
@@ -93,7 +98,7 @@ class Conductor:
         # "is a player's event or a command waiting?" (the server's inbox): a frame decided
         # ahead is dropped for it and decided again after it, so it does not wait for the frame
         self.interrupt: Callable[[], bool] | None = None
-        self.transpose = self.listener.transpose()  # a fixed --key moves the model at once
+        self.transpose = self._transposition()  # a fixed --key moves the model at once
         self._apply_pitches()
 
     # --- what is going on ----------------------------------------------------------------------
@@ -115,15 +120,20 @@ class Conductor:
 
     def prepare(self) -> bool:
         """Idle time: while listening, let the engine prepare the close of the player's frame
-        (see :meth:`Engine.prepare`), so an answer starts sooner. True if it did model work."""
-        if self.clock.running and self.play.listening(self):
+        (see :meth:`Engine.prepare`), so an answer starts sooner; while playing, let it work its
+        next decision ahead where it can (:meth:`Engine.prepare_ahead`: accompany mode). True if
+        it did model work."""
+        if not self.clock.running:
+            return False
+        if self.play.listening(self):
             return self.engine.prepare()
-        return False
+        return self.engine.prepare_ahead(self.interrupt)
 
     # --- the player ----------------------------------------------------------------------------
     def human_note(self, t_ns: int, pitch: int, velocity: int) -> None:
         t = self.timebase.to_codec(t_ns)
         beat = self._beat(t_ns)
+        self.at_ns = max(self.at_ns, t_ns)
         if velocity > 0:
             self.notes_in += 1
             self.held.add(pitch)
@@ -133,7 +143,7 @@ class Conductor:
                 self._silence(t_ns)
             self.listener.note_on(beat, pitch, velocity)
             self.listener.update_key()
-            self._retune(self.listener.transpose())
+            self._retune(self._transposition())
             heard = self._heard[pitch] = pitch - self.transpose
             if self.play.hears_player:
                 self._play(self.engine.human_note_on(t, heard, velocity))
@@ -144,11 +154,15 @@ class Conductor:
             self.listener.note_off(beat, pitch)
             heard = self._heard.pop(pitch, pitch - self.transpose)
             if self.play.hears_player:
-                self.engine.human_note_off(t, heard)
+                self._play(self.engine.human_note_off(t, heard) or [])
 
     def _beat(self, t_ns: int) -> float:
         beat = self.clock.beat_at(t_ns)
         return float(beat) if beat is not None else 0.0
+
+    def _transposition(self) -> int:
+        """What the listener says the model's pitches move by now, as the mode follows it."""
+        return self.listener.transpose(register=self.play.follows_register)
 
     def _retune(self, transpose: int) -> None:
         """Move the model's home keys and register by ``transpose`` semitones (between answers)."""
@@ -164,7 +178,7 @@ class Conductor:
     def retune(self) -> None:
         """Follow a changed follower setting at once (between answers)."""
         self.listener.update_key()
-        self._retune(self.listener.transpose())
+        self._retune(self._transposition())
 
     def _apply_pitches(self) -> None:
         """The player's key and range, as the model sees them (moved by ``transpose``)."""
@@ -185,7 +199,7 @@ class Conductor:
         self.user_key = pitch_classes
         self.listener.fixed_tonic = tonic if pitch_classes is not None else None
         self.listener.update_key()
-        self.transpose = self.listener.transpose() if self.answer is None else self.transpose
+        self.transpose = self._transposition() if self.answer is None else self.transpose
         self._apply_pitches()
 
     def set_pitch_range(self, pitch_range: tuple[int, int] | None) -> None:
@@ -210,7 +224,9 @@ class Conductor:
 
     # --- controls ------------------------------------------------------------------------------
     def set_mode(self, mode: str, t_ns: int) -> None:
-        if check_mode(mode) == self.mode:
+        """Switch mode (the model's notes end); refused (a one-line error, nothing changed) where
+        the model cannot play it (:func:`~musicrnn.live.play_modes.check_fits`)."""
+        if check_fits(mode, self.engine.codec) == self.mode:
             return
         self._silence(t_ns)
         play = make_mode(mode)
@@ -239,10 +255,16 @@ class Conductor:
     def swap_engine(self, engine: Engine, t_ns: int) -> bool:
         """A new model takes over (its codec may differ): notes off, fresh state, the player's
         key and range (the server carries the other settings over). False if the new model has
-        no pitch for that key and range: it then plays without them."""
+        no pitch for that key and range: it then plays without them. A model that cannot play
+        the session's mode switches it: to accompany for a model with roles, from accompany to
+        the first mode for one without."""
         self.scheduler.stop_notes()
         self.engine = engine
         self._note_bias = None
+        if self.play.needs_roles != bool(engine.codec.roles):
+            self.settings.mode = default_mode(engine.codec)
+            self.play = make_mode(self.settings.mode)
+            self.play.enter(self, t_ns)
         try:
             self._restart(t_ns)
             return True
@@ -261,7 +283,7 @@ class Conductor:
         self._heard.clear()
         self._played.clear()
         self._wake = None
-        self.transpose = self.listener.transpose()
+        self.transpose = self._transposition()
         self._apply_pitches()
 
     def _timebase(self, t_ns: int) -> Timebase:
@@ -273,6 +295,7 @@ class Conductor:
         """Do everything due by ``at_ns`` (``now_ns``: the real time, for lateness)."""
         now = at_ns if now_ns is None else now_ns
         self._wake = None
+        self.at_ns = max(self.at_ns, at_ns)
         if not self.clock.running:
             if self.answer is not None or self.engine.model_notes:
                 self._silence(at_ns)
@@ -283,6 +306,8 @@ class Conductor:
             self._played.clear()
             self.answer = None
         if self.play.listening(self):
+            if self.engine.model_notes and self.answer is None:  # the mode stopped playing by itself (accompany)
+                self._play(self.engine.release_model_notes(self.engine.time))
             self._listen(at_ns)
             if self.answer is None:
                 return
@@ -326,7 +351,7 @@ class Conductor:
     def _generate(self, at_ns: int, now: int) -> None:
         tb = self.timebase
         la = self._lookahead_ns()
-        late = int(LATE_S * 1e9)
+        late = int(min(LATE_S, self.engine.late_s) * 1e9)  # never later than the scheduler plays a note
         for _ in range(MAX_DECISIONS_PER_TICK):
             not_before = tb.to_codec(now - late)
             if self.answer is not None:
@@ -370,6 +395,9 @@ class Conductor:
                                                  li.key_prior(self.transpose))
 
     def _lookahead_ns(self) -> int:
+        """How long before a decision's time the conductor makes it (negative: after it)."""
+        if self.engine.decide_after_s is not None:  # accompany: once the melody of the frame is heard
+            return -int(self.engine.decide_after_s * 1e9)
         if self.engine.frames:  # a frame is decided a fraction of a step ahead
             bpm = max(self.clock.bpm, 1e-6)
             step_beats = 1.0 / self.engine.codec.beats_to_steps(1.0, bpm)
@@ -388,7 +416,7 @@ class Conductor:
                     continue
                 self._played[e.pitch] = pitch
                 self.listener.answered(e.pitch, pitch, e.velocity)
-                notes.append((t_ns, pitch, self.listener.velocity(e.velocity, self._beat(t_ns))))
+                notes.append((t_ns, pitch, self.play.velocity(self, e.velocity, self._beat(t_ns))))
                 self.notes_out += 1
             else:
                 pitch = self._played.pop(e.pitch, None)
