@@ -5,6 +5,7 @@ model, is in tests/test_live_jack.py; the timing numbers in benchmarks/accompany
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import mido
@@ -225,6 +226,18 @@ def test_stop_panic_and_reset_end_every_note_and_the_model_hears_it(roles_model)
     assert not engine.model_notes and ("panic",) in sched.log and not engine.stream.cons.a_prev.any()
     cond.reset(5 * S)
     assert not engine.history and not engine.model_notes
+
+
+def test_a_copy_of_the_accompaniment_decoder_shares_no_voice(roles_model) -> None:
+    """The engine samples ahead on copies of its stream: a copy's frames must not end the notes
+    the stream itself holds (its voices were shared before)."""
+    codec = load_checkpoint(roles_model).codec
+    dec = codec.stream_decoder(roles=(1,))
+    for x in codec.melody_frame_tokens([60], [60]) + [codec.a_on0 + 48 - codec.min_pitch, codec.step_token]:
+        dec.feed(x)
+    fork = copy.copy(dec)
+    assert fork.feed(codec.acc_token) == [] and [e.pitch for e in fork.feed(codec.step_token)] == [48]  # ended there
+    assert dec.sounding == {48} and fork.sounding == set()
 
 
 def test_a_model_with_roles_plays_accompany_only_and_accompany_needs_one(roles_model, tiny_grid_model) -> None:

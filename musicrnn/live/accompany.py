@@ -243,6 +243,12 @@ class AccompanyEngine(Engine):
         return float(np.median(arr)) / 1e6, float(arr.max()) / 1e6
 
 
+def engine_class(codec: Codec) -> type[Engine]:
+    """The engine that plays ``codec``: :class:`AccompanyEngine` for a codec with roles (accompany
+    mode), else :class:`~musicrnn.live.engine.Engine`."""
+    return AccompanyEngine if codec.roles else Engine
+
+
 def _forget_accompaniment(stream: _Stream) -> None:
     """The model's notes stopped sounding between frames (stop, panic, a mode switch, the
     melody's end): in its view of the frame before nothing of its part sounds any more, so it

@@ -133,15 +133,11 @@ class Engine:
     the next token.
 
     ``model``: a model (stepped as :func:`~musicrnn.inference.stepper_for` chooses, with a copy
-    of its weights as they are now) or a stepper of one row from the start.
-
-    A codec with roles (a melody and its accompaniment) is played by the subclass
-    :class:`~musicrnn.live.accompany.AccompanyEngine` (accompany mode), not by this class.
+    of its weights as they are now) or a stepper of one row from the start. A codec with roles
+    is played by :class:`~musicrnn.live.accompany.AccompanyEngine` (accompany mode).
     """
 
-    # when the conductor calls decide() for a step at time T: None = a little ahead of T (its
-    # lookahead); a number = this many seconds after T (an engine that waits for the player's part)
-    decide_after_s: float | None = None
+    decide_after_s: float | None = None  # decide at T + this (None: a little ahead of T, the conductor's lookahead)
     late_s: float = LATE_S  # a decision not started this long after its time is skipped
 
     def __init__(self, model: MusicRNN | Stepper, codec: Codec, sampling: SamplingConfig | None = None, seed: int = 0,
@@ -160,16 +156,6 @@ class Engine:
         self.logit_bias: np.ndarray | None = None  # [vocab] nats added before sampling (the followers')
         self.step_ns: deque[int] = deque(maxlen=512)  # recent model step times
         self.reset()
-
-    @staticmethod
-    def for_codec(codec: Codec) -> type["Engine"]:
-        """The engine class that plays ``codec``: a codec with roles plays accompany mode
-        (:class:`~musicrnn.live.accompany.AccompanyEngine`), every other this one."""
-        if codec.roles:
-            from musicrnn.live.accompany import AccompanyEngine
-
-            return AccompanyEngine
-        return Engine
 
     def _live_unit(self, codec: Codec) -> str:
         """What this engine decides with ``codec`` (one of :data:`LIVE_UNITS`), or a one-line error."""

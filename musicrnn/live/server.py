@@ -40,6 +40,7 @@ from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.control_table import CONTROLS as TABLE
 from musicrnn.live.control_table import key_name, key_tonic, lookup, status_values, watched
 from musicrnn.live.controls import CONTROLS, ControlChange, ControlMap
+from musicrnn.live.accompany import engine_class
 from musicrnn.live.engine import Engine, configure_torch_for_live
 from musicrnn.live.inbox import Inbox, Worker
 from musicrnn.live.modes import Conductor, Settings
@@ -234,7 +235,7 @@ class Server:
         opts = self.options
         sampling = SamplingConfig(**vars(sampling or opts.sampling))
         stepper = stepper_for(checkpoint.model, quantize=opts.quantize)
-        return Engine.for_codec(checkpoint.codec)(stepper, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
+        return engine_class(checkpoint.codec)(stepper, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
 
     def _live_sampling(self) -> SamplingConfig:
         """The sampling settings as the player has them now (the start options, changed live by
