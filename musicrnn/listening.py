@@ -160,7 +160,7 @@ class Listener:
         self._answer_notes = 0
         self._model_velocity = 80.0  # running mean of the model's own velocities
         self.model_mean = self.model_centre  # running mean pitch of the model's notes, in its own pitches
-        self._answer_pitches: list[int] = []
+        self._answer_pitch_sum = 0.0  # of the answer's notes as they sound (a sum, not a list: an accompaniment never ends)
 
     # --- hearing -------------------------------------------------------------------------------
     def note_on(self, beat: float, pitch: int, velocity: int) -> None:
@@ -258,12 +258,12 @@ class Listener:
         """The answer starts: the call heard so far is what it follows."""
         self._answer_start = beat
         self._answer_notes = 0
-        self._answer_pitches = []
+        self._answer_pitch_sum = 0.0
 
     def answered(self, model_pitch: int, pitch: int, velocity: int) -> None:
         """The model struck ``model_pitch`` (its own pitch and velocity), sounding as ``pitch``."""
         self._answer_notes += 1
-        self._answer_pitches.append(pitch)
+        self._answer_pitch_sum += pitch
         self._model_velocity += 0.1 * (velocity - self._model_velocity)
         self.model_mean += 0.05 * (model_pitch - self.model_mean)
 
@@ -271,8 +271,8 @@ class Listener:
         """Nats per octave added to note-onset logits (higher pitches up for > 0): pulls the
         answer's mean pitch towards the call's without clamping its lines (an exponential tilt of
         the model's pitch distribution, from the answer's running mean)."""
-        tilts = self.register_tilts(transpose, np.array([sum(self._answer_pitches)], float),
-                                    np.array([len(self._answer_pitches)], float))
+        tilts = self.register_tilts(transpose, np.array([self._answer_pitch_sum], float),
+                                    np.array([self._answer_notes], float))
         return 0.0 if tilts is None else float(tilts[0])
 
     def register_tilts(self, transpose: int, pitch_sums: np.ndarray, counts: np.ndarray) -> np.ndarray | None:

@@ -209,6 +209,18 @@ def test_a_fixed_key_and_range_win_and_velocities_follow_the_melodys_level(roles
     check_closed(sched.notes())
 
 
+def test_a_long_accompaniment_keeps_the_listeners_memory_bounded() -> None:
+    """An accompaniment never ends (no answer restarts the listener's count): 100,000 notes of it
+    leave nothing in the listener that grows with them (each note's pitch was kept in a list)."""
+    li = Listener()
+    li.note_on(0.0, 60, 90)
+    li.start_answer(1.0)
+    for i in range(100_000):
+        li.answered(60 + i % 12, 60 + i % 12, 80)
+    sizes = [len(v) for v in vars(li).values() if isinstance(v, (list, dict, set, tuple))]
+    assert max(sizes) <= 64 and li.register_tilt(0) != 0.0
+
+
 def test_stop_panic_and_reset_end_every_note_and_the_model_hears_it(roles_model) -> None:
     cond, engine, sched = make(roles_model)
     hold(cond, 60, 2 * S, 3 * S)
