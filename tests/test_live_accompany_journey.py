@@ -185,6 +185,8 @@ def test_the_melody_is_heard_in_c_and_the_accompaniment_sounds_in_the_players_ke
     perform(cond, melody, 2 * S + 13 * BEAT)
     # D moves to C; no octave: the accompaniment keeps its place under the melody
     assert cond.listener.key.name == "D:major" and cond.transpose == 2
+    # it comes in when a key is heard (the third note), not in its home key before
+    assert min(t for t, p, v in sched.notes() if v > 0) == 2 * S + 2 * BEAT
     fr = frames(engine.codec, engine.history)
     last = 16 + 11 * 4  # the frame of the last melody note (F#5), heard a tone lower
     assert fr[last][0] == ["M_ON(76 E5)"]
@@ -302,10 +304,12 @@ def test_osc_mode_accompany_with_a_model_without_roles_is_an_error_reply_and_the
         assert client.wait_for(lambda: len(client.of(osc.ERROR)) == 2)
         assert "plays mode accompany only, not duet" in client.of(osc.ERROR)[1][0]
         before = len(client.of(osc.NOTE_ON_OUT))
-        srv.note_on(67, 90)
+        for p in (60, 64, 67):  # a key is heard by the third note: the accompaniment comes in
+            srv.note_on(p, 90)
         assert client.wait_for(lambda: len(client.of(osc.NOTE_ON_OUT)) > before), "the accompaniment plays"
-        assert srv.status()["activity"] == "accompanying"
-        srv.note_off(67)
+        assert srv.status()["activity"] == "accompanying" and srv.status()["heard_key"] == "C:major"
+        for p in (60, 64, 67):
+            srv.note_off(p)
         client.send("/musicrnn/load", str(tiny_grid_model))
         assert wait_until(lambda: srv.status()["mode"] == MODES[0], timeout=10)
     finally:

@@ -110,9 +110,10 @@ class Autoplay(LiveMode):
 
 class Accompany(LiveMode):
     """The model plays the accompaniment of the melody the player plays (see
-    :mod:`musicrnn.live.accompany`): from the melody's first note, every frame, until the
-    melody has been silent for ``answer_bars`` bars (no key held); then it rests (the model
-    hears the silent frames) until the next melody note. The key follower moves what it hears
+    :mod:`musicrnn.live.accompany`): from the melody's first note (with the key follower on:
+    from the note where a key is first heard, a few notes in), every frame, until the melody
+    has been silent for ``answer_bars`` bars (no key held); then it rests (the model hears the
+    silent frames) until the next melody note. The key follower moves what it hears
     into its home key and its notes back; the register follower does not apply (the
     accompaniment keeps the place under the melody that the model learnt); velocities follow
     the melody's level (:meth:`~musicrnn.listening.Listener.accompaniment_velocity`)."""
@@ -131,7 +132,11 @@ class Accompany(LiveMode):
 
     @staticmethod
     def resting(c: Conductor) -> bool:
-        """No melody yet, or none for ``answer_bars`` bars (no key held)."""
+        """No melody yet, no key heard yet while the key is followed (the model would play in its
+        home key under a melody in another), or no melody for ``answer_bars`` bars (no key held)."""
+        li = c.listener
+        if li.follow.key > 0 and li.fixed_tonic is None and li.key is None:
+            return True
         if c.held:
             return False
         if c.last_human_ns is None:
