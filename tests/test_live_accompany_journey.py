@@ -292,8 +292,10 @@ def test_osc_mode_accompany_with_a_model_without_roles_is_an_error_reply_and_the
         assert client.wait_for(lambda: client.of(osc.ERROR))
         reason = client.of(osc.ERROR)[0][0]
         assert reason.startswith("/musicrnn/mode: mode accompany needs a model with melody and accompaniment roles")
-        srv._on_midi(mido.Message("control_change", control=23, value=40))  # the mode CC's accompany range
+        for value in range(32, 64):  # a knob swept through the mode CC's accompany range: refused, told once
+            srv._on_midi(mido.Message("control_change", control=23, value=value))
         assert wait_until(lambda: any("refused: mode accompany" in e for e in srv.events))
+        assert sum("refused: mode accompany" in e for e in srv.events) == 1
         assert srv.running and srv.error is None and srv.status()["mode"] == "duet"
         assert wait_until(lambda: srv.status()["notes_out"] > 0), "duet plays on"
         # loading a model with roles moves the session to accompany; a model without moves it back

@@ -446,9 +446,10 @@ class Server:
         row = CONTROLS[change.name]
         try:
             row.apply(self, self.conductor, t, *(() if row.cc_value is None else (change.value,)))
-        except MusicRNNError as exc:  # e.g. the mode CC on a mode this model cannot play: told, nothing changed
-            self.events.append(f"refused: {exc}")
-            log.warning("%s", exc)
+        except MusicRNNError as exc:  # e.g. the mode CC on a mode this model cannot play: told (once a sweep), nothing changed
+            if not self.events or self.events[-1] != f"refused: {exc}":
+                self.events.append(f"refused: {exc}")
+                log.warning("%s", exc)
 
     def _publish(self) -> bool:
         """Refresh the status; tell the watchers if something they show changed (True if told)."""
