@@ -178,6 +178,19 @@ def test_a_frame_decided_too_late_holds_the_accompaniment_instead_of_playing_lat
     assert not [n for n in sched.notes(since) if n[2] > 0 and n[0] < 2 * S + 2 * FRAME], "nothing struck late for frame 17"
 
 
+def test_a_frame_still_sampling_at_its_deadline_ends_there_holding_what_sounds(roles_model) -> None:
+    cond, engine, sched = make(roles_model)
+    hold(cond, 60, 2 * S, 2 * S + 10 * MS)  # frame 16 decided
+    sounding = sorted(engine.model_notes)
+    assert sounding
+    engine.next_time(17 / 4)
+    out = engine.decide(deadline_ns=0)  # frame 17 out of time before its first token
+    codec = engine.codec
+    assert engine.cut_frames == 1 and out == [] and sorted(engine.model_notes) == sounding
+    assert frames(codec, engine.history)[17] == (["M_HOLD(60 C4)"], [codec.token_name(codec.a_hold0 + p - codec.min_pitch)
+                                                                      for p in sounding])
+
+
 def test_the_melody_is_heard_in_c_and_the_accompaniment_sounds_in_the_players_key(roles_model) -> None:
     cond, engine, sched = make(roles_model, follow="key,register")
     d_major = [74, 78, 81, 83, 81, 78, 76, 74, 79, 83, 81, 78]  # high: duet's register follower would move an octave

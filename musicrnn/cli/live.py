@@ -30,7 +30,7 @@ def _serve_help() -> str:
         "\b", "Examples:",
         "  musicrnn serve                                   # virtual ports 'musicrnn in' / 'musicrnn out'",
         '  musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet',
-        "  musicrnn serve --model accompany --clock midi       # accompany the melody you play, in the DAW's time",
+        "  musicrnn serve --model accompany --clock midi    # accompany the melody you play, in the DAW's time",
         "  musicrnn serve --clock midi --midi-api jack --answer-bars 4",
         "  musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)",
         "  musicrnn serve --follow key,register --velocity 100   # follow only your key and register",

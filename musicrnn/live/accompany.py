@@ -19,7 +19,8 @@ The model was trained to hear a frame's melody before it plays that frame, so:
   sampled (a few tokens; a note-on goes out the moment its token is drawn);
 - a frame whose decision could not start by :data:`ACCOMPANY_LATE_S` after T_k (the machine
   stalled) is not played late: the accompaniment holds what it sounds through it, and the model
-  hears that.
+  hears that; a frame still being sampled then ends there (the notes drawn so far, the others
+  held).
 
 What sounds is what the model hears: notes ended between frames (stop, panic, a mode switch,
 the melody's end) leave its view of the frame before (its decoder and grammar), so it never
@@ -43,7 +44,9 @@ from musicrnn.live.clock import now_ns
 from musicrnn.live.engine import Engine, _fork, _Stream
 
 MELODY_WAIT_S = 0.006  # a frame's accompaniment waits this long after its beat for the melody struck at its start
-ACCOMPANY_LATE_S = 0.012  # a frame not decided this long after its beat holds the accompaniment instead
+# a frame whose decision has not started this long after its beat holds the accompaniment instead, and
+# one still sampling then ends there (STEP): its notes sound within 15 ms of the beat, JACK's ~1.5 ms included
+ACCOMPANY_LATE_S = 0.013
 HISTORY = 4096  # tokens of the model's stream kept for inspection (tests, debugging)
 
 
@@ -66,8 +69,9 @@ class AccompanyEngine(Engine):
     :meth:`decide`, as for grid frames, but just after the frame's beat). Use from one thread.
 
     ``frame_ns``: the model work of each decision after its deadline (ns); ``held_frames``:
-    frames held because their decision came too late; ``history``: the last tokens of the
-    model's stream (melody parts, accompaniment, STEPs)."""
+    frames held because their decision came too late; ``cut_frames``: frames ended at their
+    deadline; ``history``: the last tokens of the model's stream (melody parts, accompaniment,
+    STEPs)."""
 
     decide_after_s = MELODY_WAIT_S
     late_s = ACCOMPANY_LATE_S
@@ -76,6 +80,7 @@ class AccompanyEngine(Engine):
     def __init__(self, model, codec: Codec, sampling=None, seed: int = 0, max_note_beats: float = MAX_NOTE_BEATS) -> None:
         self.frame_ns: deque[int] = deque(maxlen=512)
         self.held_frames = 0
+        self.cut_frames = 0
         self.history: deque[int] = deque(maxlen=HISTORY)
         self._ahead: _Ahead | None = None
         super().__init__(model, codec, sampling, seed, max_note_beats)
@@ -150,9 +155,10 @@ class AccompanyEngine(Engine):
         return True
 
     def _decide_frame(self, k: int, force_note: bool, on_note: Callable[[NoteEvent], None] | None = None,
-                      interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
+                      interrupt: Callable[[], bool] | None = None, deadline_ns: int | None = None) -> list[NoteEvent] | None:
         """Frame ``k`` (frames before it that passed undecided are held first): its melody part
-        as the player played it, then the accompaniment (prepared ahead, or sampled now)."""
+        as the player played it, then the accompaniment (prepared ahead, or sampled now, ended
+        with STEP at ``deadline_ns``)."""
         t0 = now_ns()
         t = k / self.spu
         out: list[NoteEvent] = []
@@ -173,7 +179,7 @@ class AccompanyEngine(Engine):
                 self._feed(self.stream, melody)
                 a = _Ahead(k, melody, self.stream)
             self.stream = a.stream
-            self._sample_part(a, None, strike)
+            self._sample_part(a, None, strike, deadline_ns)
         self.history.extend(melody + a.tokens)
         out += self._own(a.events, early)
         self._next_frame = k + 1
@@ -182,12 +188,15 @@ class AccompanyEngine(Engine):
         return out
 
     def _sample_part(self, a: _Ahead, interrupt: Callable[[], bool] | None = None,
-                     strike: Callable[[int, int], None] | None = None) -> None:
-        """Sample ``a``'s accompaniment until STEP (or until ``interrupt()``); ``strike(pitch,
-        velocity)`` hears each A_ON as it is drawn."""
+                     strike: Callable[[int, int], None] | None = None, deadline_ns: int | None = None) -> None:
+        """Sample ``a``'s accompaniment until STEP (or until ``interrupt()``; past ``deadline_ns``
+        STEP comes next); ``strike(pitch, velocity)`` hears each A_ON as it is drawn."""
         c, stream = self.codec, a.stream
         for _ in range(c.num_pitches + 2):  # a VEL, each pitch once, STEP
             if a.done or (interrupt is not None and interrupt()):
+                return
+            if deadline_ns is not None and now_ns() >= deadline_ns:
+                self._close_late(a)
                 return
             x = self._sample(stream, self._mask(stream, False))
             if strike is not None and c.token_kind[x] == KIND_NOTE_ON:
@@ -195,6 +204,20 @@ class AccompanyEngine(Engine):
             a.tokens.append(x)
             a.events += self._feed(stream, [x])
             a.done = bool(c.token_kind[x] == KIND_STEP)
+
+    def _close_late(self, a: _Ahead) -> None:
+        """Out of time: the frame is what was drawn, the notes still sounding held where the
+        grammar lets them be (above the last pitch drawn), then STEP."""
+        c, stream = self.codec, a.stream
+        self.cut_frames += 1
+        for p in sorted(self.model_notes):
+            hold = c.a_hold0 + p - c.min_pitch
+            if stream.cons.mask()[0, hold]:
+                a.tokens.append(hold)
+                a.events += self._feed(stream, [hold])
+        a.tokens.append(c.step_token)
+        a.events += self._feed(stream, [c.step_token])
+        a.done = True
 
     def _hold_frame(self) -> list[NoteEvent]:
         """A frame whose time passed undecided: its melody part, then the accompaniment holding

@@ -166,8 +166,7 @@ class Engine:
             raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
         return codec.live_unit
 
-    def _new_decoder(self):
-        """The decoder of the stream: which notes of it are the model's to play."""
+    def _new_decoder(self):  # the stream's decoder: which of its notes are the model's to play
         return self.codec.stream_decoder()
 
     # --- session -------------------------------------------------------------------------------
@@ -293,8 +292,7 @@ class Engine:
         return True
 
     def prepare_ahead(self, interrupt: Callable[[], bool] | None = None) -> bool:
-        """Idle time while playing: work the next decision ahead where the engine can (see
-        :class:`~musicrnn.live.accompany.AccompanyEngine`); here nothing. True if it stepped."""
+        """Idle time while playing: work the next decision ahead (accompany mode); here nothing."""
         return False
 
     # --- the model -----------------------------------------------------------------------------
@@ -310,8 +308,8 @@ class Engine:
             p = self._proposal = self._propose_event(not_before, force_note)
         return p.time
 
-    def decide(self, on_note: Callable[[NoteEvent], None] | None = None,
-               interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
+    def decide(self, on_note: Callable[[NoteEvent], None] | None = None, interrupt: Callable[[], bool] | None = None,
+               deadline_ns: int | None = None) -> list[NoteEvent] | None:
         """Play the decision :meth:`next_time` announced; returns the model's note events.
 
         ``on_note`` (frame codecs): called with a note-on of the frame the moment its token is
@@ -324,12 +322,13 @@ class Engine:
         ``interrupt`` (frame codecs): asked before each token while no note of the frame is out
         yet; if it returns True the frame is dropped (None is returned, nothing changed but
         what the model heard) and :meth:`next_time` announces it again. For a frame decided
-        ahead while the player's next event is already waiting."""
+        ahead while the player's next event is already waiting. ``deadline_ns``: when the notes
+        must sound by (an engine deciding after the step's time ends its frame there)."""
         if self.frames:
             if self._frame is None:
                 raise RuntimeError("decide() without next_time()")
             (k, force), self._frame = self._frame, None
-            return self._decide_frame(k, force, on_note, interrupt)
+            return self._decide_frame(k, force, on_note, interrupt, deadline_ns)
         if self._proposal is None:
             raise RuntimeError("decide() without next_time()")
         return self._decide_event(self._proposal)
@@ -438,7 +437,7 @@ class Engine:
         return []
 
     def _decide_frame(self, k: int, force_note: bool, on_note: Callable[[NoteEvent], None] | None = None,
-                      interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
+                      interrupt: Callable[[], bool] | None = None, deadline_ns: int | None = None) -> list[NoteEvent] | None:
         c = self.codec
         t = k / self.spu
         early: set[int] = set()  # note-ons handed to on_note while the frame was being sampled

@@ -33,6 +33,7 @@ from musicrnn.errors import MusicRNNError
 from musicrnn.limits import ANSWER_BARS, LATE_S
 from musicrnn.listening import Listener, NoteBias, fold_into
 from musicrnn.live.clock import Clock, Timebase
+from musicrnn.live.clock import now_ns as real_now_ns
 from musicrnn.live.engine import Engine
 from musicrnn.live.play_modes import check_fits, check_mode, default_mode, make_mode
 from musicrnn.live.scheduler import Scheduler
@@ -372,7 +373,8 @@ class Conductor:
             # to a player's event that is already waiting (it is decided again after it)
             interrupt = self.interrupt if t_ns - now > int(INTERRUPT_AHEAD_S * 1e9) else None
             self._bias(t)
-            events = self.engine.decide(self._play_now, interrupt)
+            deadline = real_now_ns() + (t_ns + late - now)  # on the real clock (tests tick made-up times)
+            events = self.engine.decide(self._play_now, interrupt, deadline)
             if events is None:
                 self._wake_at(at_ns)
                 return
