@@ -117,6 +117,7 @@ class AccompanyEngine(Engine):
         return ended
 
     def human_note_off(self, t: float, pitch: int) -> list[NoteEvent]:  # type: ignore[override]
+        """The player released ``pitch``: it sounds in the open frame, not after (offs as above)."""
         if pitch not in self.human_notes:
             return []
         self.human_notes.discard(pitch)
