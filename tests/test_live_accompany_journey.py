@@ -207,6 +207,9 @@ def test_the_melody_is_heard_in_c_and_the_accompaniment_sounds_in_the_players_ke
                  if n.startswith("A_ON")}
     heard_ons = {(t // FRAME, p) for t, p, v in sched.notes() if v > 0 and t >= last * FRAME}
     assert model_ons and heard_ons == {(k, p + 2) for k, p in model_ons}
+    # and the key prior leans its new notes towards the key's scale (C major as the model hears it)
+    bias, on = engine.logit_bias, engine.codec.a_on0 - engine.codec.min_pitch
+    assert bias is not None and bias[on + 61] < bias[on + 60] - 1 and bias[on + 66] < bias[on + 67] - 1
 
 
 def test_a_fixed_key_and_range_win_and_velocities_follow_the_melodys_level(roles_model) -> None:

@@ -385,16 +385,15 @@ class Conductor:
         self._wake_at(at_ns)  # more is due: come back at once
 
     def _bias(self, t: float) -> None:
-        """The register, density and motif followers' nudge for a decision at codec time ``t``."""
+        """The followers' nudge (as the mode has it) for a decision at codec time ``t``."""
         t_ns = self.timebase.to_ns(t)
-        if self.answer is None or t_ns is None:
+        nudge = None if t_ns is None else self.play.nudge(self, self._beat(t_ns))
+        if nudge is None:
             self.engine.logit_bias = None
             return
         if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
             self._note_bias = NoteBias(self.engine.codec)
-        li = self.listener
-        self.engine.logit_bias = self._note_bias(li.onset_bias(self._beat(t_ns)), li.register_tilt(self.transpose),
-                                                 li.key_prior(self.transpose))
+        self.engine.logit_bias = self._note_bias(*nudge)
 
     def _lookahead_ns(self) -> int:
         """How long before a decision's time the conductor makes it (negative: after it)."""

@@ -70,6 +70,15 @@ class LiveMode:
         """The velocity a model note struck at ``beat`` plays with (the velocity follower's)."""
         return c.listener.velocity(model_velocity, beat)
 
+    def nudge(self, c: Conductor, beat: float) -> tuple | None:
+        """The followers' nudge to the model's note onsets for a decision at ``beat``: (onset
+        nats, register tilt, key prior) for :class:`~musicrnn.listening.NoteBias`, or None.
+        Here: while answering, the density and motif onsets, the register tilt and the key prior."""
+        if c.answer is None:
+            return None
+        li = c.listener
+        return li.onset_bias(beat), li.register_tilt(c.transpose), li.key_prior(c.transpose)
+
 
 class CallResponse(LiveMode):
     name = "call-response"
@@ -113,10 +122,11 @@ class Accompany(LiveMode):
     :mod:`musicrnn.live.accompany`): from the melody's first note (with the key follower on:
     from the note where a key is first heard, a few notes in), every frame, until the melody
     has been silent for ``answer_bars`` bars (no key held); then it rests (the model hears the
-    silent frames) until the next melody note. The key follower moves what it hears
-    into its home key and its notes back; the register follower does not apply (the
-    accompaniment keeps the place under the melody that the model learnt); velocities follow
-    the melody's level (:meth:`~musicrnn.listening.Listener.accompaniment_velocity`)."""
+    silent frames) until the next melody note. The key follower moves what it hears into its
+    home key and its notes back, and its key prior leans new notes towards the key's scale; the
+    register, density and motif followers do not apply (the accompaniment keeps the place under
+    the melody that the model learnt); velocities follow the melody's level
+    (:meth:`~musicrnn.listening.Listener.accompaniment_velocity`)."""
 
     name = "accompany"
     help = "play the accompaniment of the player's melody (a model with roles)"
@@ -146,6 +156,12 @@ class Accompany(LiveMode):
 
     def velocity(self, c: Conductor, model_velocity: int, beat: float) -> int:
         return c.listener.accompaniment_velocity(model_velocity)
+
+    def nudge(self, c: Conductor, beat: float) -> tuple | None:
+        """The key prior alone (the heard key's scale and hierarchy): density, motif and register
+        follow a call, not a melody to accompany."""
+        prior = c.listener.key_prior(c.transpose)
+        return None if prior is None else (0.0, 0.0, prior)
 
 
 # The order is the mode CC's split (4 equal ranges): accompany second keeps the values 0, 64
