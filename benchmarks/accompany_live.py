@@ -214,10 +214,10 @@ def frame_times(model: str, notes: list[TuneNote], spb_tune_reps: int = 4, seed:
 
 
 # --- 2. over JACK ---------------------------------------------------------------------------------
-def jack_session(model: str, notes: list[TuneNote], bpm: float, rest_bars: float, seed: int) -> dict:
+def jack_session(model: str, notes: list[TuneNote], bpm: float, rest_bars: float, seed: int, key) -> dict:
     """Play the tune into ``serve --mode accompany --clock midi`` over JACK; time the accompaniment."""
     from musicrnn.checkpoint import load_checkpoint
-    from musicrnn.tonality import estimate_key
+    from musicrnn.tonality import estimate_key, in_scale_ratio
 
     spb = int(load_checkpoint(model).codec.steps_per_unit)
     sess = Session(model, "--mode", "accompany", "--clock", "midi", "--tempo", f"{bpm:g}", "--answer-bars",
@@ -235,12 +235,12 @@ def jack_session(model: str, notes: list[TuneNote], bpm: float, rest_bars: float
         after = list(rec.messages)  # type: ignore[union-attr]
     pitches, lengths, onsets = record_notes(after, 0)
     late = lateness_ns(onsets, daw.origin or 0, 60e9 / bpm / spb)
-    key = estimate_key(pitches, lengths) if pitches else None
+    tune_key, key = key, (estimate_key(pitches, lengths) if pitches else None)
     return {"tempo": bpm, "frames_per_beat": spb, "notes": len(onsets), "lateness": pct(late),
             "within_15ms": round(float(np.mean(np.abs(late) <= 15e6)) if late else 0.0, 4),
             "early_over_2ms": int(np.sum(np.asarray(late) < -2e6)) if late else 0,
             "left_on_before_exit": left_on, "left_on_after_exit": sorted(sounding(m for _, m in after)),
-            "accompaniment_key": key.name if key else "-"}
+            "accompaniment_key": key.name if key else "-", "in_scale": round(in_scale_ratio(pitches, tune_key), 3)}
 
 
 def main() -> None:
@@ -265,7 +265,7 @@ def main() -> None:
     elif shutil.which("jackd") is None:
         result["jack"] = {"skipped": "jackd not installed (apt-get install jackd2)"}
     else:
-        result["jack"] = jack_session(args.model, notes, args.tempo, args.rest_bars, args.seed)
+        result["jack"] = jack_session(args.model, notes, args.tempo, args.rest_bars, args.seed, key)
     if args.json:
         print(json.dumps(result, indent=1))
         return
@@ -286,7 +286,7 @@ def main() -> None:
           f"p50 {late.get('p50', float('nan')):.2f} / p99 {late.get('p99', float('nan')):.2f} / max "
           f"{late.get('max', float('nan')):.2f} ms (goal p99 <= 15); within 15 ms {j['within_15ms']:.1%}; "
           f"left on before exit {j['left_on_before_exit']}, after {j['left_on_after_exit']}; accompaniment key "
-          f"{j['accompaniment_key']}")
+          f"{j['accompaniment_key']}, {j['in_scale']:.0%} of its notes in the tune's scale")
 
 
 if __name__ == "__main__":

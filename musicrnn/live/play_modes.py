@@ -193,7 +193,8 @@ def check_fits(name: str, codec: Codec, model: str = "this model") -> str:
     if roles and not mode.needs_roles:
         only = default_mode(codec)
         raise MusicRNNError(f"{model} ({codec.name} codec, roles {', '.join(codec.roles)}) plays mode {only} only, not "
-                            f"{name}; give --mode {only} (or leave --mode out), or load a model without roles for {name}")
+                            f"{name}; use mode {only} (--mode {only}, or leave --mode out), or load a model without "
+                            f"roles for {name}")
     return name
 
 
