@@ -133,7 +133,7 @@ def test_each_frame_feeds_the_melody_played_then_samples_the_accompaniment_on_th
     for _, acc in fr[16:28]:
         pitches = [int(n.split("(")[1].split()[0]) for n in acc if n.startswith("A_")]
         assert pitches == sorted(set(pitches)) and all(n.startswith(("VEL", "A_")) for n in acc)
-    # what the model sampled is what sounds, on the beat of its frame, handed over 6-15 ms after it
+    # what the model sampled is what sounds, on the beat of its frame, handed over 5-15 ms after it
     ons = [(t, p) for t, p, v in sched.notes() if v > 0]
     assert ons and ons[0][0] == 2 * S
     assert all(t % FRAME == 0 for t, _, _ in sched.notes())

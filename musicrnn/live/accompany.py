@@ -43,10 +43,11 @@ from musicrnn.limits import MAX_NOTE_BEATS
 from musicrnn.live.clock import now_ns
 from musicrnn.live.engine import Engine, _fork, _Stream
 
-MELODY_WAIT_S = 0.006  # a frame's accompaniment waits this long after its beat for the melody struck at its start
-# a frame whose decision has not started this long after its beat holds the accompaniment instead, and
-# one still sampling then ends there (STEP): its notes sound within 15 ms of the beat, JACK's ~1.5 ms included
-ACCOMPANY_LATE_S = 0.013
+MELODY_WAIT_S = 0.005  # a frame's accompaniment waits this long after its beat for the melody struck at its start
+# a frame whose decision has not started this long after its beat holds the accompaniment instead, and one
+# still sampling then ends there (STEP): its notes sound within 15 ms of the beat, with room for a last model
+# step, the output's wake-up and a JACK period on a busy CPU (13 ms gave a p99 of 15.6 ms over JACK there)
+ACCOMPANY_LATE_S = 0.011
 HISTORY = 4096  # tokens of the model's stream kept for inspection (tests, debugging)
 
 
