@@ -10,7 +10,8 @@ one per *follower*, each of which can be switched off or weakened (:class:`Follo
 - **register**: the same transposition adds whole octaves so the answer sits around the
   register of the call (the model's voicing is kept, its lines are not clamped).
 - **velocity**: the answer's velocities take the call's level and contour
-  (:meth:`Listener.velocity`), blended with the model's own by the follower's strength.
+  (:meth:`Listener.velocity`), blended with the model's own by the follower's strength; an
+  accompaniment's take the melody's recent level (:meth:`Listener.accompaniment_velocity`).
 - **density**: a bias on the model's note-onset tokens keeps the answer's notes per beat near
   the call's (a proportional controller on the answer's running rate).
 - **motif**: a bias towards onsets where the call had them (its rhythm, repeated over its
@@ -57,6 +58,8 @@ HIERARCHY_BIAS = 1.0  # nats per standard deviation of the key's profile, for no
 THIRD_BIAS = 1.0  # nats more for the key's third, the note that says major or minor
 MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
 GRID_BIAS = 5.0  # nats taken from time shifts ending off the call's grid and note-ons off it, at full grid strength
+ACCOMPANIMENT_BALANCE = 0.8  # accompany mode: the accompaniment's level, as a share of the melody's
+LEVEL_NOTES = 8  # accompany mode: the melody's level is the mean velocity of its last this many notes
 
 
 @dataclass
@@ -167,9 +170,9 @@ class Listener:
         self._answer_notes = 0
         self._model_velocity = 80.0  # running mean of the model's own velocities
         self.model_mean = self.model_centre  # running mean pitch of the model's notes, in its own pitches
-        self._answer_pitches: list[int] = []
         self.grid: Grid | None = None  # the call's grid, heard when the answer starts
         self._grid_key: tuple | None = None  # the call it was heard from
+        self._answer_pitch_sum = 0.0  # of the answer's notes as they sound (a sum, not a list: an accompaniment never ends)
 
     # --- hearing -------------------------------------------------------------------------------
     def note_on(self, beat: float, pitch: int, velocity: int) -> None:
@@ -245,14 +248,15 @@ class Listener:
             return None
         return float(np.mean([n.pitch for n in self.call]))
 
-    def transpose(self) -> int:
+    def transpose(self, register: bool = True) -> int:
         """Semitones from the model's pitches to the player's (real = model + transpose):
-        the key follower's shift into the model's home keys plus the register follower's octaves."""
+        the key follower's shift into the model's home keys plus the register follower's octaves
+        (``register=False``: none, e.g. an accompaniment keeps its place under the melody)."""
         if self.fixed_tonic is not None:
             shift = -home_shift(self.fixed_tonic)
         else:
             shift = -home_shift(self.key) if (self.key is not None and self.follow.key > 0) else 0
-        if self.follow.register > 0:
+        if register and self.follow.register > 0:
             centre = self.call_centre()
             if centre is not None:
                 here = self.model_mean + shift + 12 * self.octaves
@@ -267,7 +271,7 @@ class Listener:
         """The answer starts: the call heard so far is what it follows."""
         self._answer_start = beat
         self._answer_notes = 0
-        self._answer_pitches = []
+        self._answer_pitch_sum = 0.0
         if self.hear_grid() is not None:  # a straight or triplet grid's beat: where the answer starts
             self.grid = self.grid.anchored(beat)
 
@@ -306,7 +310,7 @@ class Listener:
     def answered(self, model_pitch: int, pitch: int, velocity: int) -> None:
         """The model struck ``model_pitch`` (its own pitch and velocity), sounding as ``pitch``."""
         self._answer_notes += 1
-        self._answer_pitches.append(pitch)
+        self._answer_pitch_sum += pitch
         self._model_velocity += 0.1 * (velocity - self._model_velocity)
         self.model_mean += 0.05 * (model_pitch - self.model_mean)
 
@@ -314,8 +318,8 @@ class Listener:
         """Nats per octave added to note-onset logits (higher pitches up for > 0): pulls the
         answer's mean pitch towards the call's without clamping its lines (an exponential tilt of
         the model's pitch distribution, from the answer's running mean)."""
-        tilts = self.register_tilts(transpose, np.array([sum(self._answer_pitches)], float),
-                                    np.array([len(self._answer_pitches)], float))
+        tilts = self.register_tilts(transpose, np.array([self._answer_pitch_sum], float),
+                                    np.array([self._answer_notes], float))
         return 0.0 if tilts is None else float(tilts[0])
 
     def register_tilts(self, transpose: int, pitch_sums: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
@@ -350,6 +354,20 @@ class Listener:
             return int(model_velocity)
         target = self._contour(beat)
         v = model_velocity + s * (target - self._model_velocity)
+        return int(min(127, max(1, round(v))))
+
+    def accompaniment_velocity(self, model_velocity: int) -> int:
+        """The velocity of an accompaniment note (accompany mode): the model's own (its accents
+        kept), its running level moved towards ``ACCOMPANIMENT_BALANCE`` of the melody's recent
+        level by the velocity follower's strength, so the accompaniment follows the player's
+        dynamics and stays under the melody."""
+        if self.follow.fixed_velocity:
+            return self.follow.fixed_velocity
+        s = self.follow.velocity
+        if s <= 0 or not self.call:
+            return int(model_velocity)
+        level = float(np.mean([n.velocity for n in self.call[-LEVEL_NOTES:]]))
+        v = model_velocity + s * (ACCOMPANIMENT_BALANCE * level - self._model_velocity)
         return int(min(127, max(1, round(v))))
 
     def _contour(self, beat: float) -> float:

@@ -130,7 +130,7 @@ def test_serve_cli_choices_defaults_and_cc_help_come_from_the_table() -> None:
 def test_cc_map_comes_from_the_table_and_a_cc_does_what_the_api_does(tiny_grid_model) -> None:
     assert [(c.name, c.cc) for c in controls.CONTROLS.values()] == [
         ("temperature", 20), ("answer_bars", 21), ("density", 22), ("mode", 23), ("end_call", 24), ("panic", 25), ("reset", 26)]
-    assert controls.CONTROLS["mode"].cc_help == "0-42 call-response, 43-85 duet, 86-127 autoplay"
+    assert controls.CONTROLS["mode"].cc_help == "0-31 call-response, 32-63 accompany, 64-95 duet, 96-127 autoplay"
     out = RecordingOutput()
     srv = Server(load_checkpoint(tiny_grid_model), ServeOptions(midi_in="none", midi_out="none", tempo=240), output=out)
     with srv:

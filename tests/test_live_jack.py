@@ -248,6 +248,41 @@ def test_a_call_in_f_sharp_major_is_answered_in_f_sharp_major(serve, jack_server
     assert any(f"stopped: {len(call)} notes in" in line for line in proc.out), proc.out
 
 
+@pytest.mark.slow
+def test_a_melody_played_into_accompany_mode_gets_a_closed_on_grid_accompaniment_in_its_key(serve, jack_server):
+    """Issue 17: a DAW sends MIDI clock and plays a 4-bar tune in Eb major into ``serve --mode
+    accompany`` with the bundled accompaniment model (which learnt its music in C); the
+    accompaniment it records is on the frame grid (each onset a few ms after its frame's beat
+    position, at most 15), every note of it closed (by itself, a bar after the tune), and in the
+    tune's key."""
+    from accompany_live import COUNT_IN_BEATS, Daw, lateness_ns, record_notes, tune
+
+    from musicrnn.tonality import Key, estimate_key, in_scale_ratio
+
+    bpm, e_flat = 100.0, Key(3, "major")
+    proc, rec, player = serve(Path("accompany"), "--mode", "accompany", "--clock", "midi", "--tempo", f"{bpm:g}",
+                              "--answer-bars", "1", "--seed", "0")
+    notes = tune(e_flat.tonic, e_flat.mode, bars=4)
+    daw = Daw(player, bpm, notes, tail_beats=6).start()
+    assert daw.done.wait(60), "the DAW did not finish"
+    frame_ns = 60e9 / bpm / 4
+    with rec.lock:
+        msgs = list(rec.messages)
+    assert_every_note_closed(rec)  # closed by the model itself: it rests a bar after the tune
+    pitches, lengths, onsets = record_notes(msgs, 0)
+    assert len(onsets) >= 16, msgs
+    late = lateness_ns(onsets, daw.origin, frame_ns)
+    assert min(late) >= -0.003 * S and max(late) <= TOLERANCE_S * S, sorted(late)
+    first = daw.beat_ns(COUNT_IN_BEATS)  # the tune's first note: nothing before it, nothing a bar after its end
+    end = daw.beat_ns(COUNT_IN_BEATS + max(n.beat + n.beats for n in notes) + 4)
+    assert first - 0.003 * S <= min(onsets) and max(onsets) <= end + TOLERANCE_S * S
+    key = estimate_key(pitches, lengths)
+    assert key == e_flat or in_scale_ratio(pitches, e_flat) >= 0.8, (key.name, in_scale_ratio(pitches, e_flat), pitches)
+    rc = proc.terminate()
+    assert_clean_exit(proc, rc)
+    assert_every_note_closed(rec)
+
+
 def test_ports_lists_jack_ports_and_a_wrong_name_lists_the_real_ones(jack_server, tiny_grid_model, one_torch_thread):
     port = jack_server.backend.open_output("probe-port", client_name="probe-port")
     try:

@@ -195,7 +195,7 @@ def test_arguments_are_converted(address, args, expected) -> None:
     ("/musicrnn/temperature", [[1.0, 2.0]], "array"),
     ("/musicrnn/temperature", [None], "nil"),
     ("/musicrnn/top_p", [0.0], "0.01-1"),
-    ("/musicrnn/mode", ["jazz"], "call-response, duet, autoplay"),
+    ("/musicrnn/mode", ["jazz"], "call-response, accompany, duet, autoplay"),
     ("/musicrnn/mode", [1.0], "must be a string"),
     ("/musicrnn/tempo", [1000], "20-400"),
     ("/musicrnn/panic", [1], "takes 0 arguments"),

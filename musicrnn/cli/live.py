@@ -28,6 +28,7 @@ def _serve_help() -> str:
         "\b", "Examples:",
         "  musicrnn serve                                   # virtual ports 'musicrnn in' / 'musicrnn out'",
         '  musicrnn serve --midi-in "Keystation" --midi-out virtual --mode duet',
+        "  musicrnn serve --model accompany --clock midi    # accompany the melody you play, in the DAW's time",
         "  musicrnn serve --clock midi --midi-api jack --answer-bars 4",
         "  musicrnn serve --midi-in none --midi-out none --osc-port 9000   # OSC only (Pd, Max, SuperCollider)",
         "  musicrnn serve --follow key,register --velocity 100   # follow only your key and register",
@@ -57,7 +58,8 @@ def _cc_note(name: str) -> str:
               help="MIDI system: auto picks CoreMIDI on macOS, ALSA then JACK on Linux, Windows MIDI on Windows.")
 @click.option("--port-name", default="musicrnn", show_default=True, help="Name of the virtual ports.")
 @click.option("--mode", type=click.Choice(_live("mode").args[0].choices), default=_live("mode").default,
-              show_default=True, help=_live("mode").help)
+              show_default=True, help=_live("mode").help + " A model with roles (e.g. --model accompany) plays "
+              "accompany only, and starts in it when --mode is not given.")
 @click.option("--tempo", type=float, default=_live("tempo").default, show_default=True,
               help="BPM of the internal clock (with --clock midi: the guess until clock arrives).")
 @click.option("--clock", "clock_source", type=click.Choice(["internal", "midi"]), default="internal", show_default=True,
@@ -66,7 +68,8 @@ def _cc_note(name: str) -> str:
 @click.option("--silence-beats", type=float, default=2.0, show_default=True,
               help="call-response: answer after this many beats with no key held.")
 @click.option("--answer-bars", type=float, default=_live("answer_bars").default, show_default=True,
-              help=f"call-response: answer length in bars ({_cc_note('answer_bars')}).")
+              help=f"call-response: answer length in bars; accompany: bars the accompaniment plays on after the "
+                   f"melody stops ({_cc_note('answer_bars')}).")
 @click.option("--beats-per-bar", type=float, default=4.0, show_default=True)
 @click.option("--answer-start", type=click.Choice(["next-beat", "now"]), default="next-beat", show_default=True,
               help="call-response: start answering on the next beat, or at once.")
@@ -129,6 +132,10 @@ def serve_cmd(model_path, midi_in, midi_out, midi_api, port_name, mode, tempo, c
     options.validate()
     options.check_reachable()
     ckpt = load_checkpoint(model_path or default_model_path())
+    if click.get_current_context().get_parameter_source("mode") == click.core.ParameterSource.DEFAULT:
+        from musicrnn.live.play_modes import default_mode
+
+        options.mode = default_mode(ckpt.codec)  # a model with roles plays accompany only
     serve(ckpt, options, seconds=seconds, echo=click.echo)
     FAST_EXIT["after_live_session"] = True
 

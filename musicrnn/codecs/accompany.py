@@ -287,6 +287,11 @@ class AccompanyCodec(Codec):
     def constraints(self, batch: int, cfg: SamplingConfig) -> AccompanyConstraints:
         return AccompanyConstraints(self, batch, cfg)
 
+    def live_max_note_steps(self, max_note_beats: float) -> int:
+        """The accompaniment holds a note by restating it each frame: live play (accompany
+        mode, :mod:`musicrnn.live.accompany`) caps it at ``max_note_beats``."""
+        return max(1, int(round(self.beats_to_steps(max_note_beats)))) if max_note_beats else 0
+
     # --- command line ---------------------------------------------------------------------
     @classmethod
     def from_cli(cls, values: dict[str, Any], source_steps_per_beat: int | None = None) -> AccompanyCodec:
@@ -363,6 +368,11 @@ class _Voice:
         self.sounding: set[int] = set()
         self.pending: dict[int, bool] = {}  # pitch -> struck in this frame
 
+    def copy(self) -> _Voice:
+        new = _Voice()
+        new.sounding, new.pending = set(self.sounding), dict(self.pending)
+        return new
+
     def end_frame(self, time: float, velocity: int) -> list[NoteEvent]:
         """The frame's changes: offs (ended or re-struck notes), then ons, at ``time``."""
         out = [NoteEvent(time, p, 0) for p in sorted(self.sounding) if p not in self.pending or self.pending[p]]
@@ -385,6 +395,15 @@ class AccompanyStreamDecoder(StreamDecoder):
         self.voices = (_Voice(), _Voice())
         self.acc_velocity = codec.velocity
         self.recorded: tuple[list[NoteEvent], list[NoteEvent]] | None = ([], []) if record else None
+
+    def __copy__(self) -> AccompanyStreamDecoder:
+        """A copy that shares no voice (the live engine samples ahead on copies of its decoder)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.voices = tuple(_Voice.copy(v) for v in self.voices)
+        if self.recorded is not None:
+            new.recorded = tuple(list(r) for r in self.recorded)
+        return new
 
     @property
     def time(self) -> float:

@@ -5,8 +5,10 @@ Modules, one job each:
 - ``scheduler``: the one thread that sends to the output; every note-on gets its note-off.
 - ``midi_ports``: the one place that opens MIDI ports (mido + python-rtmidi), and lists them.
 - ``engine``: the model's side of a session: RNN state, one model step per event, sampling.
+- ``accompany``: the engine of accompany mode (a codec with roles): the player's melody frame
+  by frame, the model's accompaniment after it.
 - ``modes``: the conductor: what the model does when (answers, listening, time passing).
-- ``play_modes``: the live modes, one class each (call-response, duet, autoplay), and their registry.
+- ``play_modes``: the live modes, one class each (call-response, accompany, duet, autoplay), and their registry.
 - ``control_table``: every live control in one table (type, range, default, CC, OSC, CLI flag,
   status field, what it does); the CC map, OSC routes, CLI choices, status and docs come from it.
 - ``controls``: the MIDI CC map (default and learnable), made from the table.

@@ -156,7 +156,7 @@ def _cc_mode(v: int) -> str:
 
 
 def _cc_mode_help() -> str:
-    """``"0-42 call-response, 43-85 duet, 86-127 autoplay"`` (the inverse of :func:`_cc_mode`)."""
+    """``"0-31 call-response, 32-63 accompany, 64-95 duet, 96-127 autoplay"`` (the inverse of :func:`_cc_mode`)."""
     n = len(MODES)
     return ", ".join(f"{-(-i * 128 // n)}-{-(-(i + 1) * 128 // n) - 1} {m}" for i, m in enumerate(MODES))
 
@@ -255,7 +255,8 @@ CONTROLS: dict[str, Control] = {c.name: c for c in (
     Control("reset", "Forget the session (fresh model state); all notes off.", lambda s, c, t: c.reset(t), "reset",
             osc="reset", cc=26, cc_help="switch: forget the session (fresh model state), all notes off"),
     Control("mode", modes_help(), lambda s, c, t, mode: c.set_mode(mode, t), "set_mode",
-            (Arg("mode", "str", "what the model does", choices=MODES),), osc="mode",
+            (Arg("mode", "str", "what the model does", choices=MODES),), check_now=lambda s, mode: s.check_mode(mode),
+            osc="mode",
             cc=23, cc_value=_cc_mode, cc_help=_cc_mode_help(), cli="--mode", default=MODES[0],
             status="mode", read=lambda s, c: c.mode),
     Control("temperature", "Sampling temperature.", lambda s, c, t, v: c.engine.set_temperature(v), "set_temperature",
@@ -292,9 +293,11 @@ CONTROLS: dict[str, Control] = {c.name: c for c in (
     Control("velocity", "Answer velocities: the player's dynamics (follow), the model's own (model), or fixed.",
             _set_velocity, "set_velocity", (Arg("how", "str", "follow, model, or a velocity 1-127"),),
             validate=_check_velocity, osc="velocity"),  # its state is part of the status' "follow"
-    Control("answer_bars", "call-response: how long each answer lasts.", lambda s, c, t, bars: c.set_answer_bars(bars),
+    Control("answer_bars", "call-response: how long each answer lasts; accompany: how long the accompaniment plays "
+            "on after the melody stops.", lambda s, c, t, bars: c.set_answer_bars(bars),
             "set_answer_bars", (Arg("bars", "float", "bars", ANSWER_BARS),), what="answer length (bars)", osc="length",
-            cc=21, cc_value=_cc_answer_bars, cc_help="call-response answer length, 1-16 bars", cli="--answer-bars",
+            cc=21, cc_value=_cc_answer_bars, cc_help="call-response answer length (accompany: rest after), 1-16 bars",
+            cli="--answer-bars",
             default=2.0, status="answer_bars", read=lambda s, c: c.settings.answer_bars),
 )}
 

@@ -7,11 +7,9 @@ Holds:
 - :func:`configure_torch_for_live`: one torch thread and one BLAS thread for numpy (two
   threads gave 15-120 ms spikes here).
 
-Model steps go through a :class:`~musicrnn.inference.Stepper` of one row: numpy where the
-model allows it (lstm/gru/rnn without attention, float32), else torch with oneDNN off (a 2x512
-LSTM step: ~0.64 ms instead of ~2.0 ms on this machine); :func:`~musicrnn.inference.stepper_for`
-chooses, and the two compute the same function. Masks and sampling are numpy too (see
-:mod:`musicrnn.sample`).
+Model steps go through a :class:`~musicrnn.inference.Stepper` of one row (numpy where the model
+allows it, else torch with oneDNN off; :func:`~musicrnn.inference.stepper_for` chooses, both
+compute the same function; timings in docs/benchmarks.md). Masks and sampling are numpy too.
 
 How the token stream stays one story. Human and model notes share one token stream, written by
 the codec's stream encoder, so the model always hears what really happened, in the codec it was
@@ -27,8 +25,8 @@ Latency (grid): ``decide(on_note=...)`` hands a frame's struck notes out as thei
 sampled, so the first note of an answer does not wait for the rest of its frame;
 ``decide(interrupt=...)`` lets a frame decided ahead give way to a player's waiting event; and
 :meth:`Engine.prepare` steps the close of the player's frame in idle time, so an answer's first
-note waits for no model step at all. Model steps right after an idle moment are the slow ones
-(on the test VM the weights are out of every cache after ~1 ms idle: 0.5 ms instead of 0.1).
+note waits for no model step at all (steps right after an idle moment are the slow ones: the
+weights have left the caches).
 
 Ownership: the model only ends notes it started, and (grid) does not strike a pitch the player
 is holding; a player striking a pitch the model holds ends the model's note.
@@ -59,12 +57,11 @@ from musicrnn.codecs import (
 from musicrnn.errors import MusicRNNError
 from musicrnn.fast_step import single_thread_blas
 from musicrnn.inference import Stepper, stepper_for
-from musicrnn.limits import DENSITY, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
+from musicrnn.limits import DENSITY, LATE_S, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
 from musicrnn.live.clock import now_ns
 from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
-# frame codecs (grid): the model may hold a note at most MAX_NOTE_BEATS (a sampling constraint)
 CLOSE_MARGIN = 0.05  # frame codecs: a frame counts as complete this many steps after its rounding window ends
 LIVE_UNITS = ("event", "frame")  # the decision units (Codec.live_unit) the engine knows
 
@@ -134,16 +131,18 @@ class Engine:
     the next token.
 
     ``model``: a model (stepped as :func:`~musicrnn.inference.stepper_for` chooses, with a copy
-    of its weights as they are now) or a stepper of one row from the start.
+    of its weights as they are now) or a stepper of one row from the start. A codec with roles
+    is played by :class:`~musicrnn.live.accompany.AccompanyEngine` (accompany mode).
     """
+
+    decide_after_s: float | None = None  # decide at T + this (None: a little ahead of T, the conductor's lookahead)
+    late_s: float = LATE_S  # a decision not started this long after its time is skipped
 
     def __init__(self, model: MusicRNN | Stepper, codec: Codec, sampling: SamplingConfig | None = None, seed: int = 0,
                  max_note_beats: float = MAX_NOTE_BEATS) -> None:
         self.stepper = model.fresh(1) if isinstance(model, Stepper) else stepper_for(model)
         self.codec = codec
-        if codec.live_unit not in LIVE_UNITS:
-            raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
-        self.frames = codec.live_unit == "frame"  # decides whole frames, else single events
+        self.frames = self._live_unit(codec) == "frame"  # decides whole frames, else single events
         self.cfg = replace(sampling or SamplingConfig())
         if not self.cfg.max_note_steps:
             self.cfg.max_note_steps = codec.live_max_note_steps(max_note_beats)
@@ -160,11 +159,23 @@ class Engine:
         self.step_ns: deque[int] = deque(maxlen=512)  # recent model step times
         self.reset()
 
+    def _live_unit(self, codec: Codec) -> str:
+        """What this engine decides with ``codec`` (one of :data:`LIVE_UNITS`), or a one-line error."""
+        if codec.roles:
+            raise MusicRNNError(f"the {codec.name} codec has roles ({', '.join(codec.roles)}): its models play in "
+                                "accompany mode (serve --mode accompany)")
+        if codec.live_unit not in LIVE_UNITS:
+            raise MusicRNNError(f"live play does not know the {codec.name!r} codec")
+        return codec.live_unit
+
+    def _new_decoder(self):  # the stream's decoder: which of its notes are the model's to play
+        return self.codec.stream_decoder()
+
     # --- session -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the session: fresh RNN state from BOS, no notes."""
         cons = Constraints.for_codec(self.codec, 1, self.cfg)
-        self.stream = _Stream(self.stepper.fresh(1), None, cons, self.codec.stream_decoder())
+        self.stream = _Stream(self.stepper.fresh(1), None, cons, self._new_decoder())
         self.encoder = self.codec.stream_encoder()
         self.rand = RowRandom([(self.seed, self._resets)])  # a fresh stream per reset: a new session, new ideas
         self._resets += 1
@@ -282,6 +293,10 @@ class Engine:
         self._spec = _Spec(tokens, fork, events)
         return True
 
+    def prepare_ahead(self, interrupt: Callable[[], bool] | None = None) -> bool:
+        """Idle time while playing: work the next decision ahead (accompany mode); here nothing."""
+        return False
+
     # --- the model -----------------------------------------------------------------------------
     def next_time(self, not_before: float, force_note: bool = False) -> float:
         """Codec time of the model's next decision, not earlier than ``not_before``.
@@ -295,8 +310,8 @@ class Engine:
             p = self._proposal = self._propose_event(not_before, force_note)
         return p.time
 
-    def decide(self, on_note: Callable[[NoteEvent], None] | None = None,
-               interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
+    def decide(self, on_note: Callable[[NoteEvent], None] | None = None, interrupt: Callable[[], bool] | None = None,
+               deadline_ns: int | None = None) -> list[NoteEvent] | None:
         """Play the decision :meth:`next_time` announced; returns the model's note events.
 
         ``on_note`` (frame codecs): called with a note-on of the frame the moment its token is
@@ -309,12 +324,13 @@ class Engine:
         ``interrupt`` (frame codecs): asked before each token while no note of the frame is out
         yet; if it returns True the frame is dropped (None is returned, nothing changed but
         what the model heard) and :meth:`next_time` announces it again. For a frame decided
-        ahead while the player's next event is already waiting."""
+        ahead while the player's next event is already waiting. ``deadline_ns``: when the notes
+        must sound by (an engine deciding after the step's time ends its frame there)."""
         if self.frames:
             if self._frame is None:
                 raise RuntimeError("decide() without next_time()")
             (k, force), self._frame = self._frame, None
-            return self._decide_frame(k, force, on_note, interrupt)
+            return self._decide_frame(k, force, on_note, interrupt, deadline_ns)
         if self._proposal is None:
             raise RuntimeError("decide() without next_time()")
         return self._decide_event(self._proposal)
@@ -425,7 +441,7 @@ class Engine:
         return []
 
     def _decide_frame(self, k: int, force_note: bool, on_note: Callable[[NoteEvent], None] | None = None,
-                      interrupt: Callable[[], bool] | None = None) -> list[NoteEvent] | None:
+                      interrupt: Callable[[], bool] | None = None, deadline_ns: int | None = None) -> list[NoteEvent] | None:
         c = self.codec
         t = k / self.spu
         early: set[int] = set()  # note-ons handed to on_note while the frame was being sampled

@@ -2,10 +2,13 @@
 
 Holds :class:`Conductor`, which sits between the player's events, the clock, the
 :class:`~musicrnn.live.engine.Engine` and the :class:`~musicrnn.live.scheduler.Scheduler`,
-and :class:`Settings`. The modes (call-response, duet, autoplay) are classes in
+and :class:`Settings`. The modes (call-response, accompany, duet, autoplay) are classes in
 :mod:`musicrnn.live.play_modes`; the conductor asks its mode where they differ (listen or
 play, answer when, hear the player or not). An answer starts on the next beat (or at once
-with ``answer_start="now"``) and lasts ``answer_bars`` bars.
+with ``answer_start="now"``) and lasts ``answer_bars`` bars. A model whose codec has roles
+plays accompany mode only (its engine is :class:`~musicrnn.live.accompany.AccompanyEngine`,
+which decides each frame just after its beat, once the melody of the frame is heard): a
+switch to another mode is refused, and loading such a model switches the session to it.
 
 :meth:`Conductor.stop` silences the model until :meth:`Conductor.generate`: an answer in
 progress ends, and duet and autoplay pause (the model keeps hearing the player meanwhile).
@@ -32,8 +35,9 @@ from musicrnn.errors import MusicRNNError
 from musicrnn.limits import ANSWER_BARS, LATE_S
 from musicrnn.listening import GridBias, Listener, NoteBias, fold_into
 from musicrnn.live.clock import Clock, Timebase
+from musicrnn.live.clock import now_ns as real_now_ns
 from musicrnn.live.engine import Engine
-from musicrnn.live.play_modes import check_mode, make_mode
+from musicrnn.live.play_modes import check_fits, check_mode, default_mode, make_mode
 from musicrnn.live.scheduler import Scheduler
 
 log = logging.getLogger("musicrnn.live")
@@ -67,6 +71,7 @@ class Conductor:
     def __init__(self, engine: Engine, scheduler: Scheduler, clock: Clock, settings: Settings, t_ns: int,
                  listener: Listener | None = None) -> None:
         settings.validate()
+        check_fits(settings.mode, engine.codec)
         self.engine = engine
         # what the model hears is moved into its home keys and register, its answer back out:
         # real pitch = model pitch + transpose (see musicrnn.listening)
@@ -89,6 +94,7 @@ class Conductor:
         self.answer: tuple[float, float] | None = None  # (start, end) codec time while answering
         self.first_note = False  # the next decision must start with a note
         self.stopped = False  # stop(): silent until generate()
+        self.at_ns = t_ns  # the time of the latest tick or player's event (modes read it)
         self.notes_in = 0
         self.notes_out = 0
         self.decisions = 0
@@ -96,7 +102,7 @@ class Conductor:
         # "is a player's event or a command waiting?" (the server's inbox): a frame decided
         # ahead is dropped for it and decided again after it, so it does not wait for the frame
         self.interrupt: Callable[[], bool] | None = None
-        self.transpose = self.listener.transpose()  # a fixed --key moves the model at once
+        self.transpose = self._transposition()  # a fixed --key moves the model at once
         self._apply_pitches()
 
     # --- what is going on ----------------------------------------------------------------------
@@ -118,15 +124,20 @@ class Conductor:
 
     def prepare(self) -> bool:
         """Idle time: while listening, let the engine prepare the close of the player's frame
-        (see :meth:`Engine.prepare`), so an answer starts sooner. True if it did model work."""
-        if self.clock.running and self.play.listening(self):
+        (see :meth:`Engine.prepare`), so an answer starts sooner; while playing, let it work its
+        next decision ahead where it can (:meth:`Engine.prepare_ahead`: accompany mode). True if
+        it did model work."""
+        if not self.clock.running:
+            return False
+        if self.play.listening(self):
             return self.engine.prepare()
-        return False
+        return self.engine.prepare_ahead(self.interrupt)
 
     # --- the player ----------------------------------------------------------------------------
     def human_note(self, t_ns: int, pitch: int, velocity: int) -> None:
         t = self.timebase.to_codec(t_ns)
         beat = self._beat(t_ns)
+        self.at_ns = max(self.at_ns, t_ns)
         if velocity > 0:
             self.notes_in += 1
             self.held.add(pitch)
@@ -136,7 +147,7 @@ class Conductor:
                 self._silence(t_ns)
             self.listener.note_on(beat, pitch, velocity)
             self.listener.update_key()
-            self._retune(self.listener.transpose())
+            self._retune(self._transposition())
             heard = self._heard[pitch] = pitch - self.transpose
             if self.play.hears_player:
                 self._play(self.engine.human_note_on(t, heard, velocity))
@@ -147,11 +158,15 @@ class Conductor:
             self.listener.note_off(beat, pitch)
             heard = self._heard.pop(pitch, pitch - self.transpose)
             if self.play.hears_player:
-                self.engine.human_note_off(t, heard)
+                self._play(self.engine.human_note_off(t, heard) or [])
 
     def _beat(self, t_ns: int) -> float:
         beat = self.clock.beat_at(t_ns)
         return float(beat) if beat is not None else 0.0
+
+    def _transposition(self) -> int:
+        """What the listener says the model's pitches move by now, as the mode follows it."""
+        return self.listener.transpose(register=self.play.follows_register)
 
     def _retune(self, transpose: int) -> None:
         """Move the model's home keys and register by ``transpose`` semitones (between answers)."""
@@ -167,7 +182,7 @@ class Conductor:
     def retune(self) -> None:
         """Follow a changed follower setting at once (between answers)."""
         self.listener.update_key()
-        self._retune(self.listener.transpose())
+        self._retune(self._transposition())
 
     def _apply_pitches(self) -> None:
         """The player's key and range, as the model sees them (moved by ``transpose``)."""
@@ -188,7 +203,7 @@ class Conductor:
         self.user_key = pitch_classes
         self.listener.fixed_tonic = tonic if pitch_classes is not None else None
         self.listener.update_key()
-        self.transpose = self.listener.transpose() if self.answer is None else self.transpose
+        self.transpose = self._transposition() if self.answer is None else self.transpose
         self._apply_pitches()
 
     def set_pitch_range(self, pitch_range: tuple[int, int] | None) -> None:
@@ -213,7 +228,9 @@ class Conductor:
 
     # --- controls ------------------------------------------------------------------------------
     def set_mode(self, mode: str, t_ns: int) -> None:
-        if check_mode(mode) == self.mode:
+        """Switch mode (the model's notes end); refused (a one-line error, nothing changed) where
+        the model cannot play it (:func:`~musicrnn.live.play_modes.check_fits`)."""
+        if check_fits(mode, self.engine.codec) == self.mode:
             return
         self._silence(t_ns)
         play = make_mode(mode)
@@ -242,10 +259,16 @@ class Conductor:
     def swap_engine(self, engine: Engine, t_ns: int) -> bool:
         """A new model takes over (its codec may differ): notes off, fresh state, the player's
         key and range (the server carries the other settings over). False if the new model has
-        no pitch for that key and range: it then plays without them."""
+        no pitch for that key and range: it then plays without them. A model that cannot play
+        the session's mode switches it: to accompany for a model with roles, from accompany to
+        the first mode for one without."""
         self.scheduler.stop_notes()
         self.engine = engine
         self._note_bias = self._grid_bias = None
+        if self.play.needs_roles != bool(engine.codec.roles):
+            self.settings.mode = default_mode(engine.codec)
+            self.play = make_mode(self.settings.mode)
+            self.play.enter(self, t_ns)
         try:
             self._restart(t_ns)
             return True
@@ -264,7 +287,7 @@ class Conductor:
         self._heard.clear()
         self._played.clear()
         self._wake = None
-        self.transpose = self.listener.transpose()
+        self.transpose = self._transposition()
         self._apply_pitches()
 
     def _timebase(self, t_ns: int) -> Timebase:
@@ -276,6 +299,7 @@ class Conductor:
         """Do everything due by ``at_ns`` (``now_ns``: the real time, for lateness)."""
         now = at_ns if now_ns is None else now_ns
         self._wake = None
+        self.at_ns = max(self.at_ns, at_ns)
         if not self.clock.running:
             if self.answer is not None or self.engine.model_notes:
                 self._silence(at_ns)
@@ -286,6 +310,8 @@ class Conductor:
             self._played.clear()
             self.answer = None
         if self.play.listening(self):
+            if self.engine.model_notes and self.answer is None:  # the mode stopped playing by itself (accompany)
+                self._play(self.engine.release_model_notes(self.engine.time))
             self._listen(at_ns)
             if self.answer is None:
                 return
@@ -337,7 +363,7 @@ class Conductor:
     def _generate(self, at_ns: int, now: int) -> None:
         tb = self.timebase
         la = self._lookahead_ns()
-        late = int(LATE_S * 1e9)
+        late = int(min(LATE_S, self.engine.late_s) * 1e9)  # never later than the scheduler plays a note
         for _ in range(MAX_DECISIONS_PER_TICK):
             not_before = tb.to_codec(now - late)
             if self.answer is not None:
@@ -358,7 +384,8 @@ class Conductor:
             # to a player's event that is already waiting (it is decided again after it)
             interrupt = self.interrupt if t_ns - now > int(INTERRUPT_AHEAD_S * 1e9) else None
             self._bias(t)
-            events = self.engine.decide(self._play_now, interrupt)
+            deadline = real_now_ns() + (t_ns + late - now)  # on the real clock (tests tick made-up times)
+            events = self.engine.decide(self._play_now, interrupt, deadline)
             if events is None:
                 self._wake_at(at_ns)
                 return
@@ -369,17 +396,17 @@ class Conductor:
         self._wake_at(at_ns)  # more is due: come back at once
 
     def _bias(self, t: float) -> None:
-        """The register, density and motif followers' nudge for a decision at codec time ``t``;
-        the grid follower's, for event codecs, is asked at each sample (:meth:`_grid_logits`)."""
+        """The followers' nudge (as the mode has it) for a decision at codec time ``t``; the grid
+        follower's, for event codecs, is asked at each sample (:meth:`_grid_logits`)."""
         t_ns = self.timebase.to_ns(t)
-        if self.answer is None or t_ns is None:
+        nudge = None if t_ns is None else self.play.nudge(self, self._beat(t_ns))
+        if nudge is None:
             self.engine.logit_bias = self.engine.time_logits = None
             return
         if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
             self._note_bias = NoteBias(self.engine.codec)
+        self.engine.logit_bias = self._note_bias(*nudge)
         li = self.listener
-        self.engine.logit_bias = self._note_bias(li.onset_bias(self._beat(t_ns)), li.register_tilt(self.transpose),
-                                                 li.key_prior(self.transpose))
         self.engine.time_logits = self._grid_logits if li.grid_strength() > 0 and not self.engine.frames else None
 
     def _grid_logits(self, t: float, logits: np.ndarray) -> np.ndarray:
@@ -402,6 +429,9 @@ class Conductor:
         return logits if bias is None else self._grid_bias.logits(logits, bias)
 
     def _lookahead_ns(self) -> int:
+        """How long before a decision's time the conductor makes it (negative: after it)."""
+        if self.engine.decide_after_s is not None:  # accompany: once the melody of the frame is heard
+            return -int(self.engine.decide_after_s * 1e9)
         if self.engine.frames:  # a frame is decided a fraction of a step ahead
             bpm = max(self.clock.bpm, 1e-6)
             step_beats = 1.0 / self.engine.codec.beats_to_steps(1.0, bpm)
@@ -420,7 +450,7 @@ class Conductor:
                     continue
                 self._played[e.pitch] = (pitch, t_ns)
                 self.listener.answered(e.pitch, pitch, e.velocity)
-                notes.append((t_ns, pitch, self.listener.velocity(e.velocity, self._beat(t_ns))))
+                notes.append((t_ns, pitch, self.play.velocity(self, e.velocity, self._beat(t_ns))))
                 self.notes_out += 1
             else:
                 played = self._played.pop(e.pitch, None)

@@ -37,6 +37,7 @@ from musicrnn.inference import stepper_for
 from musicrnn.limits import MAX_NOTE_BEATS, PITCH, check_tempo
 from musicrnn.listening import Follow, Listener
 from musicrnn.live import midi_ports
+from musicrnn.live.accompany import engine_class
 from musicrnn.live.clock import Clock, InternalClock, MidiClock, now_ns
 from musicrnn.live.control_table import CONTROLS as TABLE
 from musicrnn.live.control_table import key_name, key_tonic, lookup, status_values, watched
@@ -44,6 +45,7 @@ from musicrnn.live.controls import CONTROLS, ControlChange, ControlMap
 from musicrnn.live.engine import Engine, configure_torch_for_live
 from musicrnn.live.inbox import Inbox, Worker
 from musicrnn.live.modes import Conductor, Settings
+from musicrnn.live.play_modes import check_fits
 from musicrnn.live.scheduler import ECHO_WINDOW_S, EchoFilter, Scheduler
 from musicrnn.sample import SamplingConfig
 
@@ -147,6 +149,7 @@ class Server:
         opts = self.options
         configure_torch_for_live()
         engine = self._make_engine(self.checkpoint)
+        check_fits(opts.mode, engine.codec, self.model_name)  # e.g. accompany needs a model with roles
         try:
             sinks = []
             if opts.osc_port is not None:
@@ -232,7 +235,7 @@ class Server:
         opts = self.options
         sampling = SamplingConfig(**vars(sampling or opts.sampling))
         stepper = stepper_for(checkpoint.model, quantize=opts.quantize)
-        return Engine(stepper, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
+        return engine_class(checkpoint.codec)(stepper, checkpoint.codec, sampling, opts.seed, opts.max_note_beats)
 
     def _live_sampling(self) -> SamplingConfig:
         """The sampling settings as the player has them now (the start options, changed live by
@@ -294,6 +297,11 @@ class Server:
     def set_mode(self, mode: str) -> None:
         self.control("mode", mode)
 
+    def check_mode(self, mode: str) -> None:
+        """Refuse at once (in the caller's thread) a mode the session's model cannot play."""
+        if self.conductor is not None:
+            check_fits(mode, self.conductor.engine.codec, self.model_name)
+
     def set_temperature(self, value: float) -> None:
         self.control("temperature", value)
 
@@ -349,9 +357,11 @@ class Server:
         the player's temperature, top-p, density, key and range stay. Only a regular file (or a
         run folder) is read, and only through the safe loader (``weights_only=True``); the
         model's codec must be one live play knows and leave pitches for the session's key and
-        range (else it is refused and the old model plays on). ``on_done(status, told)`` runs
-        in the engine thread once the new model plays; ``told``: the status watchers heard
-        of it already (so a reply would repeat it)."""
+        range (else it is refused and the old model plays on). A model with roles switches the
+        session to accompany mode (the only one it plays); one without switches an accompany
+        session to the first mode. ``on_done(status, told)`` runs in the engine thread once the
+        new model plays; ``told``: the status watchers heard of it already (so a reply would
+        repeat it)."""
         from musicrnn.checkpoint import load_checkpoint
 
         p = Path(path)
@@ -362,10 +372,14 @@ class Server:
 
         def swap(c: Conductor) -> None:
             _carry_settings(c.engine, engine)  # what changed since the snapshot (controls sent before the load)
+            mode = c.mode
             if not c.swap_engine(engine, now_ns()):
                 self.key_name = key_name(c.user_key)
             self.model_name = str(ckpt.path)
             self.events.append(f"model {ckpt.path}")
+            if c.mode != mode:  # a model with roles plays accompany only, and only it does
+                self.events.append(f"mode {c.mode}: the only mode {ckpt.path.name} plays" if engine.codec.roles
+                                   else f"mode {c.mode}: {ckpt.path.name} has no roles to accompany with")
             told = self._publish()
             if on_done is not None:
                 _safely(lambda s: on_done(s, told), self.status())
@@ -430,7 +444,12 @@ class Server:
             log.warning("learned: CC %d -> %s (next time: --cc %s=%d)", cc, name, name, cc)
             return
         row = CONTROLS[change.name]
-        row.apply(self, self.conductor, t, *(() if row.cc_value is None else (change.value,)))
+        try:
+            row.apply(self, self.conductor, t, *(() if row.cc_value is None else (change.value,)))
+        except MusicRNNError as exc:  # e.g. the mode CC on a mode this model cannot play: told (once a sweep), nothing changed
+            if not self.events or self.events[-1] != f"refused: {exc}":
+                self.events.append(f"refused: {exc}")
+                log.warning("%s", exc)
 
     def _publish(self) -> bool:
         """Refresh the status; tell the watchers if something they show changed (True if told)."""
