@@ -122,9 +122,11 @@ def read_melody(path: Path, opts: AccompanyOptions) -> Melody:
     return Melody(path, kept, names, melody, chosen, shift, offset)
 
 
-def accompany(model: MusicRNN, codec: Codec, opts: AccompanyOptions) -> list[AccompaniedPiece]:
+def accompany(model: MusicRNN | Stepper, codec: Codec, opts: AccompanyOptions) -> list[AccompaniedPiece]:
     """Write the accompanied file of every input (all or nothing; an existing output is
-    refused unless ``opts.overwrite``) and return their summaries."""
+    refused unless ``opts.overwrite``) and return their summaries. ``model``: a network, run
+    as ``opts`` says, or a ready :class:`Stepper` of that codec (the n-gram baseline's, which
+    ``benchmarks/accompany.py`` measures against the network)."""
     out = Path(opts.out)
     targets = [out / f"{Path(p).stem}.mid" for p in opts.inputs]
     _check_targets(opts.inputs, targets, opts.overwrite)
@@ -133,7 +135,8 @@ def accompany(model: MusicRNN, codec: Codec, opts: AccompanyOptions) -> list[Acc
     sampling.max_note_steps = int(round(codec.beats_to_steps(opts.max_note_beats))) if opts.max_note_beats else 0
     sampling.validate(codec)
     frames = [_model_frames(codec, m) for m in melodies]
-    tokens = play_along(stepper_for(model, opts.device, opts.precision), codec, frames, sampling,
+    stepper = model if isinstance(model, Stepper) else stepper_for(model, opts.device, opts.precision)
+    tokens = play_along(stepper, codec, frames, sampling,
                         [m.shift for m in melodies], opts.seed)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".accompany-", suffix=".tmp", dir=out))
