@@ -349,3 +349,22 @@ def test_serve_picks_accompany_for_a_model_with_roles_and_refuses_a_mode_the_mod
         lines = result.output.strip().splitlines()
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
             result.output
+
+
+def test_a_swung_melody_off_the_clocks_beat_leaves_the_accompaniment_on_the_beat(roles_model) -> None:
+    """The grid follower is for answers to a call: in accompany mode a swung melody played a fifth
+    of a beat off the clock once moved every frame onto the player's "beat" (30 ms late over JACK)
+    and would delay off-beat eighths; the accompaniment's frames stay the clock's."""
+    cond, engine, sched = make(roles_model, follow="grid", answer_bars=1)
+    off = BEAT // 5
+    melody = []
+    for phrase in (0, 16):  # two phrases, a rest between (the accompaniment starts again, the grid heard)
+        for i in range(16):  # swung eighths: on the beat and 2/3 of the way through it
+            start = 2 * S + off + (phrase + i // 2) * BEAT + (i % 2) * (2 * BEAT // 3)
+            melody.append((start, start + BEAT // 4, 60 + (i % 5), 90))
+    perform(cond, melody, 2 * S + 32 * BEAT)
+    assert cond.listener.hear_grid() is not None, "the grid was heard"
+    played = sched.notes()
+    assert [n for n in played if n[2] > 0], "the model accompanied"
+    assert all(t % FRAME == 0 for t, _, _ in played), "every note on a frame of the clock"
+    check_closed(played)

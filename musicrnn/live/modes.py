@@ -341,7 +341,7 @@ class Conductor:
             start = tb.restart_grid_at(max(self.engine.latest, tb.to_codec(t_ns)), t_ns)
             start_beat = self.clock.beat_at(t_ns)
         else:
-            phase = self.listener.beat_phase() if tb.in_beats else None
+            phase = self.listener.beat_phase() if tb.in_beats and self.play.follows_grid else None
             if phase is None:
                 start_beat = math.ceil(trigger_beat - 1e-6)
                 start = tb.beat_to_codec(start_beat)
@@ -407,7 +407,8 @@ class Conductor:
             self._note_bias = NoteBias(self.engine.codec)
         self.engine.logit_bias = self._note_bias(*nudge)
         li = self.listener
-        self.engine.time_logits = self._grid_logits if li.grid_strength() > 0 and not self.engine.frames else None
+        grid = self.play.follows_grid and li.grid_strength() > 0 and not self.engine.frames
+        self.engine.time_logits = self._grid_logits if grid else None
 
     def _grid_logits(self, t: float, logits: np.ndarray) -> np.ndarray:
         """The grid follower's nudge on a decision at codec time ``t`` (event codecs): time
@@ -463,7 +464,7 @@ class Conductor:
         (straight grid) off-beat eighths are delayed to the call's swing by the grid follower
         (:meth:`Listener.warp`: later, never earlier, in order)."""
         t_ns = self.timebase.to_ns(t)
-        if t_ns is None or not self.engine.frames or self.listener.grid_strength() <= 0:
+        if t_ns is None or not self.engine.frames or not self.play.follows_grid or self.listener.grid_strength() <= 0:
             return t_ns
         beat = self.clock.beat_at(t_ns)
         if beat is None:

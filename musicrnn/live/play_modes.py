@@ -16,7 +16,7 @@ A mode decides; the :class:`~musicrnn.live.modes.Conductor` does (it owns the cl
 engine, the answer window and the scheduler) and asks its mode at the few points where modes
 differ: :meth:`LiveMode.listening`, :meth:`~LiveMode.answer_at`, :meth:`~LiveMode.end_call`,
 :meth:`~LiveMode.enter`, :meth:`~LiveMode.activity`, :meth:`~LiveMode.velocity`,
-:attr:`~LiveMode.hears_player`, :attr:`~LiveMode.follows_register` and
+:attr:`~LiveMode.hears_player`, :attr:`~LiveMode.follows_register`, :attr:`~LiveMode.follows_grid` and
 :attr:`~LiveMode.needs_roles`.
 
 Add a mode: a subclass here and its line in :data:`MODE_CLASSES`. The CLI's ``--mode``
@@ -45,6 +45,7 @@ class LiveMode:
     hears_player: ClassVar[bool] = True  # does the model hear the player's notes?
     activities: ClassVar[tuple[str, ...]] = ("playing",)  # what :meth:`activity` may say
     follows_register: ClassVar[bool] = True  # may the register follower move the model by octaves?
+    follows_grid: ClassVar[bool] = True  # may the grid follower move the model's notes onto a call's grid?
     needs_roles: ClassVar[bool] = False  # True: only a model whose codec has roles plays it (and plays only it)
 
     def activity(self, c: Conductor) -> str:
@@ -132,6 +133,7 @@ class Accompany(LiveMode):
     help = "play the accompaniment of the player's melody (a model with roles)"
     activities = ("listening", "accompanying")
     follows_register = False
+    follows_grid = False  # its frames are the beat's; a melody's swing must not delay them past the beat
     needs_roles = True
 
     def activity(self, c: Conductor) -> str:
