@@ -80,7 +80,7 @@ def compose_cmd(model_path, count, out, name, accompany_inputs, primer, primer_b
       musicrnn compose -n 8 -o out --seed 1 --png
       musicrnn compose --primer riff.mid --bars 16 --key A:minor --temperature 0.9 -o out
       musicrnn compose --primer song.mid --primer-bars 8 --bars 8 -o out   # continue a song's last 8 bars
-      musicrnn compose --accompany tune.mid -o out --model runs/acc/best.pt  # an accompaniment under a melody
+      musicrnn compose --accompany tune.mid -o out --model accompany  # an accompaniment under a melody
     """
     from rich.console import Console
     from rich.table import Table
