@@ -6,7 +6,7 @@ melody (tracks MELODY and BRIDGE) goes in and four accompaniments come out:
 
 - ``real``: the song's own PIANO track (the ceiling);
 - ``ours``: ``--model`` through ``compose --accompany``'s code (:func:`musicrnn.accompaniment.accompany`,
-  files written and read back);
+  files written and read back; ``--temperature``, compose's default 1.0, for it and the n-gram);
 - ``ngram``: a Kneser-Ney ``--ngram-order``-gram fitted on ``--data``'s train split (the same
   codec), driven by the same code as the model;
 - ``rule``: per annotated beat, the diatonic triad of the song's key (``key_audio.txt``, else
@@ -26,7 +26,8 @@ Measures (pooled over all songs' notes):
 - share of onsets on the song's beat grid: within ``--tolerance-ms`` of a sixteenth of the
   annotated beats (``beat_midi.txt``; each beat split in four), and of the MIDI file's own tempo
   grid (POP909's notes sit on the annotated beats, which the file's tick grid can lead by up to
-  a sixteenth); with the share a uniformly random onset would get (chance);
+  a sixteenth); with the share a uniformly random onset would get (chance), and for the ratio
+  the share a random note of the key's scale would get;
 - velocity mean and spread (standard deviation of all notes' velocities; and the mean of each
   song's spread) against the real track's.
 
@@ -310,7 +311,7 @@ def rule_accompaniment(song: Song) -> np.ndarray:
 
 
 def composed(model, codec, songs: list[Song], home_key: bool, by_key: bool, seed: int, out: Path,
-             system: str) -> list[np.ndarray]:
+             system: str, temperature: float = 1.0) -> list[np.ndarray]:
     """Each song's accompaniment by ``model`` (a network or a stepper) through ``compose
     --accompany``'s code: written to ``out/<system>/<song>.mid``, read back (seconds). A
     key-normalised model (``home_key``) hears each melody moved by its song's key where
@@ -327,7 +328,7 @@ def composed(model, codec, songs: list[Song], home_key: bool, by_key: bool, seed
     for shift, members in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
         tonic = songs[members[0]].key.tonic if shift is not None else None
         opts = AccompanyOptions([songs[i].midi for i in members], folder, melody_tracks=list(MELODY_TRACKS),
-                                sampling=SamplingConfig(), max_note_beats=MAX_NOTE_BEATS, key_tonic=tonic,
+                                sampling=SamplingConfig(temperature=temperature), max_note_beats=MAX_NOTE_BEATS, key_tonic=tonic,
                                 home_key_model=home_key, seed=seed, overwrite=True)
         for i, piece in zip(members, accompany(model, codec, opts)):
             result[i], _ = track_notes(piece.path, ("musicrnn",))
@@ -389,6 +390,22 @@ def chance(songs: list[Song], tolerance: float) -> float | None:
     return _ratio(near, total)
 
 
+def scale_chance(songs: list[Song]) -> float | None:
+    """The note-in-chord ratio of a note drawn at random from the song's key's scale (minor:
+    natural minor plus the raised 7th), over the annotated chords' time: what an accompaniment
+    that keeps to the key but not to the chords gets."""
+    from musicrnn.tonality import scale_pitch_classes
+
+    hit = total = 0.0
+    for s in songs:
+        scale = np.zeros(12, bool)
+        scale[list(scale_pitch_classes(s.key))] = True
+        seconds = (s.chords.end - s.chords.start) * s.chords.known
+        hit += float((seconds * (s.chords.pcs & scale).sum(axis=1) / scale.sum()).sum())
+        total += float(seconds.sum())
+    return _ratio(hit, total)
+
+
 def _cell(v: float | None, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -407,6 +424,7 @@ def table(result: dict) -> str:
     lines.append("")
     lines.append(f"chance of a uniformly random onset on the beat grid (±{result['tolerance_ms']:g} ms): "
                  f"{_cell(result['chance_on_beat_grid'])}")
+    lines.append(f"note-in-chord ratio of a random note of the song's key: {_cell(result['chance_in_chord'])}")
     for g in result["goals"]:
         lines.append(f"goal: ours' note-in-chord ratio ({g['by']}) ≥ {GOAL:g} × the real track's: "
                      f"{_cell(g['ours'])} = {_cell(g['share'], '.2f')} × {_cell(g['real'])}: "
@@ -446,19 +464,21 @@ def run(args: argparse.Namespace) -> dict:
         out = Path(args.out) if args.out else Path(tmp)
         parts = {"real": [s.real for s in songs]}
         parts["ours"] = composed(ckpt.model, ckpt.codec, songs, bool(ckpt.meta.get("key_normalised")), by_key,
-                                 args.seed, out, "ours")
+                                 args.seed, out, "ours", args.temperature)
         if args.ngram_order:
             manifest = read_manifest(args.data)  # the n-gram's codec and key normalisation are its data's
             check_roles(codec_from_dict(manifest["codec"]), f"ngram:{args.ngram_order} of {args.data}")
             lm = fit_ngram(args.data, args.ngram_order)
             parts["ngram"] = composed(NGramStepper(lm), codec_from_dict(manifest["codec"]), songs,
-                                      bool(manifest.get("key_normalise")), by_key, args.seed, out, "ngram")
+                                      bool(manifest.get("key_normalise")), by_key, args.seed, out, "ngram",
+                                      args.temperature)
         parts["rule"] = [rule_accompaniment(s) for s in songs]
     systems = measure(songs, parts, tolerance)
     return {"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accompany.py " + shlex.join(args.argv),
             "model": str(args.model), "data": str(args.data), "split": args.split, "songs": [s.name for s in songs],
-            "seed": args.seed, "ngram_order": args.ngram_order, "key_from": args.key_from,
+            "seed": args.seed, "temperature": args.temperature, "ngram_order": args.ngram_order, "key_from": args.key_from,
             "tolerance_ms": args.tolerance_ms, "chance_on_beat_grid": chance(songs, tolerance),
+            "chance_in_chord": scale_chance(songs),
             "labels": {k: labels[k] for k in systems}, "systems": systems, "goals": goals(systems)}
 
 
@@ -470,6 +490,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--split", default="test", help="which split's songs to accompany (default test)")
     ap.add_argument("--songs", type=int, default=0, help="only the first N songs of the split (0: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of ours and the n-gram "
+                    "(compose's default 1.0)")
     ap.add_argument("--ngram-order", type=int, default=5, help="the n-gram baseline's order (0: no n-gram)")
     ap.add_argument("--key-from", choices=("annotation", "estimate"), default="annotation",
                     help="the key a key-normalised model hears each melody moved home by: key_audio.txt's (as its "
@@ -490,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{len(result['songs'])} {result['split']} songs of {result['data']}, model {result['model']}, "
-          f"seed {result['seed']}, {result['date']}")
+          f"seed {result['seed']}, temperature {result['temperature']:g}, {result['date']}")
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -68,6 +68,8 @@ def test_note_in_chord_by_onset_and_by_duration(tmp_path: Path) -> None:
     assert (c["onset_in"], c["onset_counted"]) == (2, 3)
     # seconds: C 1 in; D 1.5 out under C:maj (its 0.5 s under N left out); E 0.5 out under G:maj; B 1 in
     assert c["seconds_in"] == pytest.approx(2.0) and c["seconds_counted"] == pytest.approx(4.0)
+    song = bench.Song("s", tmp_path / "s.mid", notes, notes, _chords(tmp_path), np.zeros(0), np.zeros(0), Key(0, "major"))
+    assert bench.scale_chance([song]) == pytest.approx((2 * 3 / 7 + 2 * 3 / 7) / 4)  # C and G major: 3 of 7 scale notes; N left out
     empty = bench.note_in_chord(notes[:0], _chords(tmp_path))
     assert empty["onset_counted"] == 0 and empty["seconds_counted"] == 0
 
@@ -144,11 +146,12 @@ def test_the_benchmark_runs_end_to_end_on_a_tiny_pop909_folder(tmp_path: Path, c
                      "--ngram-order", "2", "--seed", "1", "--json", str(out), "--out", str(kept)])
     shown = capsys.readouterr().out
     assert rc == 0, shown
-    assert shown.startswith(f"2 train songs of {data}, model {model}, seed 1")
+    assert shown.startswith(f"2 train songs of {data}, model {model}, seed 1, temperature 1")
     for row in ("| real (PIANO track) | 24 | 1.000 | 1.000 | 1.000 | 1.000 | 70.0 | 0.0 / 0.0 |", "| ours (",
                 "| 2-gram |", "| rule (key's triads) |"):
         assert row in shown
     assert "goal: ours' note-in-chord ratio (onsets) ≥ 0.9 × the real track's:" in shown
+    assert "note-in-chord ratio of a random note of the song's key: 0.429" in shown  # C, F, G major: 3 of 7
     result = json.loads(out.read_text())
     assert result["songs"] == ["001", "002"] and list(result["systems"]) == ["real", "ours", "ngram", "rule"]
     systems = result["systems"]
