@@ -48,9 +48,9 @@ from musicrnn.codecs.base import (
     MAX_STEPS_PER_UNIT,
     Codec,
     Constraints,
+    FrameStreamEncoder,
     NoteEvent,
     StreamDecoder,
-    StreamEncoder,
     _token_ids,
     events_to_notes,
     pitch_name,
@@ -309,56 +309,21 @@ class AccompanyCodec(Codec):
                 "velocity": self.velocity}
 
 
-class AccompanyStreamEncoder(StreamEncoder):
-    """The melody's live note-ons and note-offs -> its frames. Frame k ends once time rounds to
-    step k + 1; a note struck and released inside a frame still sounds in it.
+class AccompanyStreamEncoder(FrameStreamEncoder):
+    """The melody's live note-ons and note-offs -> its frames (see :class:`FrameStreamEncoder`).
 
     Live play feeds :meth:`melody_frame` (the ending frame's melody part and ACC), then samples
     the accompaniment and the STEP itself; :meth:`advance` gives whole frames with no
     accompaniment (melody, ACC, STEP), for time that passed without the model."""
 
-    def __init__(self, codec: AccompanyCodec) -> None:
-        self.c = codec
-        self.frame = 0
-        self._sounding: set[int] = set()
-        self._touched: set[int] = set()
-        self._struck: set[int] = set()
+    c: AccompanyCodec
 
-    def _frame_of(self, time: float) -> int:
-        return max(self.frame, int(round(time * self.c.steps_per_beat)))
+    def frame_tokens(self, sounding: set[int], struck: set[int]) -> list[int]:
+        return self.c.melody_frame_tokens(sounding, struck) + [self.c.step_token]
 
     def melody_frame(self) -> list[int]:
         """The melody part (and ACC) of the frame now ending; the next frame begins."""
-        out = self.c.melody_frame_tokens(self._sounding | self._touched, self._struck)
-        self._touched.clear()
-        self._struck.clear()
-        self.frame += 1
-        return out
-
-    def advance(self, time: float) -> list[int]:
-        out: list[int] = []
-        target = self._frame_of(time)
-        while self.frame < target:
-            out += self.melody_frame() + [self.c.step_token]
-        return out
-
-    def note_on(self, time: float, pitch: int, velocity: int) -> list[int]:
-        if velocity <= 0:
-            return self.note_off(time, pitch)
-        if not (self.c.min_pitch <= pitch <= self.c.max_pitch):
-            return []
-        out = self.advance(time)
-        self._sounding.add(pitch)
-        self._touched.add(pitch)
-        self._struck.add(pitch)
-        return out
-
-    def note_off(self, time: float, pitch: int) -> list[int]:
-        if pitch not in self._sounding:
-            return []
-        out = self.advance(time)
-        self._sounding.discard(pitch)
-        return out
+        return self.close_frame(self.c.melody_frame_tokens)
 
 
 class _Voice:

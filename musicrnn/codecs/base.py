@@ -9,6 +9,8 @@ Holds:
 - token kinds (``KIND_*``), shared by all codecs so samplers build masks without knowing one.
 - :class:`NoteEvent`: what the streaming decoder emits (velocity 0 means note-off).
 - :class:`StreamEncoder` / :class:`StreamDecoder`: live events in, tokens out, and back.
+  :class:`FrameStreamEncoder`: the encoder of codecs written in grid frames, less how a frame is
+  written.
 - :class:`Constraints`: the grammar's base: per-sequence state that masks the logits while
   sampling (each codec subclasses it).
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -442,6 +445,60 @@ class StreamEncoder(ABC):
     @abstractmethod
     def advance(self, time: float) -> list[int]:
         """Tokens for time passing up to ``time`` with nothing played."""
+
+
+class FrameStreamEncoder(StreamEncoder):
+    """The live encoder of codecs written in grid frames (``codec.steps_per_beat``): frame k
+    closes (its tokens are emitted) once time rounds to step k + 1 (round half to even, the
+    rounding the batch encoders use); notes struck and released inside a step still sound in
+    it. A codec fills in :meth:`frame_tokens`, one closed frame's tokens."""
+
+    def __init__(self, codec: Any) -> None:
+        self.c = codec
+        self.frame = 0
+        self._sounding: set[int] = set()
+        self._touched: set[int] = set()  # sounded in the frame being filled, maybe released since
+        self._struck: set[int] = set()
+
+    @abstractmethod
+    def frame_tokens(self, sounding: set[int], struck: set[int]) -> list[int]:
+        """A whole frame, STEP included: ``sounding`` pitches, of which ``struck`` began in it."""
+
+    def _frame_of(self, time: float) -> int:
+        return max(self.frame, int(round(time * self.c.steps_per_beat)))
+
+    def close_frame(self, write: Callable[[set[int], set[int]], list[int]] | None = None) -> list[int]:
+        """The frame being filled, written by ``write`` (default :meth:`frame_tokens`); the next begins."""
+        out = (write or self.frame_tokens)(self._sounding | self._touched, self._struck)
+        self._touched.clear()
+        self._struck.clear()
+        self.frame += 1
+        return out
+
+    def advance(self, time: float) -> list[int]:
+        out: list[int] = []
+        target = self._frame_of(time)
+        while self.frame < target:
+            out += self.close_frame()
+        return out
+
+    def note_on(self, time: float, pitch: int, velocity: int) -> list[int]:
+        if velocity <= 0:
+            return self.note_off(time, pitch)
+        if not (self.c.min_pitch <= pitch <= self.c.max_pitch):
+            return []
+        out = self.advance(time)
+        self._sounding.add(pitch)
+        self._touched.add(pitch)
+        self._struck.add(pitch)
+        return out
+
+    def note_off(self, time: float, pitch: int) -> list[int]:
+        if pitch not in self._sounding:
+            return []
+        out = self.advance(time)
+        self._sounding.discard(pitch)
+        return out
 
 
 class StreamDecoder(ABC):

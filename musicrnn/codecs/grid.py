@@ -24,9 +24,9 @@ from musicrnn.codecs.base import (
     MAX_STEPS_PER_UNIT,
     Codec,
     Constraints,
+    FrameStreamEncoder,
     NoteEvent,
     StreamDecoder,
-    StreamEncoder,
     pitch_name,
     repeat_positions,
     token_ids,
@@ -253,52 +253,17 @@ class GridCodec(Codec):
         }
 
 
-class GridStreamEncoder(StreamEncoder):
-    """Frame k closes (its tokens are emitted) once time rounds to step k + 1 (round half to
-    even, the rounding the batch encoder uses); notes struck and released inside a step still
-    sound in it."""
+class GridStreamEncoder(FrameStreamEncoder):
+    """A frame: its sounding pitches ascending (HOLD for those not struck in it, with
+    ``mark_restrikes``), then STEP."""
 
-    def __init__(self, codec: GridCodec) -> None:
-        self.c = codec
-        self.frame = 0
-        self._sounding: set[int] = set()
-        self._touched: set[int] = set()
-        self._struck: set[int] = set()
+    c: GridCodec
 
-    def _frame_of(self, time: float) -> int:
-        return max(self.frame, int(round(time * self.c.steps_per_beat)))
-
-    def advance(self, time: float) -> list[int]:
-        target = self._frame_of(time)
-        out: list[int] = []
+    def frame_tokens(self, sounding: set[int], struck: set[int]) -> list[int]:
         c = self.c
-        while self.frame < target:
-            for p in sorted(self._sounding | self._touched):
-                held = c.mark_restrikes and p not in self._struck
-                out.append((c.hold0 if held else c.pitch0) + p - c.min_pitch)
-            out.append(c.step_token)
-            self._touched.clear()
-            self._struck.clear()
-            self.frame += 1
-        return out
-
-    def note_on(self, time: float, pitch: int, velocity: int) -> list[int]:
-        if velocity <= 0:
-            return self.note_off(time, pitch)
-        if not (self.c.min_pitch <= pitch <= self.c.max_pitch):
-            return []
-        out = self.advance(time)
-        self._sounding.add(pitch)
-        self._touched.add(pitch)
-        self._struck.add(pitch)
-        return out
-
-    def note_off(self, time: float, pitch: int) -> list[int]:
-        if pitch not in self._sounding:
-            return []
-        out = self.advance(time)
-        self._sounding.discard(pitch)
-        return out
+        out = [(c.hold0 if c.mark_restrikes and p not in struck else c.pitch0) + p - c.min_pitch
+               for p in sorted(sounding)]
+        return out + [c.step_token]
 
 
 class GridStreamDecoder(StreamDecoder):
