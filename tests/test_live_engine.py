@@ -3,12 +3,15 @@ sampling as compose, and note ownership between player and model."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from musicrnn.checkpoint import load_checkpoint
 from musicrnn.codec import BOS, GridCodec, PerformanceCodec
+from musicrnn.codecs import KIND_SHIFT, KIND_VELOCITY
 from musicrnn.compose import generate
 from musicrnn.inference import stepper_for
 from musicrnn.live.engine import Engine
@@ -330,3 +333,102 @@ def test_grid_model_holds_only_pitches_that_really_sound(grid) -> None:
             engine.decide()
             frame = engine._spec.tokens
             assert engine.steps - steps == len(frame)  # only the frame's own tokens were stepped
+
+
+class CommitLog:
+    """Wraps ``Engine._commit`` to record the real token stream (what the model heard for good)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.inner = engine._commit
+        self.tokens: list[int] = []
+        engine._commit = self  # type: ignore[method-assign]
+
+    def __call__(self, tokens):
+        self.tokens += [int(t) for t in tokens]
+        return self.inner(tokens)
+
+
+def test_performance_idle_preparation_leaves_only_sampling_and_changes_nothing(perf) -> None:
+    """prepare(answer_at): the time shifts to where an answer would start (and to the step after)
+    are stepped on forks in idle time; when the call ends there, the answer's first note waits
+    for no shift step (at most a velocity's) and goes out before the model's step on its token.
+    Notes, the real token stream and the model state are bit for bit those of an engine that
+    never prepared: also when the preparation was for a step the answer does not start on (it is
+    not used), and when the nudges change at the answer's start (sampling is left to then)."""
+    c = perf.codec
+    spu = c.steps_per_unit
+    cfg = SamplingConfig(temperature=1.2)
+    plain = Engine(perf.model, c, SamplingConfig(**vars(cfg)), seed=3)
+    ready = Engine(perf.model, c, SamplingConfig(**vars(cfg)), seed=3)
+    plain_stream, ready_stream = CommitLog(plain), CommitLog(ready)
+    log = StepLog(ready)
+    rng = np.random.default_rng(0)
+    t, waited = 0.0, []
+    for call in range(12):
+        for i in range(2):  # the call, each event followed by idle time
+            pitch = 50 + (call * 7 + i * 4) % 30
+            for e in (plain, ready):
+                e.human_note_on(t, pitch, 60 + 10 * i)
+            ready.prepare(math.ceil(t * spu) / spu)
+            for e in (plain, ready):
+                e.human_note_off(t + 0.3, pitch)
+            ready.prepare(math.ceil((t + 0.3) * spu) / spu)
+            t += 0.5
+        start = math.ceil((t + 0.05 * call) * spu) / spu
+        prepared = call % 3 != 2
+        assert ready.prepare(start if prepared else start - 2 / spu)  # else: time moved on two steps since
+        bias = rng.normal(0, 2, c.vocab_size) if call % 2 else None  # the nudge set at the answer's start
+        for e in (plain, ready):
+            e.logit_bias = bias
+        before = len(log.tokens)
+        first: list = []
+        assert ready.next_time(start, True) == plain.next_time(start, True) == start
+        out = ready.decide(on_note=lambda ev: first.append((ev, log.tokens[before:])))
+        expected = plain.decide()
+        assert [ev for ev, _ in first] + out == expected
+        if prepared:
+            stepped = first[0][1]
+            assert len(stepped) <= 1 and all(c.token_kind[x] == KIND_VELOCITY for x in stepped)
+            waited.append(len(stepped))
+        for _ in range(4):  # the answer goes on a little
+            tt = plain.next_time(start)
+            assert ready.next_time(start) == tt
+            assert ready.decide() == plain.decide()
+        assert ready.model_notes == plain.model_notes
+        t = max(plain.latest, ready.latest) + 0.25
+        assert ready.release_model_notes(t) == plain.release_model_notes(t)
+        t += 0.5
+    assert 0 in waited  # some answers started with no model step at all
+    for e in (plain, ready):
+        e.catch_up(t + 8)
+    assert ready_stream.tokens == plain_stream.tokens
+    assert np.array_equal(ready.stream.logits, plain.stream.logits)
+
+
+def test_performance_preparation_is_dropped_when_the_player_plays_or_time_moves_on(perf) -> None:
+    c = perf.codec
+    spu = c.steps_per_unit
+    engine = Engine(perf.model, c, seed=1)
+    log = StepLog(engine)
+    engine.human_note_on(0.0, 60, 80)
+    engine.human_note_off(0.25, 60)
+
+    def shifts_stepped_by_the_answer(start: float) -> int:
+        n = len(log.tokens)
+        engine.next_time(start, True)
+        engine.release_model_notes(engine.time)  # no answer after all (nothing sounds: nothing heard)
+        return sum(c.token_kind[x] == KIND_SHIFT for x in log.tokens[n:])
+
+    a = 1.0
+    assert engine.prepare(a) and not engine.prepare(a)  # the answer's step and the next, once
+    assert not engine.prepare(a, interrupt=lambda: True)  # nothing new to step: not asked
+    n = len(log.tokens)
+    assert engine.prepare(a + 1 / spu) and len(log.tokens) == n + 1  # time moved on: one more step
+    assert shifts_stepped_by_the_answer(a + 1 / spu) == 0
+    assert engine.prepare(a + 4 / spu)  # time moved on: what was prepared for a + 1 step is dropped
+    assert shifts_stepped_by_the_answer(a + 1 / spu) == 1
+    assert engine.prepare(a + 4 / spu) is False
+    engine.human_note_on(0.5, 64, 80)  # the player plays: the forks are dropped
+    assert shifts_stepped_by_the_answer(a + 4 / spu) == 1
+    n = len(log.tokens)
+    assert not engine.prepare(2.0, interrupt=lambda: True) and len(log.tokens) == n  # a waiting event: no step

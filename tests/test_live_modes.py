@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from musicrnn.checkpoint import load_checkpoint
+from musicrnn.codecs import KIND_SHIFT
 from musicrnn.listening import Follow, Listener
 from musicrnn.live.clock import PPQN, InternalClock, MidiClock
 from musicrnn.live.engine import Engine
@@ -223,3 +224,40 @@ def test_grid_frame_decided_ahead_waits_for_player_events_but_not_past_its_time(
     cond.interrupt = None
     run(cond, 3 * S, start_ns=step_ns)
     check_closed(sched.notes() + [(10 * S, p, 0) for p in cond.engine.model_notes])
+
+
+def test_event_model_answering_now_starts_from_the_shifts_stepped_in_idle_time(tiny_performance_model) -> None:
+    """answer_start="now", event codec: in idle time (:meth:`Conductor.prepare`) the engine steps
+    the shifts to the step an answer would start on, and the conductor wakes when that step
+    comes to move them on; the end of the call then plays the very notes a session that never
+    prepared plays, its first note with no shift stepped after the call's end."""
+    ckpt = load_checkpoint(tiny_performance_model)
+    step_ns = int(BEAT / ckpt.codec.steps_per_unit)
+    sessions = [make(ckpt, silence_beats=8, answer_start="now") for _ in range(2)]
+    (plain, plain_sched), (ready, ready_sched) = sessions
+    stepped: list[int] = []
+    step = ready.engine._step
+    ready.engine._step = lambda stepper, tok: (stepped.append(int(tok)), step(stepper, tok))[1]
+    first_at: list[int] = []
+    play = ready_sched.play
+    ready_sched.play = lambda notes: (first_at.append(len(stepped)) if any(v for _, _, v in notes) else None, play(notes))
+    for cond in (plain, ready):
+        last = play_phrase(cond, 0)
+    t = last + step_ns // 3
+    for _ in range(4):  # idle: tick, prepare, wake at the answer's step (it moves on)
+        ready.tick(t)
+        assert ready.prepare()
+        edge = ready.next_wakeup()
+        assert edge == ready.timebase.to_ns(ready.play.answer_step(ready)) and t < edge <= t + step_ns
+        t = edge + 1000
+    t_end = t + step_ns // 2  # the call ends within the step after the one prepared for last
+    mark = len(stepped)
+    for cond in (plain, ready):
+        cond.end_call(t_end)
+        cond.tick(t_end)
+    c = ready.engine.codec
+    assert first_at and all(c.token_kind[x] != KIND_SHIFT for x in stepped[mark:first_at[0]])
+    for cond in (plain, ready):
+        run(cond, t_end + 4 * BEAT, start_ns=t_end)
+    assert ready_sched.notes() == plain_sched.notes()
+    assert min(n[0] for n in ready_sched.notes() if n[2]) == pytest.approx(t_end, abs=1000)

@@ -237,11 +237,15 @@ class Timebase:
         self.origin = beat - n / self.spu
         return n / self.spu
 
+    def step_at_or_after(self, t: float) -> float:
+        """Codec time of the first codec step at or after codec time ``t``."""
+        return math.ceil(t * self.spu - 1e-9) / self.spu
+
     def restart_grid_at(self, latest: float, t_ns: int | None = None) -> float:
         """Move the origin so that a codec step starts at ``t_ns`` (default now), at or after
         codec time ``latest``; returns that codec time."""
         t = now_ns() if t_ns is None else t_ns
-        start = math.ceil(latest * self.spu - 1e-9) / self.spu
+        start = self.step_at_or_after(latest)
         if self.in_beats:
             self.origin = self.clock.beat_at(t) - start
         else:

@@ -21,12 +21,19 @@ costs one model step. If the player did something in between, the real tokens di
 is dropped, and only the real tokens are fed. Either way the cost per event does not grow with
 the length of the session.
 
-Latency (grid): ``decide(on_note=...)`` hands a frame's struck notes out as their tokens are
+Latency. Grid: ``decide(on_note=...)`` hands a frame's struck notes out as their tokens are
 sampled, so the first note of an answer does not wait for the rest of its frame;
 ``decide(interrupt=...)`` lets a frame decided ahead give way to a player's waiting event; and
 :meth:`Engine.prepare` steps the close of the player's frame in idle time, so an answer's first
 note waits for no model step at all (steps right after an idle moment are the slow ones: the
-weights have left the caches).
+weights have left the caches). Events: :meth:`Engine.prepare` steps, on forks in idle time, the
+time shifts to the step where an answer would start if the call ended now and to the step
+after it (the conductor wakes at each step to move them on); the answer's first event starts
+from the fork whose shifts the real stream needs, so only its sampling and at most a velocity's
+step remain; ``decide(on_note=...)`` hands a note-on out before the model steps on its token
+(that step is done when the fork is adopted). Forks are stepped, never sampled ahead, so the
+decision samples with the settings in force then, and the session is token for token the one
+without them: the player's next note, a move to another step or new pitches drop them.
 
 Ownership: the model only ends notes it started, and (grid) does not strike a pitch the player
 is holding; a player striking a pitch the model holds ends the model's note.
@@ -34,12 +41,10 @@ is holding; a player striking a pitch the model holds ends the model's note.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -59,6 +64,7 @@ from musicrnn.fast_step import single_thread_blas
 from musicrnn.inference import Stepper, stepper_for
 from musicrnn.limits import DENSITY, LATE_S, MAX_NOTE_BEATS, TEMPERATURE, TOP_P
 from musicrnn.live.clock import now_ns
+from musicrnn.live.forks import _fork, _Proposal, _Spec, _Stream
 from musicrnn.model import MusicRNN
 from musicrnn.sample import Constraints, RowRandom, SamplingConfig, sample_next
 
@@ -71,52 +77,6 @@ def configure_torch_for_live() -> None:
     plays live)."""
     torch.set_num_threads(1)
     single_thread_blas()
-
-
-def _fork(obj: Any) -> Any:
-    """A copy that shares nothing mutable with ``obj`` (for encoders and decoders)."""
-    new = copy.copy(obj)
-    for key, value in vars(obj).items():
-        if isinstance(value, torch.Tensor):
-            setattr(new, key, value.clone())
-        elif isinstance(value, (set, dict, list, np.ndarray)):
-            setattr(new, key, copy.copy(value))
-    return new
-
-
-class _Stream:
-    """The model's view of the music so far: its stepper (one row of model state), next-token
-    logits [1, vocab], constraints, decoder."""
-
-    __slots__ = ("stepper", "logits", "cons", "decoder")
-
-    def __init__(self, stepper: Stepper, logits, cons: Constraints, decoder) -> None:
-        self.stepper, self.logits, self.cons, self.decoder = stepper, logits, cons, decoder
-
-    def fork(self) -> _Stream:
-        return _Stream(self.stepper.fork(), self.logits, self.cons.fork(), _fork(self.decoder))  # logits are never changed in place
-
-
-@dataclass
-class _Spec:
-    """Tokens sampled ahead on a fork, waiting to be confirmed by the real stream."""
-
-    tokens: list[int]
-    stream: _Stream
-    events: list[NoteEvent] = field(default_factory=list)
-
-
-@dataclass
-class _Proposal:
-    """Event codecs (performance): the model's next event (a note, or time passing), not yet played."""
-
-    spec: _Spec
-    base: float  # codec time the fork was advanced to before sampling
-    time: float  # when the event happens (for time passing: when the wait ends)
-    kind: int
-    pitch: int = -1
-    velocity: int = 0
-    force_note: bool = False
 
 
 class Engine:
@@ -182,6 +142,7 @@ class Engine:
         self.model_notes: dict[int, float] = {}  # pitch -> onset (codec time), notes the model is sounding
         self.human_notes: set[int] = set()
         self._spec: _Spec | None = None
+        self._ready: list[_Spec] = []  # event codecs: the time shifts to where an answer may start, stepped ahead
         self._proposal: _Proposal | None = None
         self._frame: tuple[int, bool] | None = None  # frames: the frame next_time() chose, and force_note
         self._next_frame = 0
@@ -221,7 +182,7 @@ class Engine:
         self.cfg.key, self.cfg.pitch_range = new.key, new.pitch_range
         self.stream.cons.allowed = self.cfg.allowed_pitches(self.codec)
         self._proposal = None  # sampled ahead under the old pitches: decide again
-        self._spec = None
+        self._spec, self._ready = None, []  # forks hold the old pitches
 
     @property
     def time(self) -> float:
@@ -274,14 +235,17 @@ class Engine:
                     self._commit(self.encoder.advance(self.time + longest))
         self._seen(t)
 
-    def prepare(self) -> bool:
-        """Idle time while listening (frame codecs): step, on a fork, the tokens that will close
-        the player's current frame if nothing else happens in it, so that when the call ends
-        (or the frame runs out) those steps are already done and the answer's first note only
-        waits for its own sample. Whatever the player does next that changes the frame just
-        drops the fork (and the next idle moment prepares again). True if it stepped."""
+    def prepare(self, answer_at: float | None = None, interrupt: Callable[[], bool] | None = None) -> bool:
+        """Idle time while listening: step on a fork what an answer would step first if the call
+        ended now, so that its first note waits for few model steps or none. Frame codecs: the
+        tokens that close the player's current frame if nothing else happens in it. Event
+        codecs: the time shifts to ``answer_at`` (where the answer would start) and to the step
+        after it (the time it moves on to next); sampling waits for the decision (its settings
+        may change at the answer's start). Whatever the player does next drops the forks, as
+        does another ``answer_at`` (the next idle moment prepares again); ``interrupt``: stop
+        before a step when it says True. True if it stepped."""
         if not self.frames:
-            return False
+            return self._prepare_shifts(answer_at, interrupt) if answer_at is not None else False
         enc = _fork(self.encoder)
         tokens = [int(t) for t in enc.advance((enc.frame + 1) / self.spu)]
         spec = self._spec
@@ -292,6 +256,25 @@ class Engine:
             events = self._feed(fork, tokens)
         self._spec = _Spec(tokens, fork, events)
         return True
+
+    def _prepare_shifts(self, answer_at: float, interrupt: Callable[[], bool] | None) -> bool:
+        """Event codecs' :meth:`prepare`: keep a fork per target step, step only new ones."""
+        k = round(answer_at * self.spu)
+        ready, stepped = [], False
+        for target in (k / self.spu, (k + 1) / self.spu):
+            tokens = [int(t) for t in _fork(self.encoder).advance(target)]
+            spec = next((s for s in self._ready if s.tokens == tokens), None)
+            if spec is None and tokens:
+                if interrupt is not None and interrupt():
+                    break
+                fork = self.stream.fork()
+                with self._kernels():
+                    spec = _Spec(tokens, fork, self._feed(fork, tokens))
+                stepped = True
+            if spec is not None:
+                ready.append(spec)
+        self._ready = ready
+        return stepped
 
     def prepare_ahead(self, interrupt: Callable[[], bool] | None = None) -> bool:
         """Idle time while playing: work the next decision ahead (accompany mode); here nothing."""
@@ -314,12 +297,12 @@ class Engine:
                deadline_ns: int | None = None) -> list[NoteEvent] | None:
         """Play the decision :meth:`next_time` announced; returns the model's note events.
 
-        ``on_note`` (frame codecs): called with a note-on of the frame the moment its token is
-        sampled, before the frame's other tokens, so it can sound while the model decides the
-        rest (a note-on the model then has already started; it is not in the returned list).
-        Only a pitch the model is not sounding goes out early (a re-strike needs its note-off,
-        which is known at the end of the frame): those, and every note-off, are returned, all
-        at the frame's time.
+        ``on_note``: called with a note-on the moment it is known, so it can sound while the
+        model works on (a note-on the model then has already started; it is not in the
+        returned list). Event codecs: before the model's step on its token. Frame codecs: when
+        its token is sampled, before the frame's other tokens; only a pitch the model is not
+        sounding goes out early (a re-strike needs its note-off, which is known at the end of
+        the frame): those, and every note-off, are returned, all at the frame's time.
 
         ``interrupt`` (frame codecs): asked before each token while no note of the frame is out
         yet; if it returns True the frame is dropped (None is returned, nothing changed but
@@ -333,7 +316,7 @@ class Engine:
             return self._decide_frame(k, force, on_note, interrupt, deadline_ns)
         if self._proposal is None:
             raise RuntimeError("decide() without next_time()")
-        return self._decide_event(self._proposal)
+        return self._decide_event(self._proposal, on_note)
 
     def release_model_notes(self, t: float) -> list[NoteEvent]:
         """End every model note at ``t`` (in the model's view); returns the note-offs."""
@@ -355,16 +338,22 @@ class Engine:
     def _seen(self, t: float) -> None:
         self.latest = max(self.latest, t)
 
-    def _feed(self, stream: _Stream, tokens: list[int]) -> list[NoteEvent]:
+    def _feed(self, stream: _Stream, tokens: list[int], step: bool = True) -> list[NoteEvent]:
+        """The stream hears ``tokens`` (``step=False``: its constraints and decoder only, the
+        model's step on the token is left to :meth:`_step_stream`)."""
         events: list[NoteEvent] = []
         for tok in tokens:
-            t0 = now_ns()
-            stream.logits = self._step(stream.stepper, tok)
-            self.step_ns.append(now_ns() - t0)
-            self.steps += 1
+            if step:
+                self._step_stream(stream, tok)
             stream.cons.update((tok,))
             events += stream.decoder.feed(tok)
         return events
+
+    def _step_stream(self, stream: _Stream, tok: int) -> None:
+        t0 = now_ns()
+        stream.logits = self._step(stream.stepper, tok)
+        self.step_ns.append(now_ns() - t0)
+        self.steps += 1
 
     def _step(self, stepper: Stepper, tok: int) -> np.ndarray:
         """One model step (the one seam every token goes through): logits [1, vocab]."""
@@ -375,11 +364,14 @@ class Engine:
         if not tokens:
             return []
         tokens = [int(t) for t in tokens]
-        spec, self._spec = self._spec, None
-        self._proposal = None
-        if spec is not None and tokens[: len(spec.tokens)] == spec.tokens:
-            self.stream = spec.stream
-            return spec.events + self._feed(self.stream, tokens[len(spec.tokens):])
+        specs = ([self._spec] if self._spec is not None else []) + self._ready
+        self._spec, self._ready, self._proposal = None, [], None
+        for spec in specs:
+            if tokens[: len(spec.tokens)] == spec.tokens:
+                self.stream = spec.stream
+                if spec.pending:
+                    self._step_stream(self.stream, spec.tokens[-1])
+                return spec.events + self._feed(self.stream, tokens[len(spec.tokens):])
         return self._feed(self.stream, tokens)
 
     def _sample(self, stream: _Stream, mask: np.ndarray) -> int:
@@ -397,28 +389,30 @@ class Engine:
     def _propose_event(self, not_before: float, force_note: bool) -> _Proposal:
         c = self.codec
         with self._kernels():
-            enc = _fork(self.encoder)
-            fork = self.stream.fork()
-            tokens = [int(t) for t in enc.advance(not_before)]
-            self._feed(fork, tokens)
+            tokens = [int(t) for t in _fork(self.encoder).advance(not_before)]
+            ready = next((s for s in self._ready if s.tokens == tokens), None)  # stepped in idle time
+            fork = (self.stream if ready is None else ready.stream).fork()
+            if ready is None:
+                self._feed(fork, tokens)
             base = fork.decoder.time
             after_velocity = False
             events: list[NoteEvent] = []
             for _ in range(4):  # at most one velocity, then a note or a shift (the mask sees to it)
                 x = self._sample(fork, self._mask(fork, force_note, after_velocity))
                 tokens.append(x)
-                events = self._feed(fork, [x])
+                # a note-on's step waits until the fork is adopted, after its note went out
+                events = self._feed(fork, [x], step=c.token_kind[x] != KIND_NOTE_ON)
                 if c.token_kind[x] != KIND_VELOCITY:
                     break
                 after_velocity = True
         kind = int(c.token_kind[x])
-        spec = _Spec(tokens, fork, events)
+        spec = _Spec(tokens, fork, events, pending=kind == KIND_NOTE_ON)
         if kind in (KIND_NOTE_ON, KIND_NOTE_OFF) and events:
             ev = events[-1]
             return _Proposal(spec, base, ev.time, kind, ev.pitch, ev.velocity, force_note)
         return _Proposal(spec, base, fork.decoder.time, KIND_SHIFT, force_note=force_note)
 
-    def _decide_event(self, p: _Proposal) -> list[NoteEvent]:
+    def _decide_event(self, p: _Proposal, on_note: Callable[[NoteEvent], None] | None = None) -> list[NoteEvent]:
         enc = self.encoder
         tokens = list(enc.advance(p.base))
         if p.kind == KIND_NOTE_ON:
@@ -427,12 +421,17 @@ class Engine:
             tokens += enc.note_off(p.time, p.pitch)
         else:
             tokens += enc.advance(p.time)
+        if p.kind == KIND_NOTE_ON and on_note is not None:  # out before the model's step on it
+            self.model_notes[p.pitch] = p.time
+            on_note(NoteEvent(p.time, p.pitch, p.velocity))
         self._spec = p.spec
         with self._kernels():
             self._commit(tokens)
         t = self.time
         self._seen(t)
         if p.kind == KIND_NOTE_ON:
+            if on_note is not None:
+                return []
             self.model_notes[p.pitch] = t
             return [NoteEvent(t, p.pitch, p.velocity)]
         if p.kind == KIND_NOTE_OFF:

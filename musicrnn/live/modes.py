@@ -123,14 +123,19 @@ class Conductor:
         return self._wake
 
     def prepare(self) -> bool:
-        """Idle time: while listening, let the engine prepare the close of the player's frame
-        (see :meth:`Engine.prepare`), so an answer starts sooner; while playing, let it work its
-        next decision ahead where it can (:meth:`Engine.prepare_ahead`: accompany mode). True if
-        it did model work."""
+        """Idle time: while listening, let the engine step what an answer would step first (see
+        :meth:`Engine.prepare`: the close of the player's frame, or the shifts to the step where
+        an answer would start, then woken when that step comes), so an answer starts sooner;
+        while playing, let it work its next decision ahead where it can
+        (:meth:`Engine.prepare_ahead`: accompany mode). True if it did model work."""
         if not self.clock.running:
             return False
         if self.play.listening(self):
-            return self.engine.prepare()
+            start = self.play.answer_step(self)
+            edge = None if start is None else self.timebase.to_ns(start)
+            if edge is not None and edge > self.at_ns:
+                self._wake_at(edge)
+            return self.engine.prepare(start, self.interrupt)
         return self.engine.prepare_ahead(self.interrupt)
 
     # --- the player ----------------------------------------------------------------------------
@@ -383,7 +388,8 @@ class Conductor:
             # a grid frame's notes go out as they are sampled; a frame decided ahead gives way
             # to a player's event that is already waiting (it is decided again after it)
             interrupt = self.interrupt if t_ns - now > int(INTERRUPT_AHEAD_S * 1e9) else None
-            self._bias(t)
+            if self.engine.frames:  # a frame is sampled in decide() (an event was, in next_time())
+                self._bias(t)
             deadline = real_now_ns() + (t_ns + late - now)  # on the real clock (tests tick made-up times)
             events = self.engine.decide(self._play_now, interrupt, deadline)
             if events is None:

@@ -64,6 +64,11 @@ class LiveMode:
     def end_call(self, c: Conductor, t_ns: int, bars: float | None) -> None:
         """The player says the call is over (an end-of-call control, or ``generate``)."""
 
+    def answer_step(self, c: Conductor) -> float | None:
+        """While listening: the codec time an answer would start at if the call ended now, where
+        an event codec's engine prepares it (:meth:`Engine.prepare`), or None. Here: none."""
+        return None
+
     def enter(self, c: Conductor, t_ns: int) -> None:
         """The session switches to this mode; the model's notes have ended already."""
 
@@ -101,6 +106,14 @@ class CallResponse(LiveMode):
     def end_call(self, c: Conductor, t_ns: int, bars: float | None) -> None:
         if c.answer is None and c.clock.running:
             c.start_answer(t_ns, c.clock.beat_at(t_ns), bars)
+
+    def answer_step(self, c: Conductor) -> float | None:
+        """With ``answer_start="now"`` (event codecs): the step :meth:`Conductor.start_answer`
+        would start on at the latest tick (a frame codec's first note waits for no step)."""
+        if c.settings.answer_start != "now" or c.engine.frames or c.stopped:
+            return None
+        tb = c.timebase
+        return tb.step_at_or_after(max(c.engine.latest, tb.to_codec(c.at_ns)))
 
 
 class Duet(LiveMode):
