@@ -15,7 +15,7 @@
 A mode decides; the :class:`~musicrnn.live.modes.Conductor` does (it owns the clock, the
 engine, the answer window and the scheduler) and asks its mode at the few points where modes
 differ: :meth:`LiveMode.listening`, :meth:`~LiveMode.answer_at`, :meth:`~LiveMode.end_call`,
-:meth:`~LiveMode.enter`, :meth:`~LiveMode.activity`, :meth:`~LiveMode.velocity`,
+:meth:`~LiveMode.answer_step`, :meth:`~LiveMode.enter`, :meth:`~LiveMode.activity`, :meth:`~LiveMode.velocity`,
 :attr:`~LiveMode.hears_player`, :attr:`~LiveMode.follows_register`, :attr:`~LiveMode.follows_grid` and
 :attr:`~LiveMode.needs_roles`.
 
