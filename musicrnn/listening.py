@@ -30,6 +30,7 @@ rules live here once. A fixed key (``--key``) wins over the heard one.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields
 
@@ -227,26 +228,17 @@ class Listener:
         (Krumhansl-Kessler, so the tonic triad - and with it the mode - is heard) and the third
         gains ``THIRD_BIAS``. The nats are offset so that their exponentials average 1: the prior
         moves notes between pitch classes, not how many notes there are (density is its own
-        follower). None when no key is followed (a fixed --key is a hard constraint already)."""
+        follower). None when no key is followed (a fixed --key is a hard constraint already).
+        Memoised (:func:`_key_prior`): an answer's first decision asks it, and a session has few keys."""
         if self.fixed_tonic is not None or self.key is None or self.follow.key <= 0:
             return None
-        scale = scale_pitch_classes(self.key)
-        profile = key_profile(self.key)
-        z = (profile - profile.mean()) / profile.std()
-        third = (self.key.tonic + (4 if self.key.mode == "major" else 3)) % 12
-        nats = np.array([HIERARCHY_BIAS * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
-                         for pc in range(12)]) * self.follow.key
-        nats -= np.log(np.mean(np.exp(nats)))
-        prior = [0.0] * 12
-        for pc in range(12):
-            prior[(pc - transpose) % 12] = round(float(nats[pc]), 3)
-        return tuple(prior)
+        return _key_prior(self.key.tonic, self.key.mode, self.follow.key, transpose % 12)
 
     def call_centre(self) -> float | None:
         """Mean pitch of the call (None before any note)."""
         if not self.call:
             return None
-        return float(np.mean([n.pitch for n in self.call]))
+        return sum(n.pitch for n in self.call) / len(self.call)  # exact int sum: np.mean's value, without its cost
 
     def transpose(self, register: bool = True) -> int:
         """Semitones from the model's pitches to the player's (real = model + transpose):
@@ -317,21 +309,26 @@ class Listener:
     def register_tilt(self, transpose: int) -> float:
         """Nats per octave added to note-onset logits (higher pitches up for > 0): pulls the
         answer's mean pitch towards the call's without clamping its lines (an exponential tilt of
-        the model's pitch distribution, from the answer's running mean)."""
-        tilts = self.register_tilts(transpose, np.array([self._answer_pitch_sum], float),
-                                    np.array([self._answer_notes], float))
-        return 0.0 if tilts is None else float(tilts[0])
+        the model's pitch distribution, from the answer's running mean). In plain floats (an
+        answer's every decision asks it): :meth:`register_tilts`' value for one answer."""
+        tilt = self._register_tilt(transpose, self._answer_pitch_sum, self._answer_notes)
+        return 0.0 if tilt is None else max(-MAX_BIAS, min(MAX_BIAS, float(tilt)))
 
     def register_tilts(self, transpose: int, pitch_sums: np.ndarray, counts: np.ndarray) -> np.ndarray | None:
         """:meth:`register_tilt` for several answers at once (compose's batch rows), from the sums
         and counts of their notes' pitches as they sound; None when the register is not followed."""
+        tilts = self._register_tilt(transpose, pitch_sums, counts)
+        return None if tilts is None else np.clip(tilts, -MAX_BIAS, MAX_BIAS)
+
+    def _register_tilt(self, transpose: int, pitch_sums, counts):
+        """The register tilt before clipping, for floats or arrays of answers alike (one formula)."""
         centre = self.call_centre()
         if self.follow.register <= 0 or centre is None or self._answer_start is None:
             return None
         prior = 4.0  # notes' worth of "where the model would play" the running mean starts from
         expected = self.model_mean + transpose
         mean = (pitch_sums + prior * expected) / (counts + prior)
-        return np.clip(self.follow.register * REGISTER_GAIN * (centre - mean) / 12.0, -MAX_BIAS, MAX_BIAS)
+        return self.follow.register * REGISTER_GAIN * (centre - mean) / 12.0
 
     def call_span(self) -> float:
         """Beats the call lasted (from its first onset to its last note's end), at least one beat."""
@@ -429,10 +426,16 @@ class NoteBias:
             return None
         bias = np.float32(onset) * self.onsets + np.float32(tilt) * self.octaves
         if prior is not None:
-            if prior not in self._priors:
-                self._priors[prior] = (self.onsets * np.asarray(prior, np.float32)[self.codec.token_pitch % 12]).astype(np.float32)
-            bias += self._priors[prior]
+            bias += self.prior(prior)
         return bias
+
+    def prior(self, prior: tuple[float, ...]) -> np.ndarray:
+        """The key prior's [vocab] vector (cached; the conductor asks it in idle time too, so an
+        answer's first decision finds it)."""
+        vec = self._priors.get(prior)
+        if vec is None:
+            vec = self._priors[prior] = (self.onsets * np.asarray(prior, np.float32)[self.codec.token_pitch % 12]).astype(np.float32)
+        return vec
 
 
 class GridBias:
@@ -479,6 +482,33 @@ class GridBias:
         keep = _logsumexp(before) - _logsumexp(after)
         out[..., s] += keep[..., None]
         return out
+
+
+def _key_z(key: Key) -> np.ndarray:
+    """``key``'s Krumhansl-Kessler profile as z-scores (its tonal hierarchy in standard deviations)."""
+    profile = key_profile(key)
+    return (profile - profile.mean()) / profile.std()
+
+
+_KEY_Z = {(tonic, mode): _key_z(Key(tonic, mode)) for mode in ("major", "minor") for tonic in range(12)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_prior(tonic: int, mode: str, strength: float, transpose: int) -> tuple[float, ...]:
+    """:meth:`Listener.key_prior` for a key, the key follower's strength and a transposition
+    (0-11), memoised: it is a constant of these, and working it out (~50 us) was most of the
+    followers' cost on an answer's first decision."""
+    key = Key(tonic, mode)
+    scale = scale_pitch_classes(key)
+    z = _KEY_Z[(tonic, mode)]
+    third = (tonic + (4 if mode == "major" else 3)) % 12
+    nats = np.array([HIERARCHY_BIAS * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
+                     for pc in range(12)]) * strength
+    nats -= np.log(np.mean(np.exp(nats)))
+    prior = [0.0] * 12
+    for pc in range(12):
+        prior[(pc - transpose) % 12] = round(float(nats[pc]), 3)
+    return tuple(prior)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

@@ -255,3 +255,162 @@ def test_a_flood_of_notes_keeps_the_listeners_work_bounded() -> None:
     assert len(li.call) == MAX_CALL_NOTES
     li.start_answer(4.0)
     assert li.onset_bias(4.5) == li.onset_bias(4.5) and li.velocity(80, 4.5) >= 1
+
+
+# --- the followers' nudges, worked out once (issue 16: an answer's first note waits for none) ----
+
+
+def _uncached_key_prior(li: Listener, transpose: int):
+    """Listener.key_prior as it was before it was memoised: worked out afresh at every call."""
+    from musicrnn.listening import HIERARCHY_BIAS, KEY_BIAS, THIRD_BIAS
+    from musicrnn.tonality import key_profile
+
+    if li.fixed_tonic is not None or li.key is None or li.follow.key <= 0:
+        return None
+    scale = scale_pitch_classes(li.key)
+    profile = key_profile(li.key)
+    z = (profile - profile.mean()) / profile.std()
+    third = (li.key.tonic + (4 if li.key.mode == "major" else 3)) % 12
+    nats = np.array([HIERARCHY_BIAS * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
+                     for pc in range(12)]) * li.follow.key
+    nats -= np.log(np.mean(np.exp(nats)))
+    prior = [0.0] * 12
+    for pc in range(12):
+        prior[(pc - transpose) % 12] = round(float(nats[pc]), 3)
+    return tuple(prior)
+
+
+def _uncached_call_centre(li: Listener):
+    return float(np.mean([n.pitch for n in li.call])) if li.call else None
+
+
+def _uncached_register_tilt(li: Listener, transpose: int) -> float:
+    """Listener.register_tilt as it was: numpy arrays of one answer."""
+    from musicrnn.listening import MAX_BIAS, REGISTER_GAIN
+
+    centre = _uncached_call_centre(li)
+    if li.follow.register <= 0 or centre is None or li._answer_start is None:
+        return 0.0
+    mean = (np.array([li._answer_pitch_sum], float) + 4.0 * (li.model_mean + transpose)) / (np.array([li._answer_notes], float) + 4.0)
+    return float(np.clip(li.follow.register * REGISTER_GAIN * (centre - mean) / 12.0, -MAX_BIAS, MAX_BIAS)[0])
+
+
+def test_the_memoised_key_prior_and_nudges_equal_the_ones_worked_out_afresh() -> None:
+    """Every key, strength and transposition (octaves too): the memoised prior is bit for bit the
+    one worked out afresh, first asked and asked again; so are the register tilt, the call's
+    centre and the nudge vectors the models get."""
+    from musicrnn.codec import GridCodec, PerformanceCodec
+    from musicrnn.codecs import KIND_NOTE_ON
+    from musicrnn.listening import NoteBias, _key_prior
+
+    _key_prior.cache_clear()
+    li = Listener()
+    for key in ALL_KEYS:
+        li.key = Key(key.tonic, key.mode, 0.8)  # a heard key has a score: it must not matter
+        for strength in (1.0, 0.5, 0.25, 0.07):
+            li.follow.key = strength
+            for transpose in range(-30, 31):
+                fresh = _uncached_key_prior(li, transpose)
+                assert li.key_prior(transpose) == fresh and li.key_prior(transpose) == fresh
+    assert _key_prior.cache_info().hits >= 24 * 4 * 61  # asked again: looked up, not worked out
+    li.follow.key = 0.0
+    assert li.key_prior(3) is None
+
+    rng = np.random.default_rng(0)
+    codecs = (GridCodec(steps_per_beat=2, mark_restrikes=True), PerformanceCodec(time_unit="beats"))
+    for codec in codecs:
+        bias = NoteBias(codec)
+        onsets = (codec.token_kind == KIND_NOTE_ON).astype(np.float32)
+        for _ in range(40):
+            li = Listener(Follow(register=float(rng.uniform(0.1, 1))))
+            hear(li, rng.integers(30, 90, int(rng.integers(1, 20))), [80] * 20)
+            li.start_answer(12.0)
+            for p in rng.integers(30, 90, int(rng.integers(0, 6))):
+                li.answered(int(p), int(p) + 5, 80)
+            li.model_mean = float(rng.uniform(50, 70))
+            transpose = int(rng.integers(-30, 30))
+            assert li.call_centre() == _uncached_call_centre(li)
+            tilt = li.register_tilt(transpose)
+            assert tilt == _uncached_register_tilt(li, transpose)
+            prior = _uncached_key_prior(li, transpose) or tuple(rng.normal(0, 1, 12).round(3))
+            expected = (np.float32(0.5) * bias.onsets + np.float32(tilt) * bias.octaves
+                        + (onsets * np.asarray(prior, np.float32)[codec.token_pitch % 12]).astype(np.float32))
+            assert np.array_equal(bias(0.5, tilt, prior), expected) and np.array_equal(bias(0.5, tilt, prior), expected)
+
+
+def _session(ckpt, monkeypatch, uncached: bool, answer_start: str):
+    """A D major call at a high register with every follower on, then the conductor's answer,
+    ticked (and idle time given, as the server does) for 3 s; the notes and every nudge vector."""
+    if uncached:  # the followers as they were: worked out afresh at every decision, nothing in idle time
+        monkeypatch.setattr(Listener, "key_prior", _uncached_key_prior)
+        monkeypatch.setattr(Listener, "register_tilt", _uncached_register_tilt)
+        monkeypatch.setattr(Listener, "call_centre", _uncached_call_centre)
+        monkeypatch.setattr(Conductor, "_warm_key_prior", lambda self: None)
+    biases = []
+    original = Conductor._bias
+
+    def recording(self, t):
+        original(self, t)
+        biases.append(None if self.engine.logit_bias is None else self.engine.logit_bias.copy())
+
+    monkeypatch.setattr(Conductor, "_bias", recording)
+    sched = FakeScheduler()
+    engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(temperature=1.2), seed=3)
+    cond = Conductor(engine, sched, InternalClock(120, start_ns=0),
+                     Settings(answer_bars=1, answer_start=answer_start), 0, Listener(Follow()))
+    t = 0
+    for p in (74, 78, 81, 86, 85, 83, 81, 78):
+        cond.tick(t)
+        cond.human_note(t, p, 90)
+        cond.tick(t + BEAT // 4)
+        cond.human_note(t + BEAT // 4, p, 0)
+        cond.prepare()
+        t += BEAT // 2
+    cond.end_call(t)
+    end = t + 3 * S
+    while t < end:
+        cond.tick(t)
+        cond.prepare()
+        wake = cond.next_wakeup()
+        t = min(t + 10_000_000, wake) if wake is not None and wake > t else t + 10_000_000
+    monkeypatch.undo()
+    return sched.notes(), biases, cond
+
+
+@pytest.mark.parametrize("answer_start", ["next-beat", "now"])
+@pytest.mark.parametrize("model", ["grid", "perf"])
+def test_the_conductors_answers_are_the_same_with_the_nudges_worked_out_ahead(tiny_grid_model, tiny_performance_model,
+                                                                              monkeypatch, model, answer_start) -> None:
+    """The same call answered with the nudges worked out afresh at every decision and with them
+    memoised and worked out in idle time: the same notes, the same nudge at every decision; and
+    idle time while listening left the answer's key prior vector ready."""
+    ckpt = load_checkpoint(tiny_grid_model if model == "grid" else tiny_performance_model)
+    before, biases_before, _ = _session(ckpt, monkeypatch, True, answer_start)
+    after, biases_after, cond = _session(ckpt, monkeypatch, False, answer_start)
+    assert [n for n in before if n[2]], "the model answered"
+    assert after == before
+    assert len(biases_after) == len(biases_before) and any(b is not None for b in biases_after)
+    assert all((a is None and b is None) or np.array_equal(a, b) for a, b in zip(biases_after, biases_before))
+    assert cond.listener.key == Key(2, "major") and cond.transpose % 12 == 2
+    prior = cond.listener.key_prior(cond.transpose)
+    assert prior in cond._note_bias._priors  # worked out while listening, before the answer asked
+
+
+def test_idle_time_while_listening_works_out_the_answers_key_prior(tiny_performance_model) -> None:
+    """Before the call ends, idle time has the key prior of the answer's first decision ready."""
+    from musicrnn.listening import _key_prior
+
+    ckpt = load_checkpoint(tiny_performance_model)
+    engine = Engine(ckpt.model, ckpt.codec, SamplingConfig(), seed=1)
+    cond = Conductor(engine, FakeScheduler(), InternalClock(120, start_ns=0), Settings(), 0, Listener(Follow()))
+    t = 0
+    for p in (62, 66, 69, 74, 73, 71):
+        cond.tick(t)
+        cond.human_note(t, p, 90)
+        cond.human_note(t + BEAT // 4, p, 0)
+        t += BEAT // 2
+    _key_prior.cache_clear()
+    cond.prepare()
+    prior = cond.listener.key_prior(cond.transpose)
+    assert prior is not None and _key_prior.cache_info().hits == 1  # the answer looks it up
+    assert prior in cond._note_bias._priors

@@ -127,10 +127,12 @@ class Conductor:
         :meth:`Engine.prepare`: the close of the player's frame, or the shifts to the step where
         an answer would start, then woken when that step comes), so an answer starts sooner;
         while playing, let it work its next decision ahead where it can
-        (:meth:`Engine.prepare_ahead`: accompany mode). True if it did model work."""
+        (:meth:`Engine.prepare_ahead`: accompany mode). While listening it also works out the key
+        prior an answer would start with (:meth:`_warm_key_prior`). True if it did model work."""
         if not self.clock.running:
             return False
         if self.play.listening(self):
+            self._warm_key_prior()
             start = self.play.answer_step(self)
             edge = None if start is None else self.timebase.to_ns(start)
             if edge is not None and edge > self.at_ns:
@@ -401,6 +403,20 @@ class Conductor:
             self._play(events)
         self._wake_at(at_ns)  # more is due: come back at once
 
+    def _note_bias_here(self) -> NoteBias:
+        """The followers' nudge vectors for the engine's codec (made again when the model changes)."""
+        if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
+            self._note_bias = NoteBias(self.engine.codec)
+        return self._note_bias
+
+    def _warm_key_prior(self) -> None:
+        """Idle time while listening: work out the key prior an answer would start with, and its
+        vector (both cached by value, so nothing can go stale), so the answer's first decision
+        only looks them up."""
+        prior = self.listener.key_prior(self.transpose)
+        if prior is not None:
+            self._note_bias_here().prior(prior)
+
     def _bias(self, t: float) -> None:
         """The followers' nudge (as the mode has it) for a decision at codec time ``t``; the grid
         follower's, for event codecs, is asked at each sample (:meth:`_grid_logits`)."""
@@ -409,9 +425,7 @@ class Conductor:
         if nudge is None:
             self.engine.logit_bias = self.engine.time_logits = None
             return
-        if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
-            self._note_bias = NoteBias(self.engine.codec)
-        self.engine.logit_bias = self._note_bias(*nudge)
+        self.engine.logit_bias = self._note_bias_here()(*nudge)
         li = self.listener
         grid = self.play.follows_grid and li.grid_strength() > 0 and not self.engine.frames
         self.engine.time_logits = self._grid_logits if grid else None
