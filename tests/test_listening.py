@@ -262,7 +262,7 @@ def test_a_flood_of_notes_keeps_the_listeners_work_bounded() -> None:
 
 def _uncached_key_prior(li: Listener, transpose: int):
     """Listener.key_prior as it was before it was memoised: worked out afresh at every call."""
-    from musicrnn.listening import HIERARCHY_BIAS, KEY_BIAS, THIRD_BIAS
+    from musicrnn.listening import HIERARCHY_BIAS, KEY_BIAS, MINOR_HIERARCHY_BIAS, THIRD_BIAS
     from musicrnn.tonality import key_profile
 
     if li.fixed_tonic is not None or li.key is None or li.follow.key <= 0:
@@ -270,14 +270,31 @@ def _uncached_key_prior(li: Listener, transpose: int):
     scale = scale_pitch_classes(li.key)
     profile = key_profile(li.key)
     z = (profile - profile.mean()) / profile.std()
-    third = (li.key.tonic + (4 if li.key.mode == "major" else 3)) % 12
-    nats = np.array([HIERARCHY_BIAS * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
+    major = li.key.mode == "major"
+    hierarchy, third = (HIERARCHY_BIAS, (li.key.tonic + 4) % 12) if major else (MINOR_HIERARCHY_BIAS, None)
+    nats = np.array([hierarchy * z[pc] + THIRD_BIAS * (pc == third) if pc in scale else -KEY_BIAS
                      for pc in range(12)]) * li.follow.key
     nats -= np.log(np.mean(np.exp(nats)))
     prior = [0.0] * 12
     for pc in range(12):
         prior[(pc - transpose) % 12] = round(float(nats[pc]), 3)
     return tuple(prior)
+
+
+def test_a_minor_keys_prior_favours_its_tonic_over_the_relative_majors() -> None:
+    """Issue 16: answers to minor calls drifted into the relative major. The minor key's prior must
+    rank its own tonic and fifth above its third (the relative major's tonic), for every minor key
+    and transposition; a major key's third still gets its bonus over the plain hierarchy."""
+    from musicrnn.listening import _key_prior
+
+    for tonic in range(12):
+        for transpose in (0, 5):
+            minor = _key_prior(tonic, "minor", 1.0, transpose)
+            at = lambda prior, interval: prior[(tonic + interval - transpose) % 12]  # noqa: E731
+            assert at(minor, 0) > at(minor, 3) + 0.5 and at(minor, 7) > at(minor, 10)
+            assert at(minor, 11) > at(minor, 1)  # the raised 7th stays in the scale
+            major = _key_prior(tonic, "major", 1.0, transpose)
+            assert at(major, 0) > at(major, 4) > at(major, 7) > at(major, 9) > at(major, 1)
 
 
 def _uncached_call_centre(li: Listener):
