@@ -184,15 +184,18 @@ def lean(logits: np.ndarray, bias: np.ndarray, tokens: np.ndarray, allowed: np.n
     the total probability of ``tokens`` (of those ``allowed`` [batch, vocab]) kept as it was: a
     prior that moves the accompaniment's new notes between pitches, not one that makes it play
     more or fewer of them."""
-    x = np.asarray(logits, np.float64)
-    b = np.where(tokens, bias, 0.0)
-    live = np.broadcast_to(tokens, x.shape) if allowed is None else (np.asarray(allowed, bool) & tokens)
-    before = _logsumexp(np.where(live, x, -np.inf))
-    after = _logsumexp(np.where(live, x + b, -np.inf))
+    x = np.array(logits, np.float32)
+    idx = np.flatnonzero(tokens)
+    sub = x[:, idx].astype(np.float64)
+    moved = sub + np.broadcast_to(bias, x.shape)[:, idx]
+    live = np.ones(sub.shape, bool) if allowed is None else np.asarray(allowed, bool)[:, idx]
+    before = _logsumexp(np.where(live, sub, -np.inf))
+    after = _logsumexp(np.where(live, moved, -np.inf))
     ok = np.isfinite(before) & np.isfinite(after)  # a row with none of them allowed is left as it is
     keep = np.zeros_like(before)
     keep[ok] = before[ok] - after[ok]
-    return (x + b + keep[:, None] * tokens).astype(np.float32)
+    x[:, idx] = moved + keep[:, None]
+    return x
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
