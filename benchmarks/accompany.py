@@ -6,13 +6,16 @@ melody (tracks MELODY and BRIDGE) goes in and four accompaniments come out:
 
 - ``real``: the song's own PIANO track (the ceiling);
 - ``ours``: ``--model`` through ``compose --accompany``'s code (:func:`musicrnn.accompaniment.accompany`,
-  files written and read back; ``--temperature``, compose's default 1.0, for it and the n-gram);
+  files written and read back; ``--temperature``, compose's default 1.0, and ``--follow-chords``, the
+  harmony follower's strength, compose's default 1, for it and the n-gram: 0 is ``compose
+  --no-follow-chords``);
 - ``ngram``: a Kneser-Ney ``--ngram-order``-gram fitted on ``--data``'s train split (the same
   codec), driven by the same code as the model;
 - ``rule``: per annotated beat, the diatonic triad of the song's key (``key_audio.txt``, else
   Krumhansl-Schmuckler on the melody) whose pitch classes cover most of the melody sounding in
-  that beat (ties: the chord before, else I, V, IV, vi, ii, iii, vii), root position with its
-  root in C3-B3, struck on the beat at velocity 80 and held to the next.
+  that beat (ties: the chord before, else I, V, IV, vi, ii, iii, vii; :mod:`musicrnn.harmony`,
+  whose harmony follower chooses among the same chords), root position with its root in C3-B3,
+  struck on the beat at velocity 80 and held to the next.
 
 A key-normalised model (and the n-gram of key-normalised data) hears each melody moved home by
 the key its training data was moved by (``key_audio.txt``'s, as ``data prepare --key-normalise``
@@ -50,9 +53,10 @@ from pathlib import Path
 import numpy as np
 
 from musicrnn.errors import MusicRNNError
+from musicrnn.harmony import chord_masks, diatonic_triads, greedy_chords, pitch_class_weights
 from musicrnn.midi import load_midi, read_track_names
 from musicrnn.notes import make_notes
-from musicrnn.tonality import Key, estimate_key, home_shift
+from musicrnn.tonality import Key, estimate_key
 
 MELODY_TRACKS = ("melody", "bridge")
 ACCOMPANIMENT_TRACK = "piano"
@@ -273,33 +277,16 @@ def held_out(data: Path, dataset: Path, split: str, count: int | None) -> list[P
 # --- the systems -----------------------------------------------------------------------------
 
 
-def diatonic_triads(key: Key) -> list[tuple[int, ...]]:
-    """The triads on the seven degrees of ``key``'s scale (minor: natural minor), in the
-    order the rule prefers on ties: I, V, IV, vi, ii, iii, vii."""
-    scale = (0, 2, 4, 5, 7, 9, 11) if key.mode == "major" else (0, 2, 3, 5, 7, 8, 10)
-    triads = [tuple((key.tonic + scale[(d + k) % 7]) % 12 for k in (0, 2, 4)) for d in range(7)]
-    return [triads[d] for d in (0, 4, 3, 5, 1, 2, 6)]
-
-
 def rule_accompaniment(song: Song) -> np.ndarray:
     """Per annotated beat within the melody's span, the diatonic triad that covers most of the
-    melody sounding in that beat (seconds of overlap per pitch class), struck on the beat."""
+    melody sounding in that beat (:func:`musicrnn.harmony.greedy_chords`), struck on the beat."""
     triads = diatonic_triads(song.key)
-    masks = np.zeros((len(triads), 12))
-    for i, t in enumerate(triads):
-        masks[i, list(t)] = 1.0
     first, last = float(song.melody["start"].min()), float(song.melody["end"].max())
     beats = song.beats[(song.beats >= first - 1e-6) & (song.beats < last)]
     bounds = np.append(beats, last) if len(beats) else np.array([])
+    chosen = greedy_chords(pitch_class_weights(song.melody, bounds), chord_masks(triads)) if len(bounds) else []
     rows: list[tuple] = []
-    chord = 0
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        overlap = np.clip(np.minimum(song.melody["end"], b) - np.maximum(song.melody["start"], a), 0.0, None)
-        weight = np.bincount(song.melody["pitch"] % 12, weights=overlap, minlength=12)
-        if weight.sum() > 0:
-            score = masks @ weight
-            best = np.flatnonzero(score >= score.max() - 1e-9)
-            chord = chord if chord in best else int(best[0])
+    for a, b, chord in zip(bounds[:-1], bounds[1:], chosen):
         root = triads[chord][0]
         base = RULE_LOWEST_ROOT + root
         for pc in triads[chord]:
@@ -311,28 +298,20 @@ def rule_accompaniment(song: Song) -> np.ndarray:
 
 
 def composed(model, codec, songs: list[Song], home_key: bool, by_key: bool, seed: int, out: Path,
-             system: str, temperature: float = 1.0) -> list[np.ndarray]:
+             system: str, temperature: float = 1.0, follow_chords: float = 1.0) -> list[np.ndarray]:
     """Each song's accompaniment by ``model`` (a network or a stepper) through ``compose
-    --accompany``'s code: written to ``out/<system>/<song>.mid``, read back (seconds). A
-    key-normalised model (``home_key``) hears each melody moved by its song's key where
-    ``by_key`` (songs of one key tonic share a batch), else by compose's own estimate."""
+    --accompany``'s code, all songs in one batch: written to ``out/<system>/<song>.mid``, read
+    back (seconds). Each melody's key is on its song's annotated tonic where ``by_key`` (a
+    key-normalised model, ``home_key``, hears it moved home by it), else compose's own estimate."""
     from musicrnn.accompaniment import AccompanyOptions, accompany
     from musicrnn.limits import MAX_NOTE_BEATS
     from musicrnn.sample import SamplingConfig
 
-    folder = out / system
-    groups: dict[int | None, list[int]] = {}
-    for i, s in enumerate(songs):
-        groups.setdefault(home_shift(s.key.tonic) if home_key and by_key else None, []).append(i)
-    result: list[np.ndarray] = [np.zeros(0)] * len(songs)
-    for shift, members in sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
-        tonic = songs[members[0]].key.tonic if shift is not None else None
-        opts = AccompanyOptions([songs[i].midi for i in members], folder, melody_tracks=list(MELODY_TRACKS),
-                                sampling=SamplingConfig(temperature=temperature), max_note_beats=MAX_NOTE_BEATS, key_tonic=tonic,
-                                home_key_model=home_key, seed=seed, overwrite=True)
-        for i, piece in zip(members, accompany(model, codec, opts)):
-            result[i], _ = track_notes(piece.path, ("musicrnn",))
-    return result
+    opts = AccompanyOptions([s.midi for s in songs], out / system, melody_tracks=list(MELODY_TRACKS),
+                            sampling=SamplingConfig(temperature=temperature), max_note_beats=MAX_NOTE_BEATS,
+                            key_tonics=[s.key.tonic for s in songs] if by_key else None, home_key_model=home_key,
+                            seed=seed, overwrite=True, follow_chords=follow_chords)
+    return [track_notes(piece.path, ("musicrnn",))[0] for piece in accompany(model, codec, opts)]
 
 
 # --- the table -------------------------------------------------------------------------------
@@ -464,19 +443,19 @@ def run(args: argparse.Namespace) -> dict:
         out = Path(args.out) if args.out else Path(tmp)
         parts = {"real": [s.real for s in songs]}
         parts["ours"] = composed(ckpt.model, ckpt.codec, songs, bool(ckpt.meta.get("key_normalised")), by_key,
-                                 args.seed, out, "ours", args.temperature)
+                                 args.seed, out, "ours", args.temperature, args.follow_chords)
         if args.ngram_order:
             manifest = read_manifest(args.data)  # the n-gram's codec and key normalisation are its data's
             check_roles(codec_from_dict(manifest["codec"]), f"ngram:{args.ngram_order} of {args.data}")
             lm = fit_ngram(args.data, args.ngram_order)
             parts["ngram"] = composed(NGramStepper(lm), codec_from_dict(manifest["codec"]), songs,
                                       bool(manifest.get("key_normalise")), by_key, args.seed, out, "ngram",
-                                      args.temperature)
+                                      args.temperature, args.follow_chords)
         parts["rule"] = [rule_accompaniment(s) for s in songs]
     systems = measure(songs, parts, tolerance)
     return {"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accompany.py " + shlex.join(args.argv),
             "model": str(args.model), "data": str(args.data), "split": args.split, "songs": [s.name for s in songs],
-            "seed": args.seed, "temperature": args.temperature, "ngram_order": args.ngram_order, "key_from": args.key_from,
+            "seed": args.seed, "temperature": args.temperature, "follow_chords": args.follow_chords, "ngram_order": args.ngram_order, "key_from": args.key_from,
             "tolerance_ms": args.tolerance_ms, "chance_on_beat_grid": chance(songs, tolerance),
             "chance_in_chord": scale_chance(songs),
             "labels": {k: labels[k] for k in systems}, "systems": systems, "goals": goals(systems)}
@@ -492,6 +471,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of ours and the n-gram "
                     "(compose's default 1.0)")
+    ap.add_argument("--follow-chords", type=float, default=1.0, metavar="STRENGTH",
+                    help="the harmony follower's strength for ours and the n-gram (compose's default 1; 0: off, as "
+                         "compose --no-follow-chords)")
     ap.add_argument("--ngram-order", type=int, default=5, help="the n-gram baseline's order (0: no n-gram)")
     ap.add_argument("--key-from", choices=("annotation", "estimate"), default="annotation",
                     help="the key a key-normalised model hears each melody moved home by: key_audio.txt's (as its "

@@ -8,6 +8,15 @@ last note the accompaniment is silent (those frames are fed whole), so every acc
 lies within the melody's span (cut to it where the grid rounds the first onset earlier); the
 decoder closes every note at the melody's end.
 
+The frames lie on the melody's own beat grid, not the file's: a MIDI file made from a recording
+(POP909's) has its notes off its tick grid by a fraction of a frame, and its beats a few frames
+off the file's beats. :func:`musicrnn.metre.melody_grid` finds where the melody's beats fall; the
+model hears the melody moved onto the frames from there, and its accompaniment is moved back, so
+it sounds on the melody's beats (the melody itself is written as it was).
+
+The harmony follower (``follow_chords``, on by default) leans the accompaniment's new notes
+towards the chord of each beat that the whole melody implies (:mod:`musicrnn.harmony`).
+
 Per input, one MIDI file named after it: the melody tracks (and any drum tracks) as the file has
 them, the tempo map and time signatures kept, and a track ``musicrnn`` with the accompaniment.
 A key-normalised model hears each melody moved into C by its key (estimated, or ``--key``'s
@@ -26,17 +35,19 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from musicrnn.codecs import BOS, KIND_STEP, Codec
+from musicrnn.codecs import BOS, KIND_NOTE_ON, KIND_STEP, Codec
+from musicrnn.codecs.accompany import ACCOMPANIMENT
 from musicrnn.compose import NEW_TRACK_NAME, _next_channel, _with_own_channels
 from musicrnn.errors import MidiError, MusicRNNError
+from musicrnn.harmony import chord_prior, estimate_chords, lean
 from musicrnn.inference import Stepper, stepper_for
 from musicrnn.ingest import bar_shift
-from musicrnn.metre import Metre
+from musicrnn.metre import Metre, melody_grid
 from musicrnn.midi import load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN
 from musicrnn.notes import Piece
 from musicrnn.sample import RowRandom, SamplingConfig, sample_next
-from musicrnn.tonality import estimate_key, home_shift
+from musicrnn.tonality import Key, estimate_key, home_shift
 
 MELODY_ROLE, ACCOMPANIMENT_ROLE = "melody", "accompaniment"
 
@@ -49,6 +60,7 @@ class AccompanyOptions:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # key and range in output pitches
     max_note_beats: float = 0.0  # longest accompaniment note (0 = no limit)
     key_tonic: int | None = None  # --key's tonic: the melodies' key for a key-normalised model
+    key_tonics: list[int | None] | None = None  # or one per input (None: estimated), e.g. annotated keys
     home_key_model: bool = False  # the model knows one home key: melodies are moved into it
     program: int = 0
     seed: int = 0
@@ -56,6 +68,7 @@ class AccompanyOptions:
     device: str = "cpu"
     precision: str = "fp32"
     overwrite: bool = False
+    follow_chords: float = 1.0  # the harmony follower's strength (0 = off; see musicrnn.harmony)
 
 
 @dataclass
@@ -68,7 +81,10 @@ class Melody:
     melody: np.ndarray  # the melody's notes, beats
     chosen: str  # which tracks are the melody, in words
     shift: int  # model pitch = output pitch + shift
-    offset: float  # beats the model's frame 0 lies after the file's beat 0 (the first melody bar)
+    offset: float  # beats the model's frame 0 lies after the file's beat 0: a beat of the melody's own grid
+    key: Key  # the melody's key (output pitches), for its chords
+    beat_phase: float  # where the melody's beats fall on the file's beats (0-1)
+    bar_beats: float  # beats in its first bar
 
 
 @dataclass
@@ -92,9 +108,11 @@ def check_roles(codec: Codec, model_name: str) -> None:
             "melody=MELODY --roles accompaniment=PIANO")
 
 
-def read_melody(path: Path, opts: AccompanyOptions) -> Melody:
+def read_melody(path: Path, opts: AccompanyOptions, steps_per_beat: int = 4, tonic: int | None = None) -> Melody:
     """An input file: its melody (the tracks named as the model's melody tracks, else every
-    pitched track), moved for a key-normalised model; the other pitched tracks are left out."""
+    pitched track), its key (on ``tonic``, else ``opts.key_tonic``, if given), moved for a
+    key-normalised model, and the grid of its beats (``steps_per_beat`` frames a beat); the
+    other pitched tracks are left out."""
     piece = load_midi(path)
     names = read_track_names(path)
     pitched = ~piece.notes["is_drum"]
@@ -111,15 +129,21 @@ def read_melody(path: Path, opts: AccompanyOptions) -> Melody:
     if not is_melody.any():
         raise MidiError(f"{path}: no pitched notes to accompany; give a MIDI file with a melody")
     melody = piece.notes[is_melody].copy()
-    if opts.home_key_model:
-        tonic = opts.key_tonic if opts.key_tonic is not None else \
-            estimate_key(melody["pitch"], melody["end"] - melody["start"]).tonic
-        shift = home_shift(tonic)
+    lengths = melody["end"] - melody["start"]
+    tonic = opts.key_tonic if tonic is None else tonic
+    if tonic is not None:
+        key = estimate_key(melody["pitch"], lengths, candidates=[Key(tonic, m) for m in ("major", "minor")])
     else:
-        shift = 0
-    offset, _ = bar_shift(float(melody["start"].min()), (piece.tempos, piece.time_signatures))
+        key = estimate_key(melody["pitch"], lengths)
+    shift = home_shift(key.tonic) if opts.home_key_model else 0
+    first = float(melody["start"].min())
+    bar, _ = bar_shift(first, (piece.tempos, piece.time_signatures))
+    phase = melody_grid(melody["start"], lengths, steps_per_beat)
+    # frame 0: the melody's beat at its first bar line, or the beat before it where that comes after the first onset
+    offset = bar + phase - np.ceil(max(bar + phase - first - 0.5 / steps_per_beat, 0.0))
     kept = Piece(piece.notes[is_melody | piece.notes["is_drum"]], piece.tempos, piece.time_signatures, piece.source)
-    return Melody(path, kept, names, melody, chosen, shift, offset)
+    return Melody(path, kept, names, melody, chosen, shift, float(offset), key, phase,
+                  Metre().bar_beats(piece.time_signatures, first))
 
 
 def accompany(model: MusicRNN | Stepper, codec: Codec, opts: AccompanyOptions) -> list[AccompaniedPiece]:
@@ -130,14 +154,16 @@ def accompany(model: MusicRNN | Stepper, codec: Codec, opts: AccompanyOptions) -
     out = Path(opts.out)
     targets = [out / f"{Path(p).stem}.mid" for p in opts.inputs]
     _check_targets(opts.inputs, targets, opts.overwrite)
-    melodies = [read_melody(Path(p), opts) for p in opts.inputs]
+    tonics = opts.key_tonics or [None] * len(opts.inputs)
+    melodies = [read_melody(Path(p), opts, int(codec.steps_per_unit), t) for p, t in zip(opts.inputs, tonics)]
     sampling = opts.sampling
     sampling.max_note_steps = int(round(codec.beats_to_steps(opts.max_note_beats))) if opts.max_note_beats else 0
     sampling.validate(codec)
     frames = [_model_frames(codec, m) for m in melodies]
+    nats = [chord_nats(codec, m, len(f[0]), opts.follow_chords) for m, f in zip(melodies, frames)]
     stepper = model if isinstance(model, Stepper) else stepper_for(model, opts.device, opts.precision)
-    tokens = play_along(stepper, codec, frames, sampling,
-                        [m.shift for m in melodies], opts.seed)
+    tokens = play_along(stepper, codec, frames, sampling, [m.shift for m in melodies], opts.seed,
+                        nats if opts.follow_chords > 0 else None)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".accompany-", suffix=".tmp", dir=out))
     try:  # all or nothing: every file is made aside, then moved into place
@@ -165,11 +191,22 @@ def _model_frames(codec: Codec, m: Melody) -> tuple[list[np.ndarray], int, int]:
     its first note), and the frames where the accompaniment may play: first onset to last end."""
     notes = m.melody.copy()
     notes["pitch"] = notes["pitch"] + m.shift
-    notes["start"] -= m.offset
+    notes["start"] = np.maximum(notes["start"] - m.offset, 0.0)  # a first onset before its grid's beat: on it
     notes["end"] -= m.offset
     parts = codec.melody_frames(notes)
     first = int(np.rint(notes["start"].min() * codec.steps_per_unit))
     return parts, min(first, len(parts)), len(parts)
+
+
+def chord_nats(codec: Codec, m: Melody, frames: int, strength: float) -> np.ndarray:
+    """[frames, 12]: the harmony follower's nats per pitch class (as the model hears them) for
+    the new accompaniment notes of each frame: the chords the whole melody implies, beat by beat
+    on its own grid (:func:`musicrnn.harmony.estimate_chords`)."""
+    if strength <= 0:
+        return np.zeros((frames, 12), np.float32)
+    chords = estimate_chords(m.melody, m.key, m.beat_phase, m.bar_beats)
+    times = m.offset + (np.arange(frames) + 0.5) / codec.steps_per_unit  # each frame's middle, in the file's beats
+    return chord_prior(chords.at(times), strength, m.shift)
 
 
 def allowed_rows(codec: Codec, cfg: SamplingConfig, shifts: list[int]) -> np.ndarray:
@@ -187,10 +224,13 @@ def allowed_rows(codec: Codec, cfg: SamplingConfig, shifts: list[int]) -> np.nda
 
 
 def play_along(stepper: Stepper, codec: Codec, frames: list[tuple[list[np.ndarray], int, int]],
-               cfg: SamplingConfig, shifts: list[int], seed: int) -> list[np.ndarray]:
+               cfg: SamplingConfig, shifts: list[int], seed: int,
+               nats: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """All rows at once: row i reads frame after frame of ``frames[i]`` (melody parts, and the
     first and end frame where it plays), fed its melody part, then sampling its part until
-    STEP (outside its frames to play: STEP fed at once). Row i draws from ``(seed, i)`` only.
+    STEP (outside its frames to play: STEP fed at once), its new notes leaning by
+    ``nats[i][frame, pitch class]`` where given (:func:`musicrnn.harmony.lean`: their total chance
+    kept). Row i draws from ``(seed, i)`` only.
     Returns each row's whole token sequence (melody and accompaniment, no BOS)."""
     batch = len(frames)
     rows = stepper.fresh(batch)
@@ -209,11 +249,15 @@ def play_along(stepper: Stepper, codec: Codec, frames: list[tuple[list[np.ndarra
     for i in range(batch):
         _queue_frame(queues[i], frames[i], 0, step_token)
     cur = np.full(batch, BOS, np.int64)
+    bias = _NatsBias(codec, nats) if nats is not None else None
     with rows.kernels(), threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         rows.prime([])
         while any(queues[i] or frame[i] < len(frames[i][0]) for i in range(batch)):
             logits = rows.step(cur)
-            sampled = sample_next(logits, cfg, rand.next(), cons.mask()).numpy()
+            mask = cons.mask()
+            if bias is not None:
+                logits = bias(logits, frame, mask)
+            sampled = sample_next(logits, cfg, rand.next(), mask).numpy()
             nxt = np.full(batch, BOS, np.int64)
             for i in range(batch):
                 if queues[i]:
@@ -229,6 +273,21 @@ def play_along(stepper: Stepper, codec: Codec, frames: list[tuple[list[np.ndarra
             cons.update(nxt)
             cur = nxt
     return [np.array(p, np.int64) for p in played]
+
+
+class _NatsBias:
+    """Per row and frame, nats per pitch class that new accompaniment notes lean by (see play_along)."""
+
+    def __init__(self, codec: Codec, nats: list[np.ndarray]) -> None:
+        self.table = [np.asarray(n, np.float32) for n in nats]
+        self.on = (codec.token_kind == KIND_NOTE_ON) & (codec.token_role == ACCOMPANIMENT)  # A_ON
+        self.pc = np.where(self.on, codec.token_pitch % 12, 0)
+
+    def __call__(self, logits, frame: list[int], allowed: np.ndarray) -> np.ndarray:
+        rows = np.stack([t[min(f, len(t) - 1)] if len(t) else np.zeros(12, np.float32)
+                         for t, f in zip(self.table, frame)])  # [batch, 12]
+        x = logits.numpy(force=True) if isinstance(logits, torch.Tensor) else np.asarray(logits)
+        return lean(x, rows[:, self.pc], self.on, allowed)
 
 
 def _queue_frame(queue: list[int], frames: tuple[list[np.ndarray], int, int], k: int, step_token: int) -> None:

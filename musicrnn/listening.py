@@ -1,6 +1,6 @@
 """What the partner hears of the player, and how its answer follows it.
 
-A :class:`Listener` is told the player's notes (times in beats) and answers five questions,
+A :class:`Listener` is told the player's notes (times in beats) and answers seven questions,
 one per *follower*, each of which can be switched off or weakened (:class:`Follow`):
 
 - **key**: the player's tonal centre, from a duration-weighted pitch-class profile that decays
@@ -23,6 +23,8 @@ one per *follower*, each of which can be switched off or weakened (:class:`Follo
   models that play on a fixed straight grid (grid codec) cannot play triplets, so their
   off-beat eighths are delayed to where the call put them (swing; triplets get the triplet
   shuffle, 2/3 of the beat) as they go out (:meth:`Listener.warp`).
+- **chords** (accompany mode): the accompaniment's new notes lean to the chord of the key the
+  melody sounds in the current beat so far (:class:`musicrnn.harmony.ChordFollower`).
 
 One listener serves the live engine (``musicrnn serve``) and ``musicrnn compose --primer``: the
 rules live here once. A fixed key (``--key``) wins over the heard one.
@@ -38,11 +40,12 @@ import numpy as np
 
 from musicrnn.codecs import KIND_NOTE_ON, KIND_SHIFT
 from musicrnn.errors import MusicRNNError
+from musicrnn.harmony import ChordFollower
 from musicrnn.limits import FOLLOW_STRENGTH, VELOCITY
 from musicrnn.metre import GRID_TOLERANCE, Grid, detect_grid
 from musicrnn.tonality import Key, estimate_key, home_shift, key_profile, scale_pitch_classes
 
-FOLLOWERS = ("key", "register", "velocity", "density", "motif", "grid")
+FOLLOWERS = ("key", "register", "velocity", "density", "motif", "grid", "chords")
 MODEL_CENTRE = 64.0  # MIDI pitch the models' answers centre on (E4): the register follower moves it by octaves
 PROFILE_HALF_LIFE_BEATS = 16.0  # the key profile forgets half of what it heard in this many beats
 MIN_KEY_NOTES = 3  # no key is estimated from fewer distinct pitch classes
@@ -78,6 +81,7 @@ class Follow:
     density: float = 1.0
     motif: float = 0.5
     grid: float = 1.0
+    chords: float = 1.0
     fixed_velocity: int = 0  # --velocity N: every answer note at N (0 = follow or model)
 
     def set(self, name: str, strength: float) -> None:
@@ -179,6 +183,7 @@ class Listener:
         self.grid: Grid | None = None  # the call's grid, heard when the answer starts
         self._grid_key: tuple | None = None  # the call it was heard from
         self._answer_pitch_sum = 0.0  # of the answer's notes as they sound (a sum, not a list: an accompaniment never ends)
+        self.chords = ChordFollower()
 
     # --- hearing -------------------------------------------------------------------------------
     def note_on(self, beat: float, pitch: int, velocity: int) -> None:
@@ -192,6 +197,7 @@ class Listener:
         if len(self.call) > MAX_CALL_NOTES:
             del self.call[: len(self.call) - MAX_CALL_NOTES]
         self.held[pitch] = note
+        self.chords.note_on(beat, pitch)
         self.profile[pitch % 12] += 0.25  # a struck note counts before it ends (short calls have keys too)
         self._trim(beat)
 
@@ -199,6 +205,7 @@ class Listener:
         note = self.held.pop(pitch, None)
         if note is None:
             return
+        self.chords.note_off(beat, pitch)
         note.end = beat
         self._decay(beat)
         self.profile[pitch % 12] += max(0.0, min(beat - note.onset, 4.0))
@@ -238,6 +245,13 @@ class Listener:
         if self.fixed_tonic is not None or self.key is None or self.follow.key <= 0:
             return None
         return _key_prior(self.key.tonic, self.key.mode, self.follow.key, transpose % 12)
+
+    def chord_prior(self, transpose: int, beat: float) -> np.ndarray | None:
+        """The chords follower's nats (model pitch classes) for a frame at ``beat``, or None (off, nothing heard)."""
+        t = self.fixed_tonic  # the heard key; on --key's tonic, its major or minor
+        key = self.key if t is None else estimate_key(np.arange(12), self.profile, [Key(t, "major"), Key(t, "minor")])
+        on = self.follow.chords > 0 and key is not None
+        return self.chords.prior(beat, key, self.follow.chords, -transpose) if on else None
 
     def call_centre(self) -> float | None:
         """Mean pitch of the call (None before any note)."""

@@ -242,6 +242,29 @@ def _eighths(t: np.ndarray) -> tuple[Grid, float, int] | None:
     return _fit(t, "swing", (0.0, r), r, a)
 
 
+def melody_grid(starts: np.ndarray, durations: np.ndarray, steps_per_beat: int) -> float:
+    """Where a melody's beats fall on its file's beat grid, in beats (0 to 1): the sub-step
+    phase its onsets cluster around (circular mean; MIDI files made from audio, like POP909's,
+    have their notes up to half a step off the file's tick grid), plus the whole steps to the
+    step that is its beat: of each pair of steps half a beat apart (the eighths, for an even
+    ``steps_per_beat``) the one holding the most note length, the longer notes falling on the
+    beat. An accompaniment on frames from this phase sits on the melody's beats."""
+    starts = np.asarray(starts, np.float64)
+    if not len(starts):
+        return 0.0
+    step = 1.0 / steps_per_beat
+    sub = (_circular_phase(starts, step) + step / 2) % step - step / 2  # -half a step .. half a step
+    at = np.rint((starts - sub) * steps_per_beat).astype(np.int64) % steps_per_beat
+    held = np.bincount(at, weights=np.asarray(durations, np.float64), minlength=steps_per_beat)
+    if steps_per_beat % 2 == 0:
+        half = steps_per_beat // 2
+        pair = int(np.argmax(held[:half] + held[half:]))
+        beat = pair if held[pair] >= held[pair + half] else pair + half
+    else:
+        beat = int(np.argmax(held))
+    return float((sub + beat * step) % 1.0)
+
+
 def distinct_onsets(onsets: Sequence[float]) -> np.ndarray:
     """Sorted onsets with a chord's notes (closer than ``CHORD_BEATS``) as one."""
     t = np.sort(np.asarray(onsets, dtype=np.float64))

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from musicrnn.cli import cli
 from musicrnn.codecs import AccompanyCodec, codec_from_dict
 from musicrnn.corpus import TokenData, read_manifest
+from musicrnn.midi import WRITE_TICKS_PER_BEAT
 from musicrnn.notes import make_notes
 from musicrnn.sample import SamplingConfig
 
@@ -317,3 +318,82 @@ def test_compose_accompany_with_a_model_without_roles_names_model_and_the_fix(tm
     assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
     assert res.output.startswith(f"error: --model {model}: its grid codec has no melody and accompaniment roles")
     assert "--codec accompany --roles" in res.output
+
+
+# --- on the melody's grid, following its chords ---------------------------------------------------
+
+CHORDS = [(0, 4, 7), (5, 9, 0), (7, 11, 2), (0, 4, 7)]  # C F G C, a bar each
+
+
+def _arpeggio_song(path: Path, late_s: float = 0.0, bars: int = 8, bpm: float = 120.0) -> Path:
+    """A melody of quarter notes arpeggiating C, F, G, C (a bar each, over and over), every note
+    ``late_s`` after the file's tick grid, as in a MIDI file made from a recording."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=bpm, resolution=WRITE_TICKS_PER_BEAT)  # what compose writes in
+    beat = 60.0 / bpm
+    melody = pretty_midi.Instrument(program=0, name="MELODY")
+    for b in range(bars):
+        chord = CHORDS[b % 4]
+        for k in range(4):
+            t = (4 * b + k) * beat + late_s
+            melody.notes.append(pretty_midi.Note(90, 72 + chord[k % 3], t, t + 0.9 * beat))
+    pm.instruments.append(melody)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pm.write(str(path))
+    return path
+
+
+def test_compose_accompany_plays_on_the_melodys_grid_not_the_files(tmp_path: Path) -> None:
+    late = 0.040  # 40 ms after every tick of the file's sixteenths (125 ms at 120 BPM)
+    song = _arpeggio_song(tmp_path / "in" / "late.mid", late_s=late)
+    out = tmp_path / "out"
+    res = _compose("--model", str(_model(tmp_path)), "--accompany", str(song), "-o", str(out), "--seed", "1")
+    assert res.exit_code == 0, res.output
+    written = _notes(out / "late.mid")
+    assert written["MELODY"] == _notes(song)["MELODY"]  # the melody as it was, off the file's grid
+    onsets = np.array([s for _, s, _ in written["musicrnn"]])
+    assert len(onsets) > 10
+    off = (onsets - late + 0.0625) % 0.125 - 0.0625  # from the melody's nearest sixteenth
+    assert np.abs(off).max() < 0.002, off  # within a millisecond or so, not 40 ms early
+
+
+def _in_chord(path: Path) -> float:
+    """The share of the accompaniment's onsets whose pitch class is in its bar's chord."""
+    acc = _notes(path)["musicrnn"]
+    hits = [p % 12 in CHORDS[int(s // 2.0) % 4] for p, s, _ in acc]
+    return sum(hits) / len(hits)
+
+
+def test_compose_accompany_follows_the_melodys_chords_unless_told_not_to(tmp_path: Path) -> None:
+    song = _arpeggio_song(tmp_path / "in" / "tune.mid", bars=16)
+    model = _model(tmp_path)
+    shares = {}
+    for flag in ("--follow-chords", "--no-follow-chords"):
+        out = tmp_path / flag
+        res = _compose("--model", str(model), "--accompany", str(song), "-o", str(out), "--seed", "2", flag)
+        assert res.exit_code == 0, res.output
+        shares[flag] = _in_chord(out / "tune.mid")
+    # a random model strikes a chord tone about as often as 3 notes in 12; following, far more often
+    assert shares["--no-follow-chords"] < 0.4 and shares["--follow-chords"] > shares["--no-follow-chords"] + 0.25, shares
+    default = _compose("--model", str(model), "--accompany", str(song), "-o", str(tmp_path / "default"), "--seed", "2")
+    assert default.exit_code == 0
+    assert (tmp_path / "default" / "tune.mid").read_bytes() == (tmp_path / "--follow-chords" / "tune.mid").read_bytes()
+
+
+def test_follow_chords_without_accompany_is_a_one_line_error(tmp_path: Path) -> None:
+    res = _compose("--model", str(_model(tmp_path)), "-o", str(tmp_path / "out"), "--no-follow-chords")
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert res.output.startswith("error: --follow-chords/--no-follow-chords apply to --accompany only")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_model_hears_the_melody_from_its_own_beats(tmp_path: Path) -> None:
+    from musicrnn.accompaniment import AccompanyOptions, _model_frames, read_melody
+
+    # every note a sixteenth and 40 ms (0.08 beat) after the file's beats: the model's frame 0 is the
+    # melody's first beat, its onsets on frames 0, 4, 8, ... as in the songs it learnt from
+    song = _arpeggio_song(tmp_path / "late.mid", late_s=0.125 + 0.040, bars=2)
+    m = read_melody(song, AccompanyOptions([song]), 4)
+    assert m.offset == pytest.approx(0.33, abs=0.005) and m.beat_phase == pytest.approx(0.33, abs=0.005)
+    parts, first, end = _model_frames(AccompanyCodec(), m)
+    struck = [k for k, part in enumerate(parts) if any(AccompanyCodec().token_name(int(t)).startswith("M_ON") for t in part)]
+    assert first == 0 and struck == list(range(0, 32, 4))

@@ -368,3 +368,22 @@ def test_a_swung_melody_off_the_clocks_beat_leaves_the_accompaniment_on_the_beat
     assert [n for n in played if n[2] > 0], "the model accompanied"
     assert all(t % FRAME == 0 for t, _, _ in played), "every note on a frame of the clock"
     check_closed(played)
+
+
+def test_the_chords_follower_leans_new_notes_to_the_chord_the_melody_sounds_in_the_beat(roles_model) -> None:
+    from musicrnn.harmony import CHORD_BIAS
+
+    cond, engine, sched = make(roles_model, follow="chords")
+    on = engine.codec.a_on0 - engine.codec.min_pitch  # + pitch: that pitch's A_ON token
+    c_then_f = [(60, 0), (64, 1), (67, 2), (72, 3), (65, 4), (69, 5)]  # C E G C (C major heard), then F A
+    melody = [(2 * S + b * BEAT, 2 * S + b * BEAT + BEAT - 20 * MS, p, 90) for p, b in c_then_f]
+    perform(cond, melody[:4], 2 * S + 3 * BEAT + FRAME)
+    bias = engine.logit_bias  # C major under C E G C
+    assert bias is not None and bias[on + 64] - bias[on + 65] == pytest.approx(CHORD_BIAS, abs=1e-3)
+    perform(cond, melody[4:], 2 * S + 5 * BEAT + FRAME)  # the beat of A: F major covers it (F before it)
+    bias = engine.logit_bias
+    assert bias[on + 65] - bias[on + 64] == pytest.approx(CHORD_BIAS, abs=1e-3) and bias[on + 69] == bias[on + 60]
+    # switched off (live: /musicrnn/follow chords 0), no nudge at all
+    cond.listener.follow.set("chords", 0.0)
+    run(cond, 2 * S + 5 * BEAT + 2 * FRAME, start_ns=2 * S + 5 * BEAT + FRAME)
+    assert engine.logit_bias is None

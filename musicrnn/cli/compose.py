@@ -24,6 +24,9 @@ from musicrnn.limits import MAX_NOTE_BEATS, PROGRAM, TEMPO, VELOCITY
                    "melody track names, else every pitched track), a 'musicrnn' track with the accompaniment. "
                    "--temperature, --top-k/-p, --seed, --key, --pitch-range, --max-polyphony, --max-note and --program "
                    "apply to the accompaniment; --key also names the melodies' key for a key-normalised model.")
+@click.option("--follow-chords/--no-follow-chords", default=True, show_default=True,
+              help="--accompany: lean the accompaniment towards the chord of the key that the melody implies on "
+                   "each beat (estimated from the whole melody), or leave its harmony to the model.")
 @click.option("--primer", type=click.Path(path_type=Path), default=None,
               help="MIDI file to continue: each output starts with it (its tracks, tempo changes and time "
                    "signatures as they are), then the model's continuation on a track of its own ('musicrnn').")
@@ -70,7 +73,7 @@ from musicrnn.limits import MAX_NOTE_BEATS, PROGRAM, TEMPO, VELOCITY
               help="bf16: bfloat16 weights (half the bytes per step), for many pieces at once on a GPU; on a "
                    "CPU fp32 batches step in numpy about as fast; other samples than fp32 for the same seed.")
 @user_errors
-def compose_cmd(model_path, count, out, name, accompany_inputs, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
+def compose_cmd(model_path, count, out, name, accompany_inputs, follow_chords, primer, primer_bars, primer_seconds, bars, seconds, temperature, top_k,
                 top_p, seed, key, pitch_range, max_polyphony, min_note, max_note, tempo, beats_per_bar, time_signature,
                 program, follow_spec, velocity_how, png, overwrite, wav, device, precision) -> None:
     """Write new MIDI files with the model: all pieces are generated together as one batch.
@@ -97,8 +100,11 @@ def compose_cmd(model_path, count, out, name, accompany_inputs, primer, primer_b
     ckpt = load_checkpoint(model_path or default_model_path(), dev)
     if accompany_inputs:
         _accompany(ckpt, model_path, list(accompany_inputs), out, temperature, top_k, top_p, seed, key, pitch_range,
-                   max_polyphony, max_note, program, png, overwrite, str(dev), precision)
+                   max_polyphony, max_note, program, png, overwrite, str(dev), precision, follow_chords)
         return
+    if click.get_current_context().get_parameter_source("follow_chords") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--follow-chords/--no-follow-chords apply to --accompany only; leave them out or give "
+                               "--accompany MELODY.mid")
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                               key=parse_key(key) if key else None,
                               pitch_range=parse_pitch_range_option(pitch_range) if pitch_range else None,
@@ -131,7 +137,7 @@ NOT_FOR_ACCOMPANY = {"count": "-n", "name": "--name", "primer": "--primer", "pri
 
 
 def _accompany(ckpt, model_path, inputs, out, temperature, top_k, top_p, seed, key, pitch_range, max_polyphony,
-               max_note, program, png, overwrite, device, precision) -> None:
+               max_note, program, png, overwrite, device, precision, follow_chords) -> None:
     """`compose --accompany`: the accompanied files and their summary (musicrnn.accompaniment)."""
     from musicrnn.accompaniment import MELODY_ROLE, AccompanyOptions, accompany, check_roles
     from musicrnn.sample import SamplingConfig, parse_key
@@ -150,7 +156,7 @@ def _accompany(ckpt, model_path, inputs, out, temperature, top_k, top_p, seed, k
                             sampling=sampling, max_note_beats=max_note, seed=seed, png=png, program=program,
                             key_tonic=parse_tonic(key.partition(":")[0]) if key else None,
                             home_key_model=bool(ckpt.meta.get("key_normalised")), device=device, precision=precision,
-                            overwrite=overwrite)
+                            overwrite=overwrite, follow_chords=1.0 if follow_chords else 0.0)
     pieces = accompany(ckpt.model, ckpt.codec, opts)
     for p in pieces:
         click.echo(f"{p.path}: melody = {p.melody} ({p.melody_notes} notes); accompaniment {p.notes} notes on track "

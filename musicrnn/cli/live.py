@@ -85,8 +85,8 @@ def _cc_note(name: str) -> str:
               help="No model note lasts longer than this (compose's --max-note has the same default).")
 @click.option("--follow", "follow_spec", default="all", show_default=True,
               help="What the answers follow of your playing: all, none, or a comma list of key, register, "
-                   "velocity, density, motif, grid with optional strengths 0-1, e.g. key,register,velocity=0.5 "
-                   "(live: /musicrnn/follow).")
+                   "velocity, density, motif, grid, chords (accompany: the chord your melody implies) with optional "
+                   "strengths 0-1, e.g. key,register,velocity=0.5 (live: /musicrnn/follow).")
 @click.option("--velocity", "velocity_spec", default=None,
               help=f"Answer velocities: follow (your dynamics), model (the model's own) or a fixed {VELOCITY.text('-')} "
                    "(default: as --follow says; live: /musicrnn/velocity).")

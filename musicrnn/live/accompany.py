@@ -22,6 +22,10 @@ The model was trained to hear a frame's melody before it plays that frame, so:
   hears that; a frame still being sampled then ends there (the notes drawn so far, the others
   held).
 
+The followers' nudge (:attr:`logit_bias`: the key prior, and the chords follower's prior towards
+the chord the melody implies in the current beat) moves the accompaniment's new notes between
+pitches without changing how likely a new note is (:func:`musicrnn.harmony.lean`), as offline.
+
 What sounds is what the model hears: notes ended between frames (stop, panic, a mode switch,
 the melody's end) leave its view of the frame before (its decoder and grammar), so it never
 "holds" a note that no longer sounds; frames that pass while it rests are fed with no
@@ -39,9 +43,11 @@ import numpy as np
 from musicrnn.codecs import KIND_NOTE_ON, KIND_STEP, Codec, NoteEvent
 from musicrnn.codecs.accompany import ACCOMPANIMENT, AccompanyCodec
 from musicrnn.errors import MusicRNNError
+from musicrnn.harmony import lean
 from musicrnn.limits import MAX_NOTE_BEATS
 from musicrnn.live.clock import now_ns
 from musicrnn.live.engine import Engine, _fork, _Stream
+from musicrnn.sample import sample_next
 
 MELODY_WAIT_S = 0.005  # a frame's accompaniment waits this long after its beat for the melody struck at its start
 # a frame whose decision has not started this long after its beat holds the accompaniment instead, and one
@@ -85,6 +91,7 @@ class AccompanyEngine(Engine):
         self.history: deque[int] = deque(maxlen=HISTORY)
         self._ahead: _Ahead | None = None
         super().__init__(model, codec, sampling, seed, max_note_beats)
+        self._new_notes = (self.codec.token_kind == KIND_NOTE_ON) & (self.codec.token_role == ACCOMPANIMENT)
 
     def _live_unit(self, codec: Codec) -> str:
         if not isinstance(codec, AccompanyCodec):
@@ -206,6 +213,13 @@ class AccompanyEngine(Engine):
             a.tokens.append(x)
             a.events += self._feed(stream, [x])
             a.done = bool(c.token_kind[x] == KIND_STEP)
+
+    def _sample(self, stream: _Stream, mask: np.ndarray) -> int:
+        """One token; the followers' nudge leans the new notes, their total chance kept."""
+        if self.logit_bias is None:
+            return super()._sample(stream, mask)
+        logits = lean(np.asarray(stream.logits), self.logit_bias[None, :], self._new_notes, mask)
+        return int(sample_next(logits, self.cfg, self.rand.next(), mask).item())
 
     def _close_late(self, a: _Ahead) -> None:
         """Out of time: the frame is what was drawn, the notes still sounding held where the

@@ -285,8 +285,9 @@ CONTROLS: dict[str, Control] = {c.name: c for c in (
             validate=_check_range, check_now=lambda s, lo, hi: s.check_pitches(pitch_range=(lo, hi)), osc="range",
             cli="--pitch-range", status="pitch_range", read=_pitch_range),
     Control("follow", "How strongly answers follow the player's key (answers in the heard key), register (octaves), "
-            "velocity (level and contour), density (notes per beat), motif (the call's rhythm) or grid (straight, swung "
-            "or triplet: where the call's onsets fall in the beat).", _set_follow,
+            "velocity (level and contour), density (notes per beat), motif (the call's rhythm), grid (straight, swung "
+            "or triplet: where the call's onsets fall in the beat) or chords (accompany: new notes lean to the chord "
+            "the melody implies in the beat).", _set_follow,
             "set_follow", (Arg("follower", "str", "what to follow", choices=_Followers()),
                            Arg("strength", "float", "0 = off, 1 = full", FOLLOW_STRENGTH)),
             validate=_check_follow, osc="follow", status="follow", read=lambda s, c: c.listener.follow.as_dict()),

@@ -138,6 +138,7 @@ class Accompany(LiveMode):
     has been silent for ``answer_bars`` bars (no key held); then it rests (the model hears the
     silent frames) until the next melody note. The key follower moves what it hears into its
     home key and its notes back, and its key prior leans new notes towards the key's scale; the
+    chords follower leans them towards the chord the melody implies in the current beat; the
     register, density and motif followers do not apply (the accompaniment keeps the place under
     the melody that the model learnt); velocities follow the melody's level
     (:meth:`~musicrnn.listening.Listener.accompaniment_velocity`)."""
@@ -173,10 +174,17 @@ class Accompany(LiveMode):
         return c.listener.accompaniment_velocity(model_velocity)
 
     def nudge(self, c: Conductor, beat: float) -> tuple | None:
-        """The key prior alone (the heard key's scale and hierarchy): density, motif and register
-        follow a call, not a melody to accompany."""
-        prior = c.listener.key_prior(c.transpose)
-        return None if prior is None else (0.0, 0.0, prior)
+        """The key prior (the heard key's scale and hierarchy) plus the chords follower's (the
+        chord the melody implies in this beat so far): density, motif and register follow a
+        call, not a melody to accompany."""
+        import numpy as np
+
+        key = c.listener.key_prior(c.transpose)
+        chord = c.listener.chord_prior(c.transpose, beat)
+        if chord is None:
+            return None if key is None else (0.0, 0.0, key)
+        both = chord + (np.asarray(key, np.float32) if key is not None else 0.0)
+        return 0.0, 0.0, tuple(round(float(x), 3) for x in both)
 
 
 # The order is the mode CC's split (4 equal ranges): accompany second keeps the values 0, 64
