@@ -38,7 +38,8 @@ from musicrnn.continuation import (
 from musicrnn.errors import MidiError, MusicRNNError
 from musicrnn.inference import Stepper, stepper_for
 from musicrnn.limits import MAX_NOTE_BEATS, check_tempo
-from musicrnn.listening import Follow, Listener, NoteBias
+from musicrnn.listening import Follow, Listener
+from musicrnn.logit_bias import NoteBias
 from musicrnn.metre import Metre, in_force
 from musicrnn.midi import load_midi, read_track_names, write_midi
 from musicrnn.model import MusicRNN

@@ -14,7 +14,8 @@ import numpy as np
 
 from musicrnn.codecs import Codec
 from musicrnn.errors import MusicRNNError
-from musicrnn.listening import Follow, GridBias, Listener, NoteBias, fold_into
+from musicrnn.listening import Follow, Listener, fold_into
+from musicrnn.logit_bias import GridBias, NoteBias
 from musicrnn.notes import Piece
 from musicrnn.sample import SamplingConfig
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from musicrnn.logit_bias import logsumexp
 from musicrnn.tonality import Key
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
@@ -189,20 +190,13 @@ def lean(logits: np.ndarray, bias: np.ndarray, tokens: np.ndarray, allowed: np.n
     sub = x[:, idx].astype(np.float64)
     moved = sub + np.broadcast_to(bias, x.shape)[:, idx]
     live = np.ones(sub.shape, bool) if allowed is None else np.asarray(allowed, bool)[:, idx]
-    before = _logsumexp(np.where(live, sub, -np.inf))
-    after = _logsumexp(np.where(live, moved, -np.inf))
+    before = logsumexp(np.where(live, sub, -np.inf))
+    after = logsumexp(np.where(live, moved, -np.inf))
     ok = np.isfinite(before) & np.isfinite(after)  # a row with none of them allowed is left as it is
     keep = np.zeros_like(before)
     keep[ok] = before[ok] - after[ok]
     x[:, idx] = moved + keep[:, None]
     return x
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(-1)
-    safe = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return safe + np.log(np.exp(x - safe[:, None]).sum(-1))
 
 
 class ChordFollower:

@@ -19,7 +19,7 @@ one per *follower*, each of which can be switched off or weakened (:class:`Follo
 - **grid**: the answer lands on the call's grid (:func:`musicrnn.metre.detect_grid`: straight,
   swung eighths or triplets, heard when the answer starts). Models that choose their own times
   (performance codec) get a bias against time shifts that end off the grid and note-ons struck
-  off it (:class:`GridBias`), so their rhythm stays their own choice among the grid's places;
+  off it (:class:`musicrnn.logit_bias.GridBias`), so their rhythm stays their own choice among the grid's places;
   models that play on a fixed straight grid (grid codec) cannot play triplets, so their
   off-beat eighths are delayed to where the call put them (swing; triplets get the triplet
   shuffle, 2/3 of the beat) as they go out (:meth:`Listener.warp`).
@@ -38,7 +38,6 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from musicrnn.codecs import KIND_NOTE_ON, KIND_SHIFT
 from musicrnn.errors import MusicRNNError
 from musicrnn.harmony import ChordFollower
 from musicrnn.limits import FOLLOW_STRENGTH, VELOCITY
@@ -66,7 +65,6 @@ THIRD_BIAS = 1.0  # nats more for a major key's third, the note that says major
 # calls kept the call's key in 137/144 trials, not 127/144 (chorales 35/36, not 33/36).
 MINOR_HIERARCHY_BIAS = 1.5  # nats per standard deviation of a minor key's profile
 MOTIF_GRID = 0.25  # beats: the call's onsets are matched on sixteenths
-GRID_BIAS = 5.0  # nats taken from time shifts ending off the call's grid and note-ons off it, at full grid strength
 ACCOMPANIMENT_BALANCE = 0.8  # accompany mode: the accompaniment's level, as a share of the melody's
 LEVEL_NOTES = 8  # accompany mode: the melody's level is the mean velocity of its last this many notes
 
@@ -429,80 +427,6 @@ class Listener:
         }
 
 
-class NoteBias:
-    """The followers' nudges as one [vocab] vector of nats to add to a model's logits: an onset
-    bias on every note-onset token, a register tilt (nats per octave from E4) and a per-pitch-class
-    key prior on the onsets' pitches. Key priors are cached (a session has few keys)."""
-
-    def __init__(self, codec) -> None:
-        self.codec = codec
-        self.onsets = (codec.token_kind == KIND_NOTE_ON).astype(np.float32)
-        self.octaves = np.where(self.onsets > 0, (codec.token_pitch - 64) / 12.0, 0.0).astype(np.float32)
-        self._priors: dict[tuple[float, ...], np.ndarray] = {}
-
-    def __call__(self, onset: float = 0.0, tilt: float = 0.0, prior: tuple[float, ...] | None = None) -> np.ndarray | None:
-        if not onset and not tilt and prior is None:
-            return None
-        bias = np.float32(onset) * self.onsets + np.float32(tilt) * self.octaves
-        if prior is not None:
-            bias += self.prior(prior)
-        return bias
-
-    def prior(self, prior: tuple[float, ...]) -> np.ndarray:
-        """The key prior's [vocab] vector (cached; the conductor asks it in idle time too, so an
-        answer's first decision finds it)."""
-        vec = self._priors.get(prior)
-        if vec is None:
-            vec = self._priors[prior] = (self.onsets * np.asarray(prior, np.float32)[self.codec.token_pitch % 12]).astype(np.float32)
-        return vec
-
-
-class GridBias:
-    """The grid follower for models that choose their own times (performance codec): a [vocab]
-    vector of nats for a decision at a beat, taking ``GRID_BIAS`` x strength from every time
-    shift that would end off the grid and, when the decision itself is off the grid, from every
-    note-on (it waits for the grid instead). Note-offs stay free. A shift ends on the grid when
-    it ends within half a codec step of a grid point, so the nearest step to each point counts
-    whatever the codec's steps' phase. Vectors are cached per place in the beat.
-    :meth:`logits` applies one keeping the model's chance of waiting at all: the shifts' nats
-    only move the waits onto the grid (else the answer would play more notes)."""
-
-    def __init__(self, codec) -> None:
-        self.codec = codec
-        steps = getattr(codec, "shift_steps", None)  # steps each time-shift token waits (performance codec)
-        self.shifts = np.flatnonzero(codec.token_kind == KIND_SHIFT) if steps is not None else np.zeros(0, np.int64)
-        self.steps = np.asarray(steps)[self.shifts].astype(np.float64) if len(self.shifts) else np.zeros(0)
-        self.onsets = codec.token_kind == KIND_NOTE_ON
-        self._cache: dict[tuple, np.ndarray] = {}
-
-    def __call__(self, grid: Grid, strength: float, beat: float, beats_per_step: float) -> np.ndarray | None:
-        if strength <= 0 or not len(self.shifts):
-            return None
-        place = round((beat - grid.phase) % 1.0, 4)
-        key = (grid, round(strength, 3), place, round(beats_per_step, 6))
-        bias = self._cache.get(key)
-        if bias is None:
-            if len(self._cache) > 256:
-                self._cache.clear()
-            tol = max(0.5 * beats_per_step, 1 / 96) + 1e-6
-            nats = np.float32(GRID_BIAS * strength)
-            bias = np.zeros(self.codec.vocab_size, np.float32)
-            bias[self.shifts] = np.where(grid.distance(beat + self.steps * beats_per_step) > tol, -nats, 0)
-            if grid.distance(beat) > tol:
-                bias[self.onsets] = -nats
-            self._cache[key] = bias
-        return bias
-
-    def logits(self, logits: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """``logits`` [..., vocab] plus ``bias``, the time shifts' total probability kept."""
-        out = logits + bias
-        s = self.shifts
-        before, after = logits[..., s], out[..., s]
-        keep = _logsumexp(before) - _logsumexp(after)
-        out[..., s] += keep[..., None]
-        return out
-
-
 def _key_z(key: Key) -> np.ndarray:
     """``key``'s Krumhansl-Kessler profile as z-scores (its tonal hierarchy in standard deviations)."""
     profile = key_profile(key)
@@ -534,8 +458,3 @@ def _in_scale_nats(tonic: int, mode: str, z: np.ndarray, pc: int) -> float:
     if mode == "minor":
         return MINOR_HIERARCHY_BIAS * float(z[pc])
     return HIERARCHY_BIAS * float(z[pc]) + THIRD_BIAS * (pc == (tonic + 4) % 12)
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(-1)
-    return top + np.log(np.exp(x - top[..., None]).sum(-1))

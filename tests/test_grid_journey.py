@@ -13,10 +13,11 @@ import torch
 from musicrnn.codecs.grid import GridCodec
 from musicrnn.codecs.performance import PerformanceCodec
 from musicrnn.config import ModelConfig
-from musicrnn.listening import GRID_BIAS, Follow, GridBias, Listener
+from musicrnn.listening import Follow, Listener
 from musicrnn.live.clock import InternalClock
 from musicrnn.live.engine import Engine
 from musicrnn.live.modes import Conductor, Settings
+from musicrnn.logit_bias import GRID_BIAS, GridBias
 from musicrnn.metre import GRID_TOLERANCE, STRAIGHT, TRIPLET, Grid, detect_grid
 from musicrnn.model import MusicRNN
 from musicrnn.sample import SamplingConfig

@@ -318,7 +318,8 @@ def test_the_memoised_key_prior_and_nudges_equal_the_ones_worked_out_afresh() ->
     centre and the nudge vectors the models get."""
     from musicrnn.codec import GridCodec, PerformanceCodec
     from musicrnn.codecs import KIND_NOTE_ON
-    from musicrnn.listening import NoteBias, _key_prior
+    from musicrnn.listening import _key_prior
+    from musicrnn.logit_bias import NoteBias
 
     _key_prior.cache_clear()
     li = Listener()
@@ -410,7 +411,7 @@ def test_the_conductors_answers_are_the_same_with_the_nudges_worked_out_ahead(ti
     assert all((a is None and b is None) or np.array_equal(a, b) for a, b in zip(biases_after, biases_before))
     assert cond.listener.key == Key(2, "major") and cond.transpose % 12 == 2
     prior = cond.listener.key_prior(cond.transpose)
-    assert prior in cond._note_bias._priors  # worked out while listening, before the answer asked
+    assert prior in cond.biases.note(cond.engine.codec)._priors  # worked out while listening, before the answer asked
 
 
 def test_idle_time_while_listening_works_out_the_answers_key_prior(tiny_performance_model) -> None:
@@ -430,4 +431,4 @@ def test_idle_time_while_listening_works_out_the_answers_key_prior(tiny_performa
     cond.prepare()
     prior = cond.listener.key_prior(cond.transpose)
     assert prior is not None and _key_prior.cache_info().hits == 1  # the answer looks it up
-    assert prior in cond._note_bias._priors
+    assert prior in cond.biases.note(cond.engine.codec)._priors

@@ -33,12 +33,13 @@ import numpy as np
 from musicrnn.codecs import NoteEvent
 from musicrnn.errors import MusicRNNError
 from musicrnn.limits import ANSWER_BARS, LATE_S
-from musicrnn.listening import GridBias, Listener, NoteBias, fold_into
+from musicrnn.listening import Listener, fold_into
 from musicrnn.live.clock import Clock, Timebase
 from musicrnn.live.clock import now_ns as real_now_ns
 from musicrnn.live.engine import Engine
 from musicrnn.live.play_modes import check_fits, check_mode, default_mode, make_mode
 from musicrnn.live.scheduler import Scheduler
+from musicrnn.logit_bias import CodecBiases
 
 log = logging.getLogger("musicrnn.live")
 
@@ -81,8 +82,7 @@ class Conductor:
         self.user_range = engine.cfg.pitch_range
         self._heard: dict[int, int] = {}  # player's held pitch -> the pitch the model heard
         self._played: dict[int, tuple[int, int]] = {}  # model's sounding pitch -> (the pitch that sounds, since ns)
-        self._note_bias: NoteBias | None = None  # the followers' logit nudges for this engine's codec
-        self._grid_bias: GridBias | None = None  # the grid follower's, per place in the beat (event codecs)
+        self.biases = CodecBiases()  # the followers' nudge vectors for the engine's codec
         self.scheduler = scheduler
         self.clock = clock
         self.settings = settings
@@ -271,7 +271,6 @@ class Conductor:
         the first mode for one without."""
         self.scheduler.stop_notes()
         self.engine = engine
-        self._note_bias = self._grid_bias = None
         if self.play.needs_roles != bool(engine.codec.roles):
             self.settings.mode = default_mode(engine.codec)
             self.play = make_mode(self.settings.mode)
@@ -403,19 +402,13 @@ class Conductor:
             self._play(events)
         self._wake_at(at_ns)  # more is due: come back at once
 
-    def _note_bias_here(self) -> NoteBias:
-        """The followers' nudge vectors for the engine's codec (made again when the model changes)."""
-        if self._note_bias is None or self._note_bias.codec is not self.engine.codec:
-            self._note_bias = NoteBias(self.engine.codec)
-        return self._note_bias
-
     def _warm_key_prior(self) -> None:
         """Idle time while listening: work out the key prior an answer would start with, and its
         vector (both cached by value, so nothing can go stale), so the answer's first decision
         only looks them up."""
         prior = self.listener.key_prior(self.transpose)
         if prior is not None:
-            self._note_bias_here().prior(prior)
+            self.biases.note(self.engine.codec).prior(prior)
 
     def _bias(self, t: float) -> None:
         """The followers' nudge (as the mode has it) for a decision at codec time ``t``; the grid
@@ -425,7 +418,7 @@ class Conductor:
         if nudge is None:
             self.engine.logit_bias = self.engine.time_logits = None
             return
-        self.engine.logit_bias = self._note_bias_here()(*nudge)
+        self.engine.logit_bias = self.biases.note(self.engine.codec)(*nudge)
         li = self.listener
         grid = self.play.follows_grid and li.grid_strength() > 0 and not self.engine.frames
         self.engine.time_logits = self._grid_logits if grid else None
@@ -437,8 +430,6 @@ class Conductor:
         if grid is None or strength <= 0:
             return logits
         codec, tb = self.engine.codec, self.timebase
-        if self._grid_bias is None or self._grid_bias.codec is not codec:
-            self._grid_bias = GridBias(codec)
         if tb.in_beats:
             beat, per_step = t + tb.origin, 1.0 / codec.steps_per_unit
         else:
@@ -446,8 +437,9 @@ class Conductor:
             if t_ns is None:
                 return logits
             beat, per_step = self._beat(t_ns), self.clock.bpm / 60.0 / codec.steps_per_unit
-        bias = self._grid_bias(grid, strength, beat, per_step)
-        return logits if bias is None else self._grid_bias.logits(logits, bias)
+        grid_bias = self.biases.grid(codec)
+        bias = grid_bias(grid, strength, beat, per_step)
+        return logits if bias is None else grid_bias.logits(logits, bias)
 
     def _lookahead_ns(self) -> int:
         """How long before a decision's time the conductor makes it (negative: after it)."""

@@ -78,7 +78,7 @@ class LiveMode:
 
     def nudge(self, c: Conductor, beat: float) -> tuple | None:
         """The followers' nudge to the model's note onsets for a decision at ``beat``: (onset
-        nats, register tilt, key prior) for :class:`~musicrnn.listening.NoteBias`, or None.
+        nats, register tilt, key prior) for :class:`~musicrnn.logit_bias.NoteBias`, or None.
         Here: while answering, the density and motif onsets, the register tilt and the key prior."""
         if c.answer is None:
             return None
