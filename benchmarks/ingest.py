@@ -5,8 +5,9 @@ Generates N synthetic MIDI files (1-3 minutes each, 2-4 tracks, sometimes a drum
 changes; seeded, so every run makes the same files), then measures in fresh subprocesses:
 
 (a) ``prepare`` over the folder (performance codec with its library defaults: seconds, 10 ms
-    grid, 32 velocity bins; all cores unless --workers): files/s and the peak RSS of the whole
-    process tree (the parent and its worker processes, sampled with psutil);
+    grid, 32 velocity bins; all cores unless --workers): files/s, timed with nothing else
+    running, and in a second run the peak RSS of the whole process tree (the parent and its
+    worker processes, sampled with psutil every 20 ms: the sampler costs CPU the workers need);
 (b) a naive single-process loop: ``pretty_midi.PrettyMIDI(path)``, the notes of non-drum
     instruments, ``codec.encode(make_notes(...))`` with the same codec: files/s, measured on a
     sample of --naive-sample files and extrapolated to N (it is slow);
@@ -228,8 +229,10 @@ class TreeSampler(threading.Thread):
         self.join()
 
 
-def measure(mode: str, payload: dict, work: Path) -> dict:
-    """Run one measurement in a fresh interpreter and sample its process tree's memory."""
+def measure(mode: str, payload: dict, work: Path, sample: bool = True) -> dict:
+    """Run one measurement in a fresh interpreter; with ``sample``, sample its process tree's
+    memory meanwhile (the sampler polls /proc every 20 ms: it competes with the workers for the
+    cores, so timed runs go without it)."""
     arg_file = work / f"args-{mode}-{time.monotonic_ns()}.json"
     arg_file.write_text(json.dumps(payload))
     proc = subprocess.Popen(
@@ -237,15 +240,17 @@ def measure(mode: str, payload: dict, work: Path) -> dict:
         stdout=subprocess.PIPE,
         text=True,
     )
-    sampler = TreeSampler(proc.pid)
-    sampler.start()
+    sampler = TreeSampler(proc.pid) if sample else None
+    if sampler is not None:
+        sampler.start()
     stdout, _ = proc.communicate()
-    sampler.stop()
+    if sampler is not None:
+        sampler.stop()
     if proc.returncode != 0:
         raise SystemExit(f"error: the {mode} measurement failed (exit {proc.returncode}); see the messages above")
     result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_tree_rss"] = sampler.peak_total
-    result["processes"] = sampler.peak_procs
+    result["peak_tree_rss"] = sampler.peak_total if sampler is not None else result["max_rss_self"]
+    result["processes"] = sampler.peak_procs if sampler is not None else 1
     return result
 
 
@@ -299,7 +304,9 @@ def report(args, n: int, gen_seconds: float, made: int, full: dict, small: dict,
         "1.0 means memory does not grow with the corpus.",
         "- Process-tree RSS adds up each process's resident memory (sampled every 20 ms), so pages that "
         "forked workers share are counted once per process; the last column is the largest single process "
-        "(getrusage).",
+        "(getrusage). Timed runs go without the sampler (it polls /proc and would compete with the workers "
+        f"for the {os.cpu_count()} cores): the first row's tree RSS comes from a second, sampled run of "
+        "`prepare` on all files; the naive loop is one process (its getrusage peak).",
     ]
     if full["rejected"]:
         lines.append(f"- {full['rejected']} files were rejected by `prepare` (see its rejected.tsv).")
@@ -348,12 +355,16 @@ def main() -> None:
 
         print(f"prepare on {small_n:,} files ...", file=sys.stderr)
         small = measure("prepare", {"src": str(small_src), "out": str(work / f"data-{small_n}"), "workers": workers}, work)
-        print(f"prepare on {n:,} files ...", file=sys.stderr)
-        full = measure("prepare", {"src": str(full_src), "out": str(work / f"data-{n}"), "workers": workers}, work)
+        print(f"prepare on {n:,} files (memory) ...", file=sys.stderr)
+        memory = measure("prepare", {"src": str(full_src), "out": str(work / f"data-{n}-rss"), "workers": workers}, work)
+        print(f"prepare on {n:,} files (timed) ...", file=sys.stderr)
+        full = measure("prepare", {"src": str(full_src), "out": str(work / f"data-{n}"), "workers": workers}, work,
+                       sample=False)
+        full["peak_tree_rss"] = memory["peak_tree_rss"]
         k = max(1, min(args.naive_sample, n))
         sample = [str(p) for p in paths[:: max(1, n // k)][:k]]  # spread over the corpus
         print(f"naive pretty_midi loop on {len(sample):,} files ...", file=sys.stderr)
-        naive = measure("naive", {"paths": sample}, work)
+        naive = measure("naive", {"paths": sample}, work, sample=False)  # one process: its getrusage peak
 
         print(report(args, n, gen_seconds, made, full, small, naive, workers))
     finally:

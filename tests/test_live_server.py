@@ -281,11 +281,11 @@ def test_cli_follow_and_velocity_say_what_the_answers_follow(tiny_grid_model) ->
     base = ["serve", "--model", str(tiny_grid_model), "--midi-in", "none", "--midi-out", "none", "--osc-port", "0",
             "--seconds", "0.1"]
     cases = {
-        (): "follows key, register, velocity, density, motif 0.5, grid;",
+        (): "follows key, register, velocity, density, motif 0.5, grid, chords;",
         ("--follow", "key,register,velocity=0.5"): "follows key, register, velocity 0.5;",
         ("--follow", "none", "--velocity", "model"): "follows nothing (--follow none);",
         ("--follow", "key", "--velocity", "follow"): "follows key, velocity;",
-        ("--velocity", "100"): "follows key, register, density, motif 0.5, grid, velocity fixed at 100;",
+        ("--velocity", "100"): "follows key, register, density, motif 0.5, grid, chords, velocity fixed at 100;",
         ("--follow", "grid=0.5"): "follows grid 0.5;",
     }
     for args, said in cases.items():

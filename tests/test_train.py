@@ -56,7 +56,7 @@ def test_train_writes_checkpoints_and_metrics(jsb, tmp_path):
     assert ck.train_config == _cfg(**TINY, max_steps=6, eval_every=3, eval_max_pieces=8, vocab_size=ck.codec.vocab_size)
 
 
-@pytest.mark.parametrize("path", ["musicrnn/models/chorales.pt", "musicrnn/models/pop.pt", "models/jsb-lstm-2x512.pt", "models/musedata-lstm-2x512.pt",
+@pytest.mark.parametrize("path", ["musicrnn/models/chorales.pt", "models/jsb-lstm-2x512.pt", "models/musedata-lstm-2x512.pt",
                                   "models/nottingham-lstm-2x512.pt", "models/pianomidi-lstm-2x512.pt"])
 def test_every_committed_checkpoint_reads_its_flat_train_config(path):
     """Checkpoints saved before the nesting keep the model's fields beside the others."""
@@ -68,6 +68,18 @@ def test_every_committed_checkpoint_reads_its_flat_train_config(path):
     assert cfg.model == ck.model.config
     assert (cfg.model.hidden, cfg.model.dropout) == (ck.meta["train_config"]["hidden"], ck.meta["train_config"]["dropout"])
     assert cfg.batch_size == ck.meta["train_config"]["batch_size"] and cfg.lr == ck.meta["train_config"]["lr"]
+
+
+@pytest.mark.parametrize("path", ["musicrnn/models/pop.pt", "musicrnn/models/accompany.pt"])
+def test_committed_checkpoints_saved_since_the_nesting_read_their_nested_train_config(path):
+    from helpers.paths import REPO
+
+    ck = load_checkpoint(REPO / path)
+    nested = ck.meta["train_config"]
+    assert "model" in nested and "hidden" not in nested  # the model's fields under "model"
+    cfg = ck.train_config
+    assert cfg.model == ck.model.config and cfg.model.hidden == nested["model"]["hidden"]
+    assert cfg.batch_size == nested["batch_size"] and cfg.lr == nested["lr"]
 
 
 def test_resume_reads_a_last_pt_saved_with_a_flat_train_config(jsb, tmp_path):
